@@ -1,0 +1,55 @@
+//! # shmring
+//!
+//! Lock-free rings in shared memory for moving messages between processes on
+//! one host, with no system call on the hot path.
+//!
+//! - [`Segment`]: a mapping over a POSIX shm object, a file, or a memfd.
+//! - [`spsc`]: a single-producer single-consumer ring of variable-length
+//!   records, zero-copy on both sides ([`spsc::Producer::grant`],
+//!   [`spsc::Consumer::recv`]), with batching.
+//! - [`WaitPolicy`]: spin, yield, then park on a shared futex through an
+//!   eventcount ([`EventCount`]); a sender wakes nobody unless a receiver is
+//!   actually asleep.
+//! - Everything read from shared memory is treated as hostile: impossible
+//!   values give [`Error::Corrupted`], never a panic or an out-of-bounds
+//!   access. A peer that dies gives [`Error::PeerDied`], never a hang.
+//!
+//! ## Two processes
+//!
+//! ```no_run
+//! use shmring::{Location, RingOptions, spsc::{Consumer, Producer}};
+//! # fn main() -> shmring::Result<()> {
+//! let loc = Location::shm("demo");
+//! if std::env::args().nth(1).as_deref() == Some("produce") {
+//!     // Whichever side starts first creates the segment.
+//!     let mut tx = Producer::open_or_create(&loc, &RingOptions::new())?;
+//!     for i in 0..1000u32 {
+//!         tx.send(&i.to_le_bytes())?;
+//!     }
+//!     // Dropping the producer ends the stream.
+//! } else {
+//!     let mut rx = Consumer::open_or_create(&loc, &RingOptions::new())?;
+//!     while let Some(rec) = rx.recv()? {
+//!         println!("{:?}", &*rec);
+//!     }
+//!     loc.unlink()?;
+//! }
+//! # Ok(()) }
+//! ```
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod error;
+pub mod header;
+pub mod liveness;
+mod region;
+pub mod segment;
+pub mod spsc;
+mod sync;
+pub mod wait;
+
+pub use error::{Error, Result};
+pub use liveness::{Liveness, ProcessId};
+pub use segment::{Location, Segment};
+pub use spsc::RingOptions;
+pub use wait::{EventCount, WaitPolicy};

@@ -1,0 +1,135 @@
+//! The data region of a ring: raw bytes in the mapping, accessed by offset.
+//!
+//! Record headers are read and written as 8-byte words with Relaxed atomic
+//! accesses (the region is shared with an untrusted process; the ordering
+//! comes from the ring's head and tail). Payload bytes are handed out as
+//! slices. Under loom the bytes live on the heap and every 8-byte word has a
+//! shadow `loom::cell::UnsafeCell`, touched on each access, so loom reports a
+//! data race if an ordering that protects the payload is weakened.
+
+/// A view of `capacity` bytes at `base`. Offsets passed in are always
+/// `< capacity` and 8-aligned with `off + len <= capacity`; the ring
+/// guarantees that by masking and bound checks before calling.
+pub(crate) struct Region {
+    base: *mut u8,
+    capacity: usize,
+    #[cfg(loom)]
+    shadow: std::sync::Arc<Vec<loom::cell::UnsafeCell<()>>>,
+}
+
+// SAFETY: a Region is a pointer into a mapping kept alive by the owning ring
+// handle; which side may touch which bytes is governed by the ring protocol.
+unsafe impl Send for Region {}
+
+impl Region {
+    /// # Safety
+    /// `base..base + capacity` must stay valid for reads and writes for the
+    /// life of the Region, `base` 8-aligned, `capacity` a multiple of 8.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn new(base: *mut u8, capacity: usize) -> Region {
+        Region { base, capacity }
+    }
+
+    /// # Safety
+    /// As for the non-loom constructor; `shadow` has one cell per 8 bytes.
+    #[cfg(loom)]
+    pub(crate) unsafe fn new(
+        base: *mut u8,
+        capacity: usize,
+        shadow: std::sync::Arc<Vec<loom::cell::UnsafeCell<()>>>,
+    ) -> Region {
+        Region { base, capacity, shadow }
+    }
+
+    #[inline]
+    fn check(&self, off: usize, len: usize) {
+        debug_assert!(off % 8 == 0 && off.checked_add(len).is_some_and(|e| e <= self.capacity));
+    }
+
+    #[cfg(loom)]
+    fn track(&self, off: usize, len: usize, write: bool) {
+        let first = off / 8;
+        let last = (off + len.max(1)).div_ceil(8);
+        for cell in &self.shadow[first..last] {
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+    }
+
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn track(&self, _off: usize, _len: usize, _write: bool) {}
+
+    /// Read the 8-byte word at `off`.
+    #[inline]
+    pub(crate) fn load_word(&self, off: usize) -> u64 {
+        self.check(off, 8);
+        self.track(off, 8, false);
+        #[cfg(not(loom))]
+        {
+            // SAFETY: in bounds and 8-aligned (checked by the caller's
+            // masking); an AtomicU64 read tolerates a concurrent writer.
+            unsafe { (*(self.base.add(off) as *const crate::sync::AtomicU64)).load(crate::sync::Ordering::Relaxed) }
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: in bounds and aligned; loom runs one thread at a time
+            // and the shadow cell checked causality above.
+            unsafe { std::ptr::read(self.base.add(off) as *const u64) }
+        }
+    }
+
+    /// Write the 8-byte word at `off`.
+    #[inline]
+    pub(crate) fn store_word(&self, off: usize, value: u64) {
+        self.check(off, 8);
+        self.track(off, 8, true);
+        #[cfg(not(loom))]
+        {
+            // SAFETY: in bounds and 8-aligned; atomic store tolerates a
+            // concurrent (hostile) reader or writer.
+            unsafe {
+                (*(self.base.add(off) as *const crate::sync::AtomicU64)).store(value, crate::sync::Ordering::Relaxed)
+            }
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: in bounds and aligned; loom runs one thread at a time.
+            unsafe { std::ptr::write(self.base.add(off) as *mut u64, value) }
+        }
+    }
+
+    /// The bytes `off..off + len`, to read.
+    ///
+    /// # Safety
+    /// The ring protocol must give the caller read access to these bytes
+    /// (the producer published them and the consumer has not released them)
+    /// for the returned lifetime. A hostile peer may still change them; the
+    /// caller must not rely on their contents for memory safety.
+    #[inline]
+    pub(crate) unsafe fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        self.check(off, len);
+        self.track(off, len, false);
+        // SAFETY: in bounds (checked by the caller); access granted by the
+        // ring protocol per this function's contract.
+        unsafe { std::slice::from_raw_parts(self.base.add(off), len) }
+    }
+
+    /// The bytes `off..off + len`, to write.
+    ///
+    /// # Safety
+    /// The ring protocol must give the caller exclusive write access to these
+    /// bytes (granted to the producer, not yet published) for the returned
+    /// lifetime, and no other slice of them may be live.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, off: usize, len: usize) -> &mut [u8] {
+        self.check(off, len);
+        self.track(off, len, true);
+        // SAFETY: in bounds (checked by the caller); exclusive per contract.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(off), len) }
+    }
+}
