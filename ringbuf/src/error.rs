@@ -29,7 +29,9 @@ pub enum Error {
     #[error("segment {0} does not exist")]
     NotFound(String),
     /// The creator never finished initialising the segment within the bound.
-    #[error("segment {0} is not ready: its creator did not finish initialising it (stale? remove it with `shmring rm`)")]
+    #[error(
+        "segment {0} is not ready: its creator did not finish initialising it (stale? remove it with `shmring rm`)"
+    )]
     NotReady(String),
     /// The segment's magic number is wrong: it is not a shmring segment.
     #[error("{0} is not a shmring segment (bad magic number)")]
@@ -80,7 +82,9 @@ pub enum Error {
     },
     /// The previous holder of the role died without closing it: the stream
     /// is broken and the segment should be removed.
-    #[error("segment {segment} is stale: its previous {role} (pid {pid}) died without closing (remove it with `shmring rm`)")]
+    #[error(
+        "segment {segment} is stale: its previous {role} (pid {pid}) died without closing (remove it with `shmring rm`)"
+    )]
     Stale {
         /// The segment.
         segment: String,

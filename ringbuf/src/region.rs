@@ -41,6 +41,16 @@ impl Region {
         Region { base, capacity, shadow }
     }
 
+    /// Shadow cells for a region of `capacity` bytes, one per 8 bytes; the
+    /// Regions of both handles of a ring share them.
+    #[cfg(loom)]
+    // loom runs one thread at a time; the cells are only touched through
+    // `track`, and Region is Send by the impl above.
+    #[allow(clippy::arc_with_non_send_sync)]
+    pub(crate) fn shadow(capacity: usize) -> std::sync::Arc<Vec<loom::cell::UnsafeCell<()>>> {
+        std::sync::Arc::new((0..capacity / 8).map(|_| loom::cell::UnsafeCell::new(())).collect())
+    }
+
     #[inline]
     fn check(&self, off: usize, len: usize) {
         debug_assert!(off % 8 == 0 && off.checked_add(len).is_some_and(|e| e <= self.capacity));
@@ -48,8 +58,12 @@ impl Region {
 
     #[cfg(loom)]
     fn track(&self, off: usize, len: usize, write: bool) {
+        // An empty slice touches no byte (and may start at `capacity`).
+        if len == 0 {
+            return;
+        }
         let first = off / 8;
-        let last = (off + len.max(1)).div_ceil(8);
+        let last = (off + len).div_ceil(8);
         for cell in &self.shadow[first..last] {
             if write {
                 cell.with_mut(|_| ());

@@ -194,9 +194,7 @@ impl Segment {
         file.set_len(len).map_err(|e| Error::io("ftruncate", &label, e))?;
         nix::fcntl::fcntl(
             &file,
-            nix::fcntl::FcntlArg::F_ADD_SEALS(
-                nix::fcntl::SealFlag::F_SEAL_SHRINK | nix::fcntl::SealFlag::F_SEAL_GROW,
-            ),
+            nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_SHRINK | nix::fcntl::SealFlag::F_SEAL_GROW),
         )
         .map_err(|e| Error::io("fcntl(F_ADD_SEALS)", &label, e))?;
         Self::map(file, len, label)
@@ -327,11 +325,9 @@ pub fn read_first_page(loc: &Location) -> Result<(Vec<u8>, u64)> {
     let mut file = match loc {
         Location::Shm(name) => {
             let c = shm_cname(name)?;
-            File::from(nix::sys::mman::shm_open(c.as_c_str(), OFlag::O_RDONLY, Mode::empty()).map_err(|e| {
-                match e {
-                    Errno::ENOENT => Error::NotFound(loc.to_string()),
-                    e => Error::io("shm_open", loc, e),
-                }
+            File::from(nix::sys::mman::shm_open(c.as_c_str(), OFlag::O_RDONLY, Mode::empty()).map_err(|e| match e {
+                Errno::ENOENT => Error::NotFound(loc.to_string()),
+                e => Error::io("shm_open", loc, e),
             })?)
         }
         Location::Path(p) => std::fs::OpenOptions::new()
@@ -348,10 +344,7 @@ pub fn read_first_page(loc: &Location) -> Result<(Vec<u8>, u64)> {
         return Err(Error::InvalidArgument(format!("{loc} is not a regular file")));
     }
     let mut page = Vec::with_capacity(crate::header::HEADER_LEN);
-    (&mut file)
-        .take(crate::header::HEADER_LEN as u64)
-        .read_to_end(&mut page)
-        .map_err(|e| Error::io("read", loc, e))?;
+    (&mut file).take(crate::header::HEADER_LEN as u64).read_to_end(&mut page).map_err(|e| Error::io("read", loc, e))?;
     Ok((page, meta.len()))
 }
 

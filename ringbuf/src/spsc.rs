@@ -144,7 +144,10 @@ impl Shared {
         // Acquire: pairs with the Release store of ROLE_ATTACHED in `claim`,
         // so pid and start time below are the holder's.
         if slot.state.load(Ordering::Acquire) == ROLE_ATTACHED {
-            let id = ProcessId { pid: slot.pid.load(Ordering::Relaxed), start_time: slot.start_time.load(Ordering::Relaxed) };
+            let id = ProcessId {
+                pid: slot.pid.load(Ordering::Relaxed),
+                start_time: slot.start_time.load(Ordering::Relaxed),
+            };
             if !id.is_alive() {
                 return Err(Error::PeerDied { segment: self.name.clone(), role, pid: id.pid });
             }
@@ -222,7 +225,11 @@ fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> 
     }
     let (kind, capacity) = header::validate(h, len, seg.name())?;
     if kind != header::RingKind::Spsc {
-        return Err(Error::KindMismatch { segment: seg.name().to_owned(), found: kind.name().into(), expected: "spsc" });
+        return Err(Error::KindMismatch {
+            segment: seg.name().to_owned(),
+            found: kind.name().into(),
+            expected: "spsc",
+        });
     }
     let name = seg.name().to_owned();
     // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len
@@ -230,15 +237,15 @@ fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> 
     let ctl = unsafe { NonNull::new_unchecked(base.add(header::CONTROL_OFFSET) as *mut SpscControl) };
     // SAFETY: validate() checked len == HEADER_LEN + capacity, so the data
     // region is in bounds; the mapping lives as long as `_keep`.
+    #[cfg(not(loom))]
     let region = unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize) };
-    Ok(Shared {
-        ctl,
-        header: NonNull::new(base as *mut Header),
-        region,
-        capacity,
-        name,
-        _keep: Arc::new(seg),
-    })
+    #[cfg(loom)]
+    let region = {
+        let shadow = Region::shadow(capacity as usize);
+        // SAFETY: as above; `shadow` has one cell per 8 bytes of the region.
+        unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize, shadow) }
+    };
+    Ok(Shared { ctl, header: NonNull::new(base as *mut Header), region, capacity, name, _keep: Arc::new(seg) })
 }
 
 /// Create and initialise an SPSC segment at `loc`. Neither role is claimed;
@@ -530,15 +537,21 @@ impl Producer {
         // outlives this call.
         let ec = unsafe { &ctl.as_ref().space_free };
         let policy = self.policy;
-        let off = block_on(&policy, ec, deadline, || Error::Timeout, |check| {
-            if let Some(off) = self.try_reserve(total)? {
-                return Ok(Attempt::Ready(off));
-            }
-            // Padding written inside try_reserve must reach the consumer.
-            self.flush();
-            self.check_consumer(check)?;
-            Ok(Attempt::NotYet)
-        })?;
+        let off = block_on(
+            &policy,
+            ec,
+            deadline,
+            || Error::Timeout,
+            |check| {
+                if let Some(off) = self.try_reserve(total)? {
+                    return Ok(Attempt::Ready(off));
+                }
+                // Padding written inside try_reserve must reach the consumer.
+                self.flush();
+                self.check_consumer(check)?;
+                Ok(Attempt::NotYet)
+            },
+        )?;
         Ok(Grant { p: self, off, len })
     }
 
@@ -783,10 +796,9 @@ impl Consumer {
         let t = self.sh.ctl().tail.load(Ordering::Acquire);
         let cap = self.sh.capacity;
         if t.wrapping_sub(self.published) > cap || t.wrapping_sub(self.head) > cap || t % 8 != 0 {
-            return Err(self.poison(format!(
-                "producer position {t} impossible: consumer at {}, capacity {cap}",
-                self.head
-            )));
+            return Err(
+                self.poison(format!("producer position {t} impossible: consumer at {}, capacity {cap}", self.head))
+            );
         }
         if t.wrapping_sub(self.cached_tail) > cap {
             return Err(self.poison(format!("producer position went backwards: {} -> {t}", self.cached_tail)));
@@ -1014,14 +1026,14 @@ pub fn loom_pair(capacity: u64) -> (Producer, Consumer) {
         ctl: Box<SpscControl>,
         _data: Vec<u64>,
     }
-    // SAFETY (for both impls): only touched through the ring protocol.
+    // SAFETY: only touched through the ring protocol (for both impls).
     unsafe impl Send for Heap {}
     // SAFETY: see above.
     unsafe impl Sync for Heap {}
     let words = (capacity / 8) as usize;
     let mut data = vec![0u64; words];
     let base = data.as_mut_ptr() as *mut u8;
-    let shadow: Arc<Vec<loom::cell::UnsafeCell<()>>> = Arc::new((0..words).map(|_| loom::cell::UnsafeCell::new(())).collect());
+    let shadow = Region::shadow(capacity as usize);
     let heap = Arc::new(Heap { ctl: Box::new(SpscControl::new()), _data: data });
     let ctl = NonNull::from(&*heap.ctl);
     let mk = |keep: Arc<Heap>| Shared {

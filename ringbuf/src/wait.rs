@@ -7,7 +7,7 @@
 //! registered waiter makes no system call at all.
 //!
 //! ```text
-//! waiter:   key = ec.prepare_wait()    // waiters += 1; fence(SeqCst); read epoch
+//! waiter:   key = ec.prepare_wait()    // waiters += 1; read epoch; fence(SeqCst)
 //!           if condition() { ec.cancel_wait(); return }
 //!           ec.wait(key, timeout)      // futex_wait(epoch, key): returns at once if epoch moved
 //! notifier: publish (Release); ec.notify()   // fence(SeqCst); if waiters > 0 { epoch += 1; futex_wake }
@@ -16,7 +16,10 @@
 //! The two SeqCst fences make this a Dekker handshake: either the notifier's
 //! fence comes first in the fence order, so the waiter's re-check sees the
 //! published value, or the waiter's does, so the notifier sees `waiters > 0`
-//! and bumps the epoch, which makes a late `futex_wait` return at once.
+//! and bumps the epoch, which makes a late `futex_wait` return at once. The
+//! key must be read before the waiter's fence: read after it, it may already
+//! include that very bump (the two loads can be reordered, e.g. on ARM), and
+//! the waiter would sleep through the only notify meant for it.
 //!
 //! The futex is shared (no `FUTEX_PRIVATE_FLAG`): the word lives in a
 //! `MAP_SHARED` mapping used by several processes. Every park is bounded so the
@@ -59,12 +62,15 @@ impl EventCount {
     #[inline]
     pub fn prepare_wait(&self) -> u32 {
         self.waiters.fetch_add(1, Ordering::Relaxed);
+        // Read the key before the fence, so it is ordered before the caller's
+        // re-check: a key read after the fence may already include the bump
+        // of a notify whose publication the re-check misses (a lost wake-up).
+        // Relaxed: the futex re-checks the value in the kernel.
+        let key = self.epoch.load(Ordering::Relaxed);
         // SeqCst fence: pairs with the fence in `notify`. Orders our
-        // registration before the caller's re-check of its condition.
+        // registration and key before the caller's re-check of its condition.
         fence(Ordering::SeqCst);
-        // Relaxed is enough: the fence above orders this load after the
-        // registration, and the futex re-checks the value in the kernel.
-        self.epoch.load(Ordering::Relaxed)
+        key
     }
 
     /// Deregister without sleeping (the condition became true).
@@ -252,6 +258,10 @@ pub(crate) fn block_on<T, E>(
     let mut next_check = Instant::now() + policy.check_interval;
     // Returns whether a liveness check is due; errors on the deadline.
     let tick = |next_check: &mut Instant| -> Result<bool, E> {
+        // Under loom, real time must not change what a model does.
+        if cfg!(loom) {
+            return Ok(false);
+        }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return Err(timeout_err());

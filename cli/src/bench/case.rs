@@ -1,0 +1,156 @@
+//! What one benchmark case is: a transport, a mode and a payload size, plus how long to run it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A way of moving bytes from one process to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// shmring SPSC rings in a POSIX shared-memory segment.
+    Shmring,
+    /// Anonymous pipes (two of them for ping-pong).
+    Pipe,
+    /// Named pipes created with mkfifo in a private temporary directory.
+    Fifo,
+    /// A connected pair of UNIX stream sockets.
+    UnixSocket,
+    /// A TCP connection over 127.0.0.1 with TCP_NODELAY.
+    TcpLoopback,
+    /// POSIX message queues (mq_send / mq_receive).
+    PosixMq,
+    /// Ping-pong on two shared futex words, always sleeping in the kernel: the floor for "park".
+    Futex,
+    /// Ping-pong on two shared cache lines, busy-polling: the hardware floor for "spin".
+    CacheLine,
+}
+
+impl Transport {
+    /// The name used in the output (identical to the `--only` value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Shmring => "shmring",
+            Transport::Pipe => "pipe",
+            Transport::Fifo => "fifo",
+            Transport::UnixSocket => "unix-socket",
+            Transport::TcpLoopback => "tcp-loopback",
+            Transport::PosixMq => "posix-mq",
+            Transport::Futex => "futex",
+            Transport::CacheLine => "cache-line",
+        }
+    }
+}
+
+/// How a case waits, or whether it streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Ping-pong where both sides busy-poll shared memory.
+    Spin,
+    /// Ping-pong where both sides sleep on a futex until woken.
+    Park,
+    /// Ping-pong through blocking system calls of a kernel transport.
+    Blocking,
+    /// One-way streaming: one process writes, the other reads and verifies.
+    Stream,
+}
+
+impl Mode {
+    /// The name used in the output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Spin => "spin",
+            Mode::Park => "park",
+            Mode::Blocking => "blocking",
+            Mode::Stream => "stream",
+        }
+    }
+}
+
+/// One row of the results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case {
+    /// What carries the messages.
+    pub transport: Transport,
+    /// Ping-pong flavour, or streaming.
+    pub mode: Mode,
+    /// Bytes per message.
+    pub payload: usize,
+}
+
+impl Case {
+    /// Whether this is a one-way streaming case (otherwise it is a ping-pong case).
+    pub fn is_stream(&self) -> bool {
+        self.mode == Mode::Stream
+    }
+
+    /// Whether both processes busy-poll, which only makes sense on two CPUs.
+    pub fn needs_two_cpus(&self) -> bool {
+        self.mode == Mode::Spin
+    }
+
+    /// A short human description, e.g. `pipe blocking 64 B ping-pong`.
+    pub fn label(&self) -> String {
+        let what = if self.is_stream() { "stream" } else { "ping-pong" };
+        let mode = if self.is_stream() { String::new() } else { format!(" {}", self.mode.name()) };
+        format!("{}{} {} {}", self.transport.name(), mode, super::report::bytes(self.payload as u64), what)
+    }
+}
+
+/// When a measured phase ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Length {
+    /// After this much time.
+    Time(Duration),
+    /// After this many round trips or messages.
+    Count(u64),
+}
+
+/// How long each case warms up and is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Unmeasured run before the measurement starts.
+    pub warmup: Duration,
+    /// The measured run.
+    pub length: Length,
+}
+
+impl Budget {
+    /// Whether the measured phase is over after `done` operations taking `elapsed`.
+    #[inline]
+    pub fn finished(&self, done: u64, elapsed: Duration) -> bool {
+        match self.length {
+            Length::Time(limit) => elapsed >= limit,
+            Length::Count(n) => done >= n,
+        }
+    }
+
+    /// How many operations to do before looking at the clock again, at most `chunk`.
+    #[inline]
+    pub fn next_chunk(&self, done: u64, chunk: u64) -> u64 {
+        match self.length {
+            Length::Time(_) => chunk,
+            Length::Count(n) => n.saturating_sub(done).min(chunk),
+        }
+    }
+
+    /// E.g. `0.25 s warm-up + 1.50 s measured per case`.
+    pub fn describe(&self) -> String {
+        let warmup = self.warmup.as_secs_f64();
+        match self.length {
+            Length::Time(d) => format!("{warmup:.2} s warm-up + {:.2} s measured per case", d.as_secs_f64()),
+            Length::Count(n) => {
+                format!("{warmup:.2} s warm-up + {n} round trips or messages per case")
+            }
+        }
+    }
+
+    /// A generous upper bound on a case's wall time, for the watchdog; `None` when counting.
+    pub fn deadline(&self) -> Option<Duration> {
+        match self.length {
+            Length::Time(limit) => Some((self.warmup + limit) * 3 + Duration::from_secs(15)),
+            Length::Count(_) => None,
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! shmring itself: two SPSC rings for ping-pong (parent→child, child→parent), one for
+//! streaming. The parent creates every segment and unlinks its name as soon as the first
+//! message proves the child has attached.
+//!
+//! The 8-byte stream row batches on both sides — the producer stages records with
+//! `grant(8)` + `stage()` and publishes every [`BATCH`] with one `flush()`, the consumer takes
+//! everything available per `recv_batch` — since that is how small messages are meant to go
+//! through a ring. Every other row sends and receives one message per call.
+
+use shmring::spsc::{Consumer, Producer};
+use shmring::{Location, RingOptions, WaitPolicy};
+
+use super::case::{Budget, Case, Mode};
+use super::guard::{Cleanup, unique_name};
+use super::peer::{self, ChildSpec, Launcher};
+use super::protocol::{self, Channel, END, FirstContact, MARK, Outcome, StreamCheck, read_seq};
+
+/// Data bytes per ring.
+const CAPACITY: u64 = 1 << 20;
+/// Records the batching producer stages per publish.
+pub(crate) const BATCH: u64 = 64;
+
+/// Whether `case` is the batched small-message stream.
+pub(crate) fn batched(case: &Case) -> bool {
+    case.is_stream() && case.payload == 8
+}
+
+fn policy(mode: Mode) -> WaitPolicy {
+    match mode {
+        Mode::Spin => WaitPolicy::busy_poll(),
+        Mode::Park => WaitPolicy::park(),
+        // Streaming uses the library's default: spin briefly, yield, then park.
+        Mode::Blocking | Mode::Stream => WaitPolicy::default(),
+    }
+}
+
+fn err(what: &'static str) -> impl Fn(shmring::Error) -> String {
+    move |e| format!("shmring: {what}: {e}")
+}
+
+fn location(base: &str, suffix: &str) -> Location {
+    Location::shm(format!("{base}-{suffix}"))
+}
+
+/// Removes the segment name when dropped (or on the emergency path).
+fn unlink_later(loc: Location) -> Cleanup {
+    Cleanup::new(move || {
+        let _ = loc.unlink();
+    })
+}
+
+struct RingChannel {
+    tx: Option<Producer>,
+    rx: Option<Consumer>,
+}
+
+impl Channel for RingChannel {
+    #[inline]
+    fn send(&mut self, msg: &[u8]) -> Result<(), String> {
+        let tx = self.tx.as_mut().ok_or("shmring: no ring to send on")?;
+        tx.send(msg).map_err(err("send"))
+    }
+
+    #[inline]
+    fn recv_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<T, String> {
+        let rx = self.rx.as_mut().ok_or("shmring: no ring to receive from")?;
+        match rx.recv().map_err(err("recv"))? {
+            Some(record) => Ok(f(&record)),
+            None => Err("shmring: peer closed the stream early".into()),
+        }
+    }
+}
+
+/// Parent side: creates the ring(s), starts the child, measures.
+pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
+    let base = unique_name();
+    let opts = RingOptions::new().capacity(CAPACITY);
+    let policy = policy(case.mode);
+    if case.is_stream() {
+        let loc = location(&base, "data");
+        let mut rx = Consumer::create(&loc, &opts).map_err(err("creating ring"))?;
+        let unlink = unlink_later(loc);
+        rx.set_wait_policy(policy);
+        let child = launcher.spawn(case, budget, vec![base], vec![])?;
+        if batched(case) {
+            let result = batched_reader(&mut rx, unlink).map(Outcome::Stream);
+            return protocol::conclude(result, child);
+        }
+        let ch = RingChannel { tx: None, rx: Some(rx) };
+        protocol::drive(&mut FirstContact::new(ch, vec![unlink]), case, budget, child)
+    } else {
+        let (ping, pong) = (location(&base, "ping"), location(&base, "pong"));
+        let mut tx = Producer::create(&ping, &opts).map_err(err("creating ring"))?;
+        let unlink_ping = unlink_later(ping);
+        let mut rx = Consumer::create(&pong, &opts).map_err(err("creating ring"))?;
+        let unlink_pong = unlink_later(pong);
+        tx.set_wait_policy(policy);
+        rx.set_wait_policy(policy);
+        let child = launcher.spawn(case, budget, vec![base], vec![])?;
+        let ch = RingChannel { tx: Some(tx), rx: Some(rx) };
+        let mut ch = FirstContact::new(ch, vec![unlink_ping, unlink_pong]);
+        protocol::drive(&mut ch, case, budget, child)
+    }
+}
+
+/// Child side: opens the ring(s) the parent created and plays its part.
+pub(crate) fn child(spec: &ChildSpec) -> Result<(), String> {
+    let base = peer::name(spec, 0)?;
+    let policy = policy(spec.case.mode);
+    if spec.case.is_stream() {
+        let mut tx = Producer::open(&location(base, "data")).map_err(err("opening ring"))?;
+        tx.set_wait_policy(policy);
+        if batched(&spec.case) {
+            return batched_writer(&mut tx, &spec.budget);
+        }
+        let mut ch = RingChannel { tx: Some(tx), rx: None };
+        protocol::serve(&mut ch, spec)
+    } else {
+        let mut rx = Consumer::open(&location(base, "ping")).map_err(err("opening ring"))?;
+        let mut tx = Producer::open(&location(base, "pong")).map_err(err("opening ring"))?;
+        tx.set_wait_policy(policy);
+        rx.set_wait_policy(policy);
+        let mut ch = RingChannel { tx: Some(tx), rx: Some(rx) };
+        protocol::serve(&mut ch, spec)
+    }
+}
+
+/// Stages one 8-byte record holding `value`.
+#[inline]
+fn put(tx: &mut Producer, value: u64) -> Result<(), String> {
+    let mut grant = tx.grant(8).map_err(err("grant"))?;
+    grant.copy_from_slice(&value.to_le_bytes());
+    grant.stage();
+    Ok(())
+}
+
+/// The batching writer: same message sequence as `protocol::stream_writer`, published
+/// [`BATCH`] records at a time.
+fn batched_writer(tx: &mut Producer, budget: &Budget) -> Result<(), String> {
+    let mut seq = 0u64;
+    let start = std::time::Instant::now();
+    while start.elapsed() < budget.warmup {
+        for _ in 0..BATCH {
+            put(tx, seq)?;
+            seq += 1;
+        }
+        tx.flush();
+    }
+    put(tx, MARK)?;
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while !budget.finished(sent, start.elapsed()) {
+        let n = budget.next_chunk(sent, BATCH);
+        for _ in 0..n {
+            put(tx, seq)?;
+            seq += 1;
+        }
+        tx.flush();
+        sent += n;
+    }
+    put(tx, END)?;
+    put(tx, sent)?;
+    tx.flush();
+    Ok(())
+}
+
+/// The batching reader: verifies every record in place, releasing once per batch.
+fn batched_reader(rx: &mut Consumer, unlink: Cleanup) -> Result<protocol::Throughput, String> {
+    let mut unlink = Some(unlink);
+    let mut check = StreamCheck::default();
+    let mut failure: Option<String> = None;
+    let mut complete = false;
+    loop {
+        let n = rx
+            .recv_batch(usize::MAX, |m| {
+                if complete || failure.is_some() {
+                    return;
+                }
+                match read_seq(m, 8).and_then(|seq| check.feed(seq)) {
+                    Ok(done) => complete = done,
+                    Err(e) => failure = Some(e),
+                }
+            })
+            .map_err(err("recv_batch"))?;
+        // The child has attached: the name can go.
+        drop(unlink.take());
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if complete {
+            return Ok(check.result().expect("complete"));
+        }
+        if n == 0 {
+            return Err("shmring: peer closed the stream early".into());
+        }
+    }
+}

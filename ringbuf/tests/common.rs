@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests: unique names, cleanup on drop,
+//! re-executing the test binary as a peer process, deterministic payloads.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use shmring::Location;
+
+/// A unique shm location, unlinked when dropped (even if the test panics).
+pub struct TempSeg(pub Location);
+
+impl TempSeg {
+    pub fn new(tag: &str) -> TempSeg {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TempSeg(Location::shm(format!("shmring-test-{tag}-{}-{n}", std::process::id())))
+    }
+    pub fn name(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl Drop for TempSeg {
+    fn drop(&mut self) {
+        let _ = self.0.unlink();
+    }
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Re-run this test binary as a peer: only the test named `entry` runs, with
+/// `SHMRING_PEER_ROLE=role` and `SHMRING_PEER_ARG=arg` in its environment.
+pub fn spawn_peer(entry: &str, role: &str, arg: &str) -> Peer {
+    let exe = std::env::current_exe().expect("test binary path");
+    let child = Command::new(exe)
+        .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMRING_PEER_ROLE", role)
+        .env("SHMRING_PEER_ARG", arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null()) // the harness's summary lines; failures go to stderr
+        .spawn()
+        .expect("spawn peer process");
+    Peer(child)
+}
+
+/// The role this process was started with, if it is a peer.
+pub fn peer_role() -> Option<(String, String)> {
+    let role = std::env::var("SHMRING_PEER_ROLE").ok()?;
+    Some((role, std::env::var("SHMRING_PEER_ARG").unwrap_or_default()))
+}
+
+/// Deterministic record `i`: length varies from 0 to ~1.5 KiB, bytes derived from `i`.
+pub fn record(i: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let len = (x % 1531) as usize;
+    let mut v = Vec::with_capacity(len + 8);
+    v.extend_from_slice(&i.to_le_bytes());
+    while v.len() < len.max(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(x as u8);
+    }
+    v
+}
+
+/// Wait for a child with a generous bound; panics (and the Peer guard kills
+/// it) if it does not exit in time.
+pub fn wait_exit(peer: &mut Peer, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(st) = peer.0.try_wait().expect("try_wait") {
+            return st;
+        }
+        assert!(std::time::Instant::now() < deadline, "peer did not exit within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,238 @@
+//! A hostile peer scribbles on the segment: the victim must return a typed
+//! error, never panic, never read or write out of bounds.
+#![cfg(not(loom))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Peer, TempSeg, peer_role, spawn_peer, wait_exit};
+use shmring::header::{CONTROL_OFFSET, HEADER_LEN, SpscControl};
+use shmring::spsc::{Consumer, Producer};
+use shmring::{Error, RingOptions, Segment};
+
+/// A second, independent mapping of the segment: what another process sees.
+struct Attacker(Segment);
+
+impl Attacker {
+    fn new(seg: &TempSeg) -> Attacker {
+        Attacker(Segment::open(&seg.0).unwrap())
+    }
+    fn write_u64(&self, off: usize, v: u64) {
+        assert!(off + 8 <= self.0.len());
+        // SAFETY: in bounds of our own mapping; racing with the victim is the point.
+        unsafe { std::ptr::write_volatile(self.0.as_ptr().add(off) as *mut u64, v) }
+    }
+    fn write_u32(&self, off: usize, v: u32) {
+        assert!(off + 4 <= self.0.len());
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(self.0.as_ptr().add(off) as *mut u32, v) }
+    }
+    fn tail(&self) -> usize {
+        CONTROL_OFFSET + std::mem::offset_of!(SpscControl, tail)
+    }
+    fn head(&self) -> usize {
+        CONTROL_OFFSET + std::mem::offset_of!(SpscControl, head)
+    }
+}
+
+fn pair(tag: &str) -> (TempSeg, Producer, Consumer) {
+    let seg = TempSeg::new(tag);
+    let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let rx = Consumer::open(&seg.0).unwrap();
+    (seg, tx, rx)
+}
+
+fn assert_corrupted<T>(r: shmring::Result<T>, what: &str) {
+    match r {
+        Err(Error::Corrupted { what: w, .. }) => assert!(!w.is_empty()),
+        Err(e) => panic!("{what}: expected Corrupted, got {e}"),
+        Ok(_) => panic!("{what}: expected Corrupted, got Ok"),
+    }
+}
+
+#[test]
+fn tail_beyond_capacity_is_corrupted_and_poisons() {
+    let (seg, _tx, mut rx) = pair("tail");
+    let a = Attacker::new(&seg);
+    a.write_u64(a.tail(), 1 << 40);
+    assert_corrupted(rx.try_recv().map(|_| ()), "tail far ahead");
+    // Even after repair, the handle stays poisoned.
+    a.write_u64(a.tail(), 0);
+    assert_corrupted(rx.try_recv().map(|_| ()), "poisoned");
+}
+
+#[test]
+fn unaligned_or_backwards_tail_is_corrupted() {
+    let (seg, mut tx, mut rx) = pair("tail2");
+    tx.send(b"x").unwrap();
+    let a = Attacker::new(&seg);
+    a.write_u64(a.tail(), 13);
+    assert_corrupted(rx.try_recv().map(|_| ()), "unaligned tail");
+    let (seg, mut tx, mut rx) = pair("tail3");
+    tx.send(&[0; 100]).unwrap();
+    drop(rx.recv().unwrap());
+    let a = Attacker::new(&seg);
+    a.write_u64(a.tail(), 0); // behind head
+    assert_corrupted(rx.try_recv().map(|_| ()), "tail behind head");
+}
+
+#[test]
+fn record_length_overrun_is_corrupted() {
+    let (seg, mut tx, mut rx) = pair("len");
+    tx.send(b"hello").unwrap();
+    let a = Attacker::new(&seg);
+    a.write_u64(HEADER_LEN, 1_000_000); // length word of the first record
+    assert_corrupted(rx.try_recv().map(|_| ()), "huge length");
+}
+
+#[test]
+fn unknown_flags_and_bad_padding_are_corrupted() {
+    let (seg, mut tx, mut rx) = pair("flags");
+    tx.send(b"hello").unwrap();
+    let a = Attacker::new(&seg);
+    a.write_u64(HEADER_LEN, (0x80u64 << 32) | 5);
+    assert_corrupted(rx.try_recv().map(|_| ()), "unknown flag");
+
+    let (seg, mut tx, mut rx) = pair("pad");
+    tx.send(b"hello").unwrap();
+    let a = Attacker::new(&seg);
+    a.write_u64(HEADER_LEN, (1u64 << 32) | 16); // padding that does not reach the end
+    assert_corrupted(rx.try_recv().map(|_| ()), "short padding");
+}
+
+#[test]
+fn head_beyond_tail_is_corrupted_for_the_producer() {
+    let (seg, mut tx, rx) = pair("head");
+    let a = Attacker::new(&seg);
+    // Fill the ring so the producer must re-read head.
+    while tx.try_send(&[0; 500]).is_ok() {}
+    a.write_u64(a.head(), 1 << 50);
+    assert_corrupted(tx.try_send(&[0; 500]), "head beyond tail");
+    drop(rx);
+}
+
+fn reopen_err(seg: &TempSeg) -> Error {
+    Consumer::open(&seg.0).err().expect("open must fail")
+}
+
+#[test]
+fn damaged_headers_are_refused_on_open() {
+    // (offset, value, check)
+    type Check = fn(&Error) -> bool;
+    let cases: [(usize, u64, bool, Check); 6] = [
+        (0, 0x1234, true, |e| matches!(e, Error::BadMagic(_))),
+        (8, 99, false, |e| matches!(e, Error::VersionMismatch { found: 99, .. })),
+        (12, 77, false, |e| matches!(e, Error::Corrupted { .. })),
+        (24, 5000, true, |e| matches!(e, Error::Corrupted { .. })),
+        (24, 1 << 20, true, |e| matches!(e, Error::Corrupted { .. })),
+        (40, 123, true, |e| matches!(e, Error::Corrupted { .. })),
+    ];
+    for (off, value, wide, check) in cases {
+        let seg = TempSeg::new("hdr");
+        let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+        let a = Attacker::new(&seg);
+        if wide {
+            a.write_u64(off, value)
+        } else {
+            a.write_u32(off, value as u32)
+        }
+        let e = reopen_err(&seg);
+        assert!(check(&e), "offset {off} = {value}: got {e}");
+        drop(tx);
+    }
+}
+
+#[test]
+fn truncated_segment_is_refused_on_open() {
+    let seg = TempSeg::new("trunc");
+    let _tx = Producer::create(&seg.0, &RingOptions::new().capacity(8192)).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm{}", seg.name())).unwrap();
+    f.set_len(4096 + 4096).unwrap();
+    assert!(matches!(reopen_err(&seg), Error::Corrupted { .. }));
+    f.set_len(100).unwrap();
+    assert!(matches!(reopen_err(&seg), Error::Corrupted { .. }));
+}
+
+#[test]
+fn never_ready_segment_times_out_with_not_ready() {
+    let seg = TempSeg::new("notready");
+    let _raw = Segment::create(&seg.0, 8192, Default::default()).unwrap();
+    // Zero-filled: magic 0, state INIT, as if the creator died half-way.
+    let t = std::time::Instant::now();
+    assert!(matches!(reopen_err(&seg), Error::NotReady(_)));
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn garbage_role_state_is_corrupted() {
+    let seg = TempSeg::new("role");
+    let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let a = Attacker::new(&seg);
+    a.write_u32(CONTROL_OFFSET + std::mem::offset_of!(SpscControl, consumer), 42);
+    assert!(matches!(reopen_err(&seg), Error::Corrupted { .. }));
+    drop(tx);
+}
+
+/// Peer entry: scribble random values over the control block and data region
+/// for the given number of milliseconds.
+#[test]
+#[ignore = "peer process for the hostile tests"]
+fn scribbler_main() {
+    let Some((_, arg)) = peer_role() else { return };
+    let (name, ms) = arg.split_once(',').unwrap();
+    let seg = Segment::open(&shmring::Location::shm(name)).unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id());
+    let end = std::time::Instant::now() + Duration::from_millis(ms.parse().unwrap());
+    while std::time::Instant::now() < end {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Mostly positions and record headers, sometimes anywhere after the header.
+        let off = match x % 4 {
+            0 => CONTROL_OFFSET + std::mem::offset_of!(SpscControl, tail),
+            1 => CONTROL_OFFSET + std::mem::offset_of!(SpscControl, head),
+            _ => HEADER_LEN + (((x >> 8) as usize % (seg.len() - HEADER_LEN)) & !7),
+        };
+        let v = match (x >> 40) % 4 {
+            0 => x >> 3,
+            1 => (x >> 20) & 0xffff,
+            2 => ((x >> 20) & 0xff) << 3,
+            _ => ((x & 1) << 32) | ((x >> 30) & 0x1fff),
+        };
+        // SAFETY: off + 8 <= len; scribbling on shared memory is this peer's job.
+        unsafe { std::ptr::write_volatile(seg.as_ptr().add(off) as *mut u64, v) };
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn random_scribbling_by_another_process_never_crashes_either_side() {
+    for round in 0..20 {
+        let seg = TempSeg::new("scribble");
+        let mut tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+        let mut rx = Consumer::open(&seg.0).unwrap();
+        let mut peer: Peer = spawn_peer("scribbler_main", "scribble", &format!("{},300", seg.name()));
+        let mut errors = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while peer.0.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            match tx.try_send(&[round as u8; 200]) {
+                Ok(()) | Err(Error::WouldBlock { .. }) => {}
+                Err(Error::Corrupted { .. }) => errors += 1,
+                Err(e) => panic!("unexpected producer error {e}"),
+            }
+            match rx.try_recv() {
+                Ok(Some(r)) => {
+                    let _sum: u32 = r.iter().map(|&b| u32::from(b)).sum();
+                }
+                Ok(None) | Err(Error::WouldBlock { .. }) => {}
+                Err(Error::Corrupted { .. }) => errors += 1,
+                Err(e) => panic!("unexpected consumer error {e}"),
+            }
+            if errors > 0 && rx.try_recv().is_err() && tx.try_send(b"x").is_err() {
+                break; // both sides poisoned: nothing more to learn this round
+            }
+        }
+        assert!(wait_exit(&mut peer, 60).success());
+    }
+}

@@ -1,0 +1,176 @@
+#![cfg(loom)]
+//! loom models of the SPSC ring and the eventcount.
+//!
+//! Run with
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p shmring --test loom --release`
+//! (a separate target directory avoids rebuilding the normal one).
+//!
+//! Capacities are tiny so records wrap after one to three messages. The
+//! park policy of `loom_pair` makes every wait go through the eventcount,
+//! whose futex is modelled without timeouts: a lost wake-up is a deadlock.
+//! The data region has loom shadow cells, so a missing Release/Acquire on the
+//! positions shows up as a causality violation. `LOOM_NOTES.md` next to this
+//! file records, for each model, an ordering whose weakening it catches.
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::thread;
+use shmring::EventCount;
+use shmring::spsc::{Consumer, Producer, loom_pair, record_size};
+
+/// Explore `f` with the preemption bound from `LOOM_MAX_PREEMPTIONS`, or 2
+/// if unset (unbounded exploration of these models would not finish).
+fn model<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.check(f);
+}
+
+/// Payload of message `i` with `len` bytes: every byte depends on both the
+/// message and its position, so a torn, shifted or stale read is caught.
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 31 + j * 7 + 1) as u8).collect()
+}
+
+/// Send every message of `lens` with `send`, then drop the producer (close).
+fn produce(mut tx: Producer, lens: &'static [usize]) {
+    for (i, &len) in lens.iter().enumerate() {
+        tx.send(&payload(i, len)).expect("send");
+    }
+}
+
+/// Receive until end of stream and check every message against `lens`.
+fn consume_all(rx: &mut Consumer, lens: &'static [usize]) {
+    let mut i = 0;
+    while let Some(rec) = rx.recv().expect("recv") {
+        assert!(i < lens.len(), "record {i} received after the last one sent");
+        assert_eq!(&*rec, &payload(i, lens[i])[..], "record {i}");
+        i += 1;
+    }
+    assert_eq!(i, lens.len(), "end of stream before every record arrived");
+}
+
+/// Model 1 — wrap-around with padding. In a 32-byte ring the records take
+/// 16, 24, 16 and 32 bytes, and each after the first needs a padding record
+/// (16, 8, then 16 bytes) before it starts again at offset 0; the last one
+/// fills the whole ring, so it also waits for the ring to drain completely.
+#[test]
+fn spsc_wrap_around() {
+    const LENS: &[usize] = &[1, 12, 4, 24];
+    const _: () =
+        assert!(record_size(1) == 16 && record_size(12) == 24 && record_size(4) == 16 && record_size(24) == 32);
+    model(|| {
+        let (tx, mut rx) = loom_pair(32);
+        let producer = thread::spawn(move || produce(tx, LENS));
+        consume_all(&mut rx, LENS);
+        producer.join().unwrap();
+    });
+}
+
+/// Model 2 — full ring. A 16-byte ring holds one 16-byte record, so the
+/// producer blocks for space before every record after the first. The third
+/// record has an empty payload (8 bytes in all), so the fourth also needs an
+/// 8-byte padding record.
+#[test]
+fn spsc_full_blocks_producer() {
+    const LENS: &[usize] = &[8, 3, 0, 5];
+    model(|| {
+        let (tx, mut rx) = loom_pair(16);
+        let producer = thread::spawn(move || produce(tx, LENS));
+        consume_all(&mut rx, LENS);
+        producer.join().unwrap();
+    });
+}
+
+/// Model 3a — empty ring and close. The consumer starts on an empty ring and
+/// parks; the producer sends two records and drops its handle. The consumer
+/// must get both, then `Ok(None)`, and never end the stream early.
+#[test]
+fn spsc_empty_then_close() {
+    const LENS: &[usize] = &[5, 2];
+    model(|| {
+        let (tx, mut rx) = loom_pair(64);
+        let producer = thread::spawn(move || produce(tx, LENS));
+        consume_all(&mut rx, LENS);
+        // End of stream is sticky.
+        assert!(rx.recv().expect("recv after end").is_none());
+        producer.join().unwrap();
+    });
+}
+
+/// Model 3b — batches. The producer stages two records and publishes them
+/// with one `flush`, then stages a third that only its drop publishes. The
+/// consumer takes whatever is there with `recv_batch` until it returns 0.
+#[test]
+fn spsc_batch_then_close() {
+    const LENS: &[usize] = &[3, 9, 1];
+    model(|| {
+        let (mut tx, mut rx) = loom_pair(64);
+        let producer = thread::spawn(move || {
+            for (i, &len) in LENS.iter().enumerate() {
+                let mut g = tx.grant(len).expect("grant");
+                g.copy_from_slice(&payload(i, len));
+                g.stage();
+                if i == 1 {
+                    tx.flush();
+                }
+            }
+            // Dropping publishes the staged third record, then closes.
+            drop(tx);
+        });
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let n = rx.recv_batch(8, |r| got.push(r.to_vec())).expect("recv_batch");
+            if n == 0 {
+                break;
+            }
+        }
+        let want: Vec<Vec<u8>> = LENS.iter().enumerate().map(|(i, &len)| payload(i, len)).collect();
+        assert_eq!(got, want);
+        producer.join().unwrap();
+    });
+}
+
+/// Model 4 — a bare eventcount loses no wake-up. The waiter follows the
+/// documented protocol (prepare, re-check, wait) for two successive values;
+/// the notifier publishes each with Release and then notifies. A lost
+/// wake-up leaves the waiter asleep for ever, which loom reports as a
+/// deadlock (the modelled futex has no timeout).
+#[test]
+fn eventcount_no_lost_wakeup() {
+    model(|| {
+        let ec = Arc::new(EventCount::new());
+        let value = Arc::new(AtomicU64::new(0));
+        let notifier = {
+            let (ec, value) = (ec.clone(), value.clone());
+            thread::spawn(move || {
+                for v in 1..=2 {
+                    // Release: pairs with the waiter's Acquire loads.
+                    value.store(v, Ordering::Release);
+                    ec.notify();
+                }
+            })
+        };
+        for want in 1..=2 {
+            loop {
+                if value.load(Ordering::Acquire) >= want {
+                    break;
+                }
+                let key = ec.prepare_wait();
+                if value.load(Ordering::Acquire) >= want {
+                    ec.cancel_wait();
+                    break;
+                }
+                ec.wait(key, None);
+            }
+        }
+        assert_eq!(value.load(Ordering::Acquire), 2);
+        assert!(!ec.has_waiters(), "waiter count not back to zero");
+        notifier.join().unwrap();
+    });
+}

@@ -1,0 +1,139 @@
+//! Ring semantics checked in one process with both handles.
+#![cfg(not(loom))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TempSeg, record};
+use shmring::spsc::{Consumer, Producer, record_size};
+use shmring::{Error, Location, RingOptions};
+
+fn pair(tag: &str, cap: u64) -> (TempSeg, Producer, Consumer) {
+    let seg = TempSeg::new(tag);
+    let tx = Producer::create(&seg.0, &RingOptions::new().capacity(cap)).unwrap();
+    let rx = Consumer::open(&seg.0).unwrap();
+    (seg, tx, rx)
+}
+
+#[test]
+fn records_round_trip_across_many_wraps() {
+    let (_s, mut tx, mut rx) = pair("wraps", 4096);
+    for i in 0..5000 {
+        let r = record(i);
+        tx.send(&r).unwrap();
+        let got = rx.try_recv().unwrap().unwrap();
+        assert_eq!(&*got, &r[..]);
+    }
+}
+
+#[test]
+fn full_and_empty_are_reported_without_blocking() {
+    let (_s, mut tx, mut rx) = pair("full", 4096);
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
+    let mut sent = 0;
+    loop {
+        match tx.try_send(&[0xAB; 100]) {
+            Ok(()) => sent += 1,
+            Err(Error::WouldBlock { full: true }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(sent, 4096 / record_size(100));
+    assert!(matches!(tx.send_timeout(&[1], Duration::from_millis(20)), Err(Error::Timeout)));
+    let n = rx.recv_batch(usize::MAX, |r| assert_eq!(r, &[0xAB; 100])).unwrap();
+    assert_eq!(n as u64, sent);
+    assert!(matches!(rx.recv_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+}
+
+#[test]
+fn staged_records_are_invisible_until_flushed() {
+    let (_s, mut tx, mut rx) = pair("stage", 4096);
+    for i in 0..10u8 {
+        let mut g = tx.grant(1).unwrap();
+        g[0] = i;
+        g.stage();
+    }
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+    tx.flush();
+    let mut seen = Vec::new();
+    assert_eq!(rx.recv_batch(100, |r| seen.push(r[0])).unwrap(), 10);
+    assert_eq!(seen, (0..10).collect::<Vec<u8>>());
+}
+
+#[test]
+fn abandoned_and_truncated_grants() {
+    let (_s, mut tx, mut rx) = pair("grant", 4096);
+    {
+        let _abandoned = tx.grant(64).unwrap(); // dropped uncommitted: nothing sent
+    }
+    let mut g = tx.grant(64).unwrap();
+    g[..3].copy_from_slice(b"abc");
+    g.truncate(3);
+    g.commit();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"abc");
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+}
+
+#[test]
+fn largest_record_fits_and_larger_is_refused() {
+    let (_s, mut tx, mut rx) = pair("big", 4096);
+    tx.send(&[1; 10]).unwrap(); // move off offset 0 so the big one needs padding
+    assert_eq!(&*rx.recv().unwrap().unwrap(), &[1; 10]);
+    let max = tx.max_record_len();
+    assert_eq!(max, 4088);
+    // It needs the whole ring: the producer pads to the end, publishes the
+    // padding and waits; the consumer skips the padding; then it fits.
+    assert!(matches!(tx.try_send(&vec![9; max]), Err(Error::WouldBlock { full: true })));
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
+    tx.try_send(&vec![9; max]).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap().len(), max);
+    assert!(matches!(tx.try_send(&vec![0; max + 1]), Err(Error::InvalidArgument(_))));
+    assert_eq!(tx.try_send(&[]).map(|_| ()).ok(), Some(()));
+    assert!(rx.recv().unwrap().unwrap().is_empty());
+}
+
+#[test]
+fn end_of_stream_after_drain() {
+    let (_s, mut tx, mut rx) = pair("eos", 4096);
+    tx.send(b"one").unwrap();
+    tx.send(b"two").unwrap();
+    tx.close();
+    assert_eq!(&*rx.recv().unwrap().unwrap(), b"one");
+    assert_eq!(&*rx.recv().unwrap().unwrap(), b"two");
+    assert!(rx.recv().unwrap().is_none());
+    assert!(rx.try_recv().unwrap().is_none());
+    assert_eq!(rx.recv_batch(10, |_| ()).unwrap(), 0);
+}
+
+#[test]
+fn create_refuses_existing_and_open_refuses_missing() {
+    let seg = TempSeg::new("excl");
+    let _tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    assert!(matches!(Producer::create(&seg.0, &RingOptions::new()), Err(Error::AlreadyExists(_))));
+    assert!(matches!(Producer::open(&seg.0), Err(Error::RoleTaken { role: "producer", .. })));
+    let missing = Location::shm(format!("shmring-test-missing-{}", std::process::id()));
+    assert!(matches!(Consumer::open(&missing), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn bad_names_and_capacities_are_rejected() {
+    for bad in ["", "/", "a/b", "..", "x\0y"] {
+        let e = Producer::create(&Location::shm(bad), &RingOptions::new()).err().unwrap();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}: {e}");
+    }
+    let seg = TempSeg::new("cap");
+    for cap in [0, 1000, 2048, 1 << 40] {
+        let e = Producer::create(&seg.0, &RingOptions::new().capacity(cap)).err().unwrap();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{cap}: {e}");
+    }
+    assert!(!seg.0.exists(), "a refused create must leave nothing behind");
+}
+
+#[test]
+fn errors_say_what_and_where() {
+    let seg = TempSeg::new("msg");
+    let _tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let msg = Producer::open(&seg.0).err().unwrap().to_string();
+    assert!(msg.contains(&seg.name()) && msg.contains("producer"), "{msg}");
+}
