@@ -72,9 +72,9 @@ enum Cmd {
 
 /// Where a segment is: a shm NAME or --path FILE.
 #[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
 struct Target {
     /// POSIX shared-memory name (a leading '/' is optional), e.g. `demo`.
-    #[arg(required_unless_present = "path", conflicts_with = "path")]
     name: Option<String>,
     /// Use an mmap'd file at this path instead of a shm name (persistent,
     /// any filesystem that supports mmap). Symlinks are refused.

@@ -1,0 +1,281 @@
+//! The `shmring` binary, driven as a user would: real processes, real pipes.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmring");
+
+/// A unique shm name, removed on drop.
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Name {
+        static N: AtomicU32 = AtomicU32::new(0);
+        Name(format!("shmring-clitest-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+    }
+    fn dev_path(&self) -> String {
+        format!("/dev/shm/{}", self.0)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dev_path());
+    }
+}
+
+/// A child killed and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn shmring(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    shmring(args).stdin(Stdio::null()).output().expect("run shmring")
+}
+
+fn data(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Start `recv`, feed `input` to `send`, return what `recv` wrote.
+fn transfer(target: &[&str], input: &[u8], recv_first: bool) -> Vec<u8> {
+    let recv_args: Vec<&str> = ["recv"].iter().chain(target).copied().collect();
+    let send_args: Vec<&str> = ["send", "--capacity", "64K", "--chunk", "4K"].iter().chain(target).copied().collect();
+    let spawn_recv = || Proc(shmring(&recv_args).stdout(Stdio::piped()).spawn().unwrap());
+    let mut recv = recv_first.then(spawn_recv);
+    let mut send = Proc(shmring(&send_args).stdin(Stdio::piped()).spawn().unwrap());
+    let mut recv = recv.take().unwrap_or_else(spawn_recv);
+    let mut stdin = send.0.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let mut out = Vec::new();
+    recv.0.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(send.0.wait().unwrap().success(), "send failed");
+    assert!(recv.0.wait().unwrap().success(), "recv failed");
+    out
+}
+
+#[test]
+fn send_then_recv_copies_bytes_exactly_and_removes_the_segment() {
+    let name = Name::new("copy");
+    let input = data(3 << 20);
+    let out = transfer(&[&name.0], &input, false);
+    assert!(out == input, "output differs from input ({} vs {} bytes)", out.len(), input.len());
+    assert!(!std::path::Path::new(&name.dev_path()).exists(), "recv should remove the segment");
+}
+
+#[test]
+fn recv_may_start_first_and_empty_input_is_an_empty_stream() {
+    let name = Name::new("first");
+    assert_eq!(transfer(&[&name.0], &data(100_000), true), data(100_000));
+    let name = Name::new("empty");
+    assert!(transfer(&[&name.0], b"", true).is_empty());
+}
+
+#[test]
+fn file_backed_transfer() {
+    let dir = std::env::temp_dir().join(format!("shmring-clitest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ring");
+    let p = path.to_str().unwrap();
+    let input = data(1 << 20);
+    let out = transfer(&["--path", p], &input, false);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out == input);
+}
+
+/// Poll until the child exits; returns its output and how long that took.
+fn wait_with_deadline(mut p: Proc, limit: Duration) -> (std::process::ExitStatus, String, Duration) {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            let mut err = String::new();
+            p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (st, err, t.elapsed());
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "survivor never exited");
+        std::thread::sleep(Duration::from_millis(2));
+        let _ = limit;
+    }
+}
+
+#[test]
+fn receiver_reports_a_killed_sender_within_a_second() {
+    let name = Name::new("killsend");
+    let mut send = Proc(shmring(&["send", &name.0]).stdin(Stdio::piped()).spawn().unwrap());
+    let recv = Proc(shmring(&["recv", &name.0]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let mut stdin = send.0.stdin.take().unwrap();
+    stdin.write_all(&data(10_000)).unwrap(); // some data, and the sender stays attached
+    let mut recv = recv;
+    let mut got = [0u8; 10_000];
+    recv.0.stdout.take().unwrap().read_exact(&mut got).unwrap();
+    send.0.kill().unwrap();
+    let (st, err, took) = wait_with_deadline(recv, Duration::from_secs(1));
+    drop(stdin);
+    assert!(!st.success(), "recv must fail when the sender dies");
+    assert!(err.contains("died"), "message should say the peer died: {err}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn sender_reports_a_killed_receiver_within_a_second() {
+    let name = Name::new("killrecv");
+    let mut send = Proc(
+        shmring(&["send", "--capacity", "64K", &name.0]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+    );
+    let mut recv = Proc(shmring(&["recv", &name.0]).stdout(Stdio::piped()).spawn().unwrap());
+    let mut stdin = send.0.stdin.take().unwrap();
+    // Keep feeding: once recv stops reading, the ring fills and send waits.
+    let feeder = std::thread::spawn(move || {
+        let chunk = data(64 * 1024);
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let mut first = [0u8; 1000];
+    recv.0.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    recv.0.kill().unwrap();
+    let (st, err, took) = wait_with_deadline(send, Duration::from_secs(1));
+    assert!(!st.success());
+    assert!(err.contains("died"), "{err}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    feeder.join().unwrap();
+}
+
+#[test]
+fn ls_inspect_and_rm_handle_healthy_damaged_and_foreign_segments() {
+    // A healthy segment with a finished stream waiting for a reader.
+    let name = Name::new("ls");
+    let mut send = shmring(&["send", "--capacity", "8K", &name.0]).stdin(Stdio::piped()).spawn().unwrap();
+    send.stdin.take().unwrap().write_all(b"hello").unwrap();
+    assert!(send.wait().unwrap().success());
+
+    let ls = run(&["ls"]);
+    let text = String::from_utf8_lossy(&ls.stdout);
+    let line = text.lines().find(|l| l.contains(&name.0)).unwrap_or_else(|| panic!("not listed:\n{text}"));
+    assert!(line.contains("spsc") && line.contains("waiting"), "{line}");
+
+    let ins = run(&["inspect", &name.0]);
+    let out = String::from_utf8_lossy(&ins.stdout);
+    assert_eq!(ins.status.code(), Some(0), "{out}");
+    assert!(out.contains("healthy") && out.contains("capacity     8192"), "{out}");
+    assert!(out.contains("producer    : closed"), "{out}");
+
+    // Damage it: capacity no longer a power of two.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(name.dev_path()).unwrap();
+        f.write_all_at(&12345u64.to_ne_bytes(), 24).unwrap();
+    }
+    let ins = run(&["inspect", &name.0]);
+    let out = String::from_utf8_lossy(&ins.stdout);
+    assert_eq!(ins.status.code(), Some(2), "{out}");
+    assert!(out.contains("capacity 12345 is not a power of two"), "{out}");
+    let ls = run(&["ls", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let row = rows.as_array().unwrap().iter().find(|r| r["name"].as_str() == Some(&format!("/{}", name.0))).unwrap();
+    assert_eq!(row["status"], "damaged");
+
+    // Garbage that is not ours: inspect explains, rm refuses without --force.
+    let foreign = Name::new("foreign");
+    std::fs::write(foreign.dev_path(), b"just some bytes").unwrap();
+    let ins = run(&["inspect", &foreign.0]);
+    assert_eq!(ins.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&ins.stdout).contains("not a shmring segment"));
+    let rm = run(&["rm", &foreign.0]);
+    assert!(!rm.status.success());
+    assert!(String::from_utf8_lossy(&rm.stderr).contains("--force"));
+    assert!(run(&["rm", "--force", &foreign.0]).status.success());
+
+    assert!(run(&["rm", &name.0]).status.success());
+    assert!(!std::path::Path::new(&name.dev_path()).exists());
+    let missing = run(&["inspect", &name.0]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+#[test]
+fn rm_stale_removes_a_segment_whose_sender_was_killed() {
+    let name = Name::new("stale");
+    let mut send = Proc(shmring(&["send", &name.0]).stdin(Stdio::piped()).spawn().unwrap());
+    let mut stdin = send.0.stdin.take().unwrap();
+    stdin.write_all(b"partial").unwrap();
+    // Wait until the sender has attached (the producer role shows up).
+    let t = Instant::now();
+    loop {
+        let out = String::from_utf8_lossy(&run(&["inspect", &name.0]).stdout).into_owned();
+        if out.contains("attached, alive") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "sender never attached: {out}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send.0.kill().unwrap();
+    send.0.wait().unwrap();
+    let out = String::from_utf8_lossy(&run(&["inspect", &name.0]).stdout).into_owned();
+    assert!(out.contains("DEAD") && out.contains("stale"), "{out}");
+    let rm = run(&["rm", "--stale"]);
+    assert!(String::from_utf8_lossy(&rm.stdout).contains(&name.0));
+    assert!(!std::path::Path::new(&name.dev_path()).exists());
+}
+
+#[test]
+fn wrong_usage_gets_a_clear_error() {
+    let out = run(&["send"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--path"));
+    let out = run(&["send", "x", "--capacity", "lots"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a size"));
+    let out = run(&["recv", "bad/name"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not contain '/'"));
+    let out = run(&["send", "--capacity", "1000", &Name::new("cap").0]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("power of two"));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["send", "recv", "ls", "inspect", "rm", "bench"] {
+        let out = run(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        assert!(out.stdout.len() > 200, "{sub} --help is too thin");
+    }
+}
+
+#[test]
+fn bench_quick_json_has_every_row_and_key() {
+    let out = run(&["bench", "--quick", "--format", "json", "--no-progress"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    for t in ["shmring", "pipe", "fifo", "unix-socket", "tcp-loopback", "posix-mq", "futex", "cache-line"] {
+        assert!(rows.iter().any(|r| r["transport"] == t), "no {t} row");
+    }
+    for r in rows {
+        for k in ["transport", "mode", "payload_bytes", "rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"] {
+            assert!(r.get(k).is_some(), "row {r} lacks {k}");
+        }
+    }
+    let spin = rows.iter().find(|r| r["transport"] == "shmring" && r["mode"] == "spin").unwrap();
+    assert!(spin["rtt_p50_ns"].as_f64().unwrap() > 0.0);
+}
