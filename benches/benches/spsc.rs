@@ -2,7 +2,7 @@
 //! consumer, each side pinned to its own CPU when there are two.
 //!
 //! ```text
-//! cargo bench -p shmring-benches                    # everything, ~1 minute
+//! cargo bench -p shmring-benches                    # everything, about 30 s
 //! cargo bench -p shmring-benches -- spsc_pingpong   # one group
 //! cargo bench -p shmring-benches -- --test          # run each once, as a smoke test
 //! ```
