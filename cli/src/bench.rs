@@ -49,8 +49,9 @@ STREAM ROWS (mode stream)
   messages per second, 'bytes/s' payload bytes per second (KiB, MiB, GiB are
   powers of 1024). Higher is better. Kernel transports make one system call per
   message on each side, and the reader copies each message into its buffer.
-  shmring sends one record per call too and its reader checks each message where
-  it lies in the ring, without copying it out (zero-copy). The shmring 8 B row
+  shmring sends one record per call too and its reader reads each message where
+  it lies in the ring, without copying it out (zero-copy). Every reader, of every
+  transport, reads every payload byte once (a checksum). The shmring 8 B row
   batches: 64 records per publish, and everything available per receive.
 
 READING THE TABLE

@@ -56,6 +56,13 @@ pub(crate) fn read_seq(msg: &[u8], len: usize) -> Result<u64, String> {
         return Err(format!("expected a {len}-byte message, got {}", msg.len()));
     }
     let word = |at: usize| u64::from_le_bytes(msg[at..at + 8].try_into().expect("8 bytes"));
+    // Every reader, whatever the transport, reads every byte once, as a real
+    // consumer would: a ring handing out bytes in place must not win by
+    // leaving them untouched while the kernel transports copy them.
+    let words = msg.chunks_exact(8);
+    let tail = words.remainder().iter().fold(0u64, |a, &b| a.wrapping_add(u64::from(b)));
+    let sum = words.fold(tail, |a, c| a.wrapping_add(u64::from_ne_bytes(c.try_into().expect("8 bytes"))));
+    std::hint::black_box(sum);
     let seq = word(0);
     if len >= 16 && word(len - 8) != !seq {
         return Err(format!("message {seq} is corrupted (head and tail disagree)"));
