@@ -49,6 +49,11 @@ mod sync;
 pub mod wait;
 
 pub use error::{Error, Result};
+
+/// The README's code blocks, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 pub use liveness::{Liveness, ProcessId};
 pub use segment::{Location, Segment};
 pub use spsc::RingOptions;
