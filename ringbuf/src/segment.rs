@@ -108,6 +108,56 @@ fn shm_cname(name: &str) -> Result<CString> {
     CString::new(format!("/{rest}")).map_err(|_| bad("contains a NUL byte"))
 }
 
+/// How [`open_file`] opens a location.
+#[derive(Clone, Copy)]
+enum Access {
+    /// Create exclusively with this mode, read-write.
+    Create(u32),
+    /// Open an existing one read-write.
+    ReadWrite,
+    /// Open an existing one read-only (never blocks on a FIFO at `path`).
+    ReadOnly,
+}
+
+/// Open the object or file behind `loc`, mapping errors to ours.
+fn open_file(loc: &Location, access: Access) -> Result<File> {
+    match loc {
+        Location::Shm(name) => {
+            let c = shm_cname(name)?;
+            let (flags, mode) = match access {
+                Access::Create(mode) => {
+                    (OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, Mode::from_bits_truncate(mode))
+                }
+                Access::ReadWrite => (OFlag::O_RDWR, Mode::empty()),
+                Access::ReadOnly => (OFlag::O_RDONLY, Mode::empty()),
+            };
+            let fd = nix::sys::mman::shm_open(c.as_c_str(), flags, mode).map_err(|e| match e {
+                Errno::EEXIST => Error::AlreadyExists(loc.to_string()),
+                Errno::ENOENT => Error::NotFound(loc.to_string()),
+                e => Error::io("shm_open", loc, e),
+            })?;
+            Ok(File::from(fd))
+        }
+        Location::Path(p) => {
+            let mut o = std::fs::OpenOptions::new();
+            let mut flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            match access {
+                Access::Create(mode) => o.read(true).write(true).create_new(true).mode(mode),
+                Access::ReadWrite => o.read(true).write(true),
+                Access::ReadOnly => {
+                    flags |= libc::O_NONBLOCK;
+                    o.read(true)
+                }
+            };
+            o.custom_flags(flags).open(p).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(loc.to_string()),
+                std::io::ErrorKind::NotFound => Error::NotFound(loc.to_string()),
+                _ => Error::io("open", loc, e),
+            })
+        }
+    }
+}
+
 /// A mapped segment. Unmapped on drop; the name is left in place (see
 /// [`Location::unlink`]).
 #[derive(Debug)]
@@ -143,32 +193,7 @@ impl Segment {
         if len == 0 {
             return Err(Error::InvalidArgument("segment length 0".into()));
         }
-        let file = match loc {
-            Location::Shm(name) => {
-                let c = shm_cname(name)?;
-                let fd = nix::sys::mman::shm_open(
-                    c.as_c_str(),
-                    OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
-                    Mode::from_bits_truncate(opts.mode),
-                )
-                .map_err(|e| match e {
-                    Errno::EEXIST => Error::AlreadyExists(loc.to_string()),
-                    e => Error::io("shm_open", loc, e),
-                })?;
-                File::from(fd)
-            }
-            Location::Path(p) => std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(opts.mode)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(p)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(loc.to_string()),
-                    _ => Error::io("open", loc, e),
-                })?,
-        };
+        let file = open_file(loc, Access::Create(opts.mode))?;
         let seg = Self::size_and_map(file, len, loc.to_string());
         if seg.is_err() {
             let _ = loc.unlink();
@@ -208,25 +233,7 @@ impl Segment {
     /// [`Error::NotFound`], [`Error::InvalidArgument`] for a bad name,
     /// [`Error::Io`] (permission denied, a symlink at `path`, ...).
     pub fn open(loc: &Location) -> Result<Segment> {
-        let file = match loc {
-            Location::Shm(name) => {
-                let c = shm_cname(name)?;
-                let fd = nix::sys::mman::shm_open(c.as_c_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
-                    Errno::ENOENT => Error::NotFound(loc.to_string()),
-                    e => Error::io("shm_open", loc, e),
-                })?;
-                File::from(fd)
-            }
-            Location::Path(p) => std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(p)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => Error::NotFound(loc.to_string()),
-                    _ => Error::io("open", loc, e),
-                })?,
-        };
+        let file = open_file(loc, Access::ReadWrite)?;
         Self::map_current(file, loc.to_string())
     }
 
@@ -322,23 +329,7 @@ impl Segment {
 /// # Errors
 /// [`Error::NotFound`], [`Error::Io`].
 pub fn read_first_page(loc: &Location) -> Result<(Vec<u8>, u64)> {
-    let mut file = match loc {
-        Location::Shm(name) => {
-            let c = shm_cname(name)?;
-            File::from(nix::sys::mman::shm_open(c.as_c_str(), OFlag::O_RDONLY, Mode::empty()).map_err(|e| match e {
-                Errno::ENOENT => Error::NotFound(loc.to_string()),
-                e => Error::io("shm_open", loc, e),
-            })?)
-        }
-        Location::Path(p) => std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(p)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotFound(loc.to_string()),
-                _ => Error::io("open", loc, e),
-            })?,
-    };
+    let mut file = open_file(loc, Access::ReadOnly)?;
     let meta = file.metadata().map_err(|e| Error::io("fstat", loc, e))?;
     if !meta.is_file() {
         return Err(Error::InvalidArgument(format!("{loc} is not a regular file")));

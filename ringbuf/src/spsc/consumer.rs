@@ -1,0 +1,340 @@
+//! The consuming end of an SPSC ring: recv in place, batches, end of stream.
+
+use std::time::{Duration, Instant};
+
+use super::{
+    FLAG_PAD, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role,
+    shared_from_segment,
+};
+use crate::error::{Error, Result};
+use crate::header::ROLE_CLOSED;
+use crate::segment::{Location, Segment};
+use crate::sync::Ordering;
+use crate::wait::{Attempt, WaitPolicy, block_on};
+
+/// The consuming end of an SPSC ring. See [`Producer`] for an example.
+pub struct Consumer {
+    pub(super) sh: Shared,
+    /// Private read position.
+    pub(super) head: u64,
+    /// Last value stored to the shared head.
+    pub(super) published: u64,
+    /// Last producer position read.
+    pub(super) cached_tail: u64,
+    pub(super) policy: WaitPolicy,
+    pub(super) poisoned: bool,
+}
+
+/// A record received in place; derefs to its payload bytes. Dropping it
+/// releases the space to the producer.
+///
+/// The bytes live in shared memory: a misbehaving producer could change them
+/// while you read. Copy them out before validating if the peer is untrusted.
+pub struct Record<'a> {
+    c: &'a mut Consumer,
+    off: usize,
+    len: usize,
+    total: u64,
+}
+
+impl Role for Consumer {
+    fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Consumer> {
+        let sh = shared_from_segment(seg, opts.ready_timeout)?;
+        sh.claim(&sh.ctl().consumer, "consumer")?;
+        // Relaxed: only the consumer role writes `head`, and we hold it.
+        let head = sh.ctl().head.load(Ordering::Relaxed);
+        let mut c = Consumer { sh, head, published: head, cached_tail: head, policy: opts.policy, poisoned: false };
+        if head % 8 != 0 {
+            return Err(c.poison(format!("consumer position {head} not 8-byte aligned")));
+        }
+        Ok(c)
+    }
+}
+
+/// What the consumer found at its position.
+enum Next {
+    Record { off: usize, len: usize, total: u64 },
+    Empty,
+}
+
+impl Consumer {
+    /// Create a new ring at `loc` and attach as its consumer.
+    ///
+    /// # Errors
+    /// As [`Producer::create`].
+    pub fn create(loc: &Location, opts: &RingOptions) -> Result<Consumer> {
+        create_role(loc, opts)
+    }
+
+    /// Open an existing ring at `loc` and attach as its consumer.
+    ///
+    /// # Errors
+    /// As [`Producer::open`].
+    pub fn open(loc: &Location) -> Result<Consumer> {
+        open_role(loc)
+    }
+
+    /// Open the ring at `loc`, creating it with `opts` if it does not exist,
+    /// and attach as its consumer.
+    ///
+    /// # Errors
+    /// As [`Producer::open_or_create`].
+    pub fn open_or_create(loc: &Location, opts: &RingOptions) -> Result<Consumer> {
+        open_or_create_role(loc, opts)
+    }
+
+    /// Attach as consumer to an already mapped segment.
+    ///
+    /// # Errors
+    /// As [`Producer::open`].
+    pub fn attach(seg: Segment) -> Result<Consumer> {
+        Self::attach_with(seg, &RingOptions::default())
+    }
+
+    /// Set how blocking calls wait.
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Data region size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.sh.capacity
+    }
+
+    /// The segment's name, as used in error messages.
+    pub fn name(&self) -> &str {
+        &self.sh.name
+    }
+
+    fn poison(&mut self, what: String) -> Error {
+        self.poisoned = true;
+        self.sh.poison(what)
+    }
+
+    /// Re-read the producer's position and check it.
+    #[inline]
+    fn refresh_tail(&mut self) -> Result<()> {
+        // Acquire: pairs with the producer's Release store in `flush`: the
+        // records up to `t` are fully written.
+        let t = self.sh.ctl().tail.load(Ordering::Acquire);
+        let cap = self.sh.capacity;
+        if t.wrapping_sub(self.published) > cap || t.wrapping_sub(self.head) > cap || t % 8 != 0 {
+            return Err(
+                self.poison(format!("producer position {t} impossible: consumer at {}, capacity {cap}", self.head))
+            );
+        }
+        if t.wrapping_sub(self.cached_tail) > cap {
+            return Err(self.poison(format!("producer position went backwards: {} -> {t}", self.cached_tail)));
+        }
+        self.cached_tail = t;
+        Ok(())
+    }
+
+    /// Look at the record at our position, skipping padding.
+    #[inline]
+    fn try_next(&mut self) -> Result<Next> {
+        if self.poisoned {
+            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
+        }
+        loop {
+            if self.head == self.cached_tail {
+                self.refresh_tail()?;
+                if self.head == self.cached_tail {
+                    return Ok(Next::Empty);
+                }
+            }
+            let cap = self.sh.capacity;
+            let off = self.head & (cap - 1);
+            let avail = self.cached_tail.wrapping_sub(self.head);
+            let word = self.sh.region.load_word(off as usize);
+            let (flags, len) = ((word >> 32) as u32, word as u32 as u64);
+            let to_end = cap - off;
+            if flags == FLAG_PAD {
+                if len != to_end || to_end > avail {
+                    return Err(self.poison(format!(
+                        "padding record of {len} bytes at offset {off} (must be {to_end}, {avail} available)"
+                    )));
+                }
+                self.head = self.head.wrapping_add(to_end);
+                // Publish at once: the producer may be waiting for exactly
+                // this space to place a record at offset 0.
+                self.release();
+                continue;
+            }
+            if flags != 0 {
+                return Err(self.poison(format!("record at offset {off} has unknown flags {flags:#x}")));
+            }
+            let total = RECORD_HEADER + ((len + 7) & !7);
+            if total > avail || total > to_end {
+                return Err(self.poison(format!(
+                    "record length {len} at offset {off} overruns ({avail} bytes published, {to_end} to the end)"
+                )));
+            }
+            return Ok(Next::Record { off: off as usize, len: len as usize, total });
+        }
+    }
+
+    /// Store our position for the producer and wake it if it waits.
+    #[inline]
+    fn release(&mut self) {
+        if self.head != self.published {
+            // Release: pairs with the producer's Acquire load in
+            // `refresh_head`; our reads of the released bytes happen before
+            // it overwrites them.
+            self.sh.ctl().head.store(self.head, Ordering::Release);
+            self.published = self.head;
+            self.sh.ctl().space_free.notify();
+        }
+    }
+
+    /// Whether the producer closed (checked after finding the ring empty).
+    fn producer_closed(&mut self) -> Result<bool> {
+        // Acquire: pairs with the producer's Release store of ROLE_CLOSED,
+        // made after its last tail store.
+        if self.sh.ctl().producer.state.load(Ordering::Acquire) == ROLE_CLOSED {
+            self.refresh_tail()?;
+            return Ok(self.head == self.cached_tail);
+        }
+        Ok(false)
+    }
+
+    /// One attempt of a receive: a record, end of stream, or not yet.
+    fn attempt(&mut self, check: bool) -> Result<Attempt<Option<(usize, usize, u64)>>> {
+        match self.try_next()? {
+            Next::Record { off, len, total } => Ok(Attempt::Ready(Some((off, len, total)))),
+            Next::Empty => {
+                if self.producer_closed()? {
+                    return Ok(Attempt::Ready(None));
+                }
+                if check {
+                    self.sh.check_alive(&self.sh.ctl().producer, "producer")?;
+                }
+                Ok(Attempt::NotYet)
+            }
+        }
+    }
+
+    fn wait_next(&mut self, deadline: Option<Option<Instant>>) -> Result<Option<(usize, usize, u64)>> {
+        if let Attempt::Ready(r) = self.attempt(false)? {
+            return Ok(r);
+        }
+        let Some(deadline) = deadline else {
+            return Err(Error::WouldBlock { full: false });
+        };
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
+        let ec = unsafe { &ctl.as_ref().data_ready };
+        let policy = self.policy;
+        block_on(&policy, ec, deadline, || Error::Timeout, |check| self.attempt(check))
+    }
+
+    fn record(&mut self, r: Option<(usize, usize, u64)>) -> Option<Record<'_>> {
+        r.map(|(off, len, total)| Record { c: self, off, len, total })
+    }
+
+    /// Receive the next record in place, waiting per the wait policy.
+    /// `Ok(None)` means end of stream: the producer closed and every record
+    /// it sent has been received.
+    ///
+    /// # Errors
+    /// [`Error::PeerDied`] if the producer died without closing;
+    /// [`Error::Corrupted`] if the shared positions or record headers are
+    /// impossible.
+    pub fn recv(&mut self) -> Result<Option<Record<'_>>> {
+        let r = self.wait_next(Some(None))?;
+        Ok(self.record(r))
+    }
+
+    /// [`Consumer::recv`] without waiting: [`Error::WouldBlock`] if empty.
+    ///
+    /// # Errors
+    /// As [`Consumer::recv`], plus [`Error::WouldBlock`].
+    pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
+        let r = self.wait_next(None)?;
+        Ok(self.record(r))
+    }
+
+    /// [`Consumer::recv`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Consumer::recv`], plus [`Error::Timeout`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Record<'_>>> {
+        let r = self.wait_next(Some(Some(Instant::now() + timeout)))?;
+        Ok(self.record(r))
+    }
+
+    /// Wait for at least one record, then pass up to `max` available records
+    /// to `f` in order and release them all with one store. Returns how many
+    /// were passed; 0 means end of stream.
+    ///
+    /// # Errors
+    /// As [`Consumer::recv`]. Records already passed to `f` stay consumed.
+    pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize> {
+        let Some(mut next) = self.wait_next(Some(None))? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        let result = loop {
+            let (off, len, total) = next;
+            // SAFETY: try_next checked off + 8 + len <= capacity and that the
+            // record lies within what the producer published.
+            f(unsafe { self.sh.region.bytes(off + RECORD_HEADER as usize, len) });
+            self.head = self.head.wrapping_add(total);
+            n += 1;
+            if n >= max {
+                break Ok(n);
+            }
+            match self.try_next() {
+                Ok(Next::Record { off, len, total }) => next = (off, len, total),
+                Ok(Next::Empty) => break Ok(n),
+                Err(e) => break Err(e),
+            }
+        };
+        self.release();
+        result
+    }
+
+    /// Bytes published by the producer and not yet released, as last seen.
+    pub fn fill(&self) -> u64 {
+        self.cached_tail.wrapping_sub(self.head)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if !self.poisoned {
+            self.release();
+        }
+        let ctl = self.sh.ctl();
+        self.sh.close(&ctl.consumer);
+        ctl.space_free.notify();
+    }
+}
+
+impl Record<'_> {
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::ops::Deref for Record<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: try_next checked the record lies within the published,
+        // unreleased part of the region; it stays ours until `drop`.
+        unsafe { self.c.sh.region.bytes(self.off + RECORD_HEADER as usize, self.len) }
+    }
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        self.c.head = self.c.head.wrapping_add(self.total);
+        self.c.release();
+    }
+}

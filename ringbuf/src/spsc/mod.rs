@@ -1,0 +1,380 @@
+//! Single-producer single-consumer ring of variable-length records in shared
+//! memory.
+//!
+//! Positions are monotonic `u64` byte counters: `tail` (bytes the producer
+//! has published) and `head` (bytes the consumer has released); a byte at
+//! position `p` lives at offset `p & (capacity - 1)` of the data region. Each
+//! side keeps a private cached copy of the other's position and re-reads the
+//! shared one only when the cached one says "full" or "empty".
+//!
+//! A record is an 8-byte header word `[flags:32 | len:32]` followed by `len`
+//! payload bytes, padded to a multiple of 8. A record that would straddle the
+//! end of the region is preceded by a padding record (flag [`FLAG_PAD`]) that
+//! fills the region to its end, and starts again at offset 0.
+//!
+//! The producer can write many records and publish them with one store
+//! ([`Grant::stage`] then [`Producer::flush`]); the consumer can read many and
+//! release them with one store ([`Consumer::recv_batch`]).
+//!
+//! Everything read from shared memory is checked: a position out of range, a
+//! length that does not fit, an unknown flag returns [`Error::Corrupted`] and
+//! poisons the handle. No input makes this module panic or access memory
+//! outside the mapping.
+
+use std::any::Any;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::header::{
+    self, FLAG_POISONED, Header, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot, SpscControl,
+};
+use crate::liveness::ProcessId;
+use crate::region::Region;
+use crate::segment::{CreateOptions, Location, Segment};
+use crate::sync::Ordering;
+use crate::wait::WaitPolicy;
+
+mod consumer;
+mod producer;
+
+pub use consumer::{Consumer, Record};
+pub use producer::{Grant, Producer};
+
+/// Record header flag: padding to the end of the region; skip it.
+pub const FLAG_PAD: u32 = 1;
+/// Bytes of record header before each payload.
+pub const RECORD_HEADER: u64 = 8;
+
+/// Bytes a record of `len` payload bytes occupies in the ring.
+///
+/// ```
+/// assert_eq!(shmring::spsc::record_size(0), 8);
+/// assert_eq!(shmring::spsc::record_size(1), 16);
+/// assert_eq!(shmring::spsc::record_size(64), 72);
+/// ```
+pub const fn record_size(len: usize) -> u64 {
+    RECORD_HEADER + ((len as u64 + 7) & !7)
+}
+
+/// How to create a ring.
+///
+/// ```
+/// let opts = shmring::RingOptions::new().capacity(1 << 16).mode(0o640);
+/// assert_eq!(opts.capacity_bytes(), 65536);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct RingOptions {
+    capacity: u64,
+    mode: u32,
+    ready_timeout: Duration,
+    policy: WaitPolicy,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            capacity: 1 << 20,
+            mode: 0o600,
+            ready_timeout: Duration::from_secs(2),
+            policy: WaitPolicy::default(),
+        }
+    }
+}
+
+impl RingOptions {
+    /// Defaults: 1 MiB capacity, mode 0600, 2 s ready timeout, default wait policy.
+    pub fn new() -> RingOptions {
+        RingOptions::default()
+    }
+    /// Data region size in bytes: a power of two from 4 KiB to 2 GiB.
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+    /// Permission bits for a newly created segment (default 0o600).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// How long an opener waits for a creator to finish initialising.
+    pub fn ready_timeout(mut self, t: Duration) -> Self {
+        self.ready_timeout = t;
+        self
+    }
+    /// Initial wait policy of the handle (changeable later).
+    pub fn wait_policy(mut self, p: WaitPolicy) -> Self {
+        self.policy = p;
+        self
+    }
+    /// The configured capacity in bytes.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity
+    }
+}
+
+/// What both handles share: pointers into the mapping, kept alive by `_keep`.
+struct Shared {
+    ctl: NonNull<SpscControl>,
+    header: Option<NonNull<Header>>,
+    region: Region,
+    capacity: u64,
+    name: String,
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: the pointers target a mapping (or a heap block under loom) owned by
+// `_keep`, which lives as long as this struct; all shared words are atomics.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    #[inline]
+    fn ctl(&self) -> &SpscControl {
+        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control
+        // block is made of atomics, so shared references are fine.
+        unsafe { self.ctl.as_ref() }
+    }
+
+    fn poison(&self, what: String) -> Error {
+        if let Some(h) = self.header {
+            // SAFETY: as for `ctl`.
+            let h = unsafe { h.as_ref() };
+            h.flags.fetch_or(FLAG_POISONED, Ordering::Relaxed);
+        }
+        Error::corrupted(&self.name, what)
+    }
+
+    /// Error if the process holding `slot` died without closing.
+    fn check_alive(&self, slot: &RoleSlot, role: &'static str) -> Result<()> {
+        // Acquire: pairs with the Release store of ROLE_ATTACHED in `claim`,
+        // so pid and start time below are the holder's.
+        if slot.state.load(Ordering::Acquire) == ROLE_ATTACHED {
+            let id = ProcessId {
+                pid: slot.pid.load(Ordering::Relaxed),
+                start_time: slot.start_time.load(Ordering::Relaxed),
+            };
+            if !id.is_alive() {
+                return Err(Error::PeerDied { segment: self.name.clone(), role, pid: id.pid });
+            }
+        }
+        Ok(())
+    }
+
+    /// Take `slot` for this process.
+    fn claim(&self, slot: &RoleSlot, role: &'static str) -> Result<()> {
+        let me = ProcessId::current();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            // Acquire on failure: pairs with the Release stores of the state
+            // word in `claim` and `close`, so a holder's pid is visible.
+            match slot.state.compare_exchange(ROLE_FREE, ROLE_ATTACHING, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => {
+                    slot.pid.store(me.pid, Ordering::Relaxed);
+                    slot.start_time.store(me.start_time, Ordering::Relaxed);
+                    // Release: pairs with the Acquire loads in `check_alive`
+                    // and `claim`; publishes pid and start time.
+                    slot.state.store(ROLE_ATTACHED, Ordering::Release);
+                    return Ok(());
+                }
+                Err(ROLE_ATTACHING) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(ROLE_ATTACHING) => {
+                    return Err(Error::NotReady(format!("{} ({role} role stuck mid-attach)", self.name)));
+                }
+                Err(ROLE_ATTACHED) => {
+                    let id = ProcessId {
+                        pid: slot.pid.load(Ordering::Relaxed),
+                        start_time: slot.start_time.load(Ordering::Relaxed),
+                    };
+                    return Err(if id.is_alive() {
+                        Error::RoleTaken { segment: self.name.clone(), role, pid: id.pid }
+                    } else {
+                        Error::Stale { segment: self.name.clone(), role, pid: id.pid }
+                    });
+                }
+                Err(ROLE_CLOSED) => {
+                    return Err(Error::Closed(format!("{} (its {role} already finished)", self.name)));
+                }
+                Err(other) => return Err(self.poison(format!("{role} role state word is {other}"))),
+            }
+        }
+    }
+
+    fn close(&self, slot: &RoleSlot) {
+        // Release: pairs with the peer's Acquire load of the role state; all
+        // our position stores happen before it sees CLOSED.
+        slot.state.store(ROLE_CLOSED, Ordering::Release);
+    }
+}
+
+/// Build the shared view of an initialised, validated SPSC segment.
+fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> {
+    let len = seg.len() as u64;
+    if len < header::HEADER_LEN as u64 {
+        return Err(Error::corrupted(seg.name(), format!("segment is {len} bytes, shorter than its header")));
+    }
+    let base = seg.as_ptr();
+    // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; the
+    // header is made of atomics valid for any bit pattern.
+    let h: &Header = unsafe { &*(base as *const Header) };
+    let deadline = Instant::now() + ready_timeout;
+    // Acquire: pairs with the creator's Release store of STATE_READY, so every
+    // header field it wrote is visible below.
+    while h.state.load(Ordering::Acquire) != header::STATE_READY {
+        if h.magic.load(Ordering::Relaxed) != 0 && h.magic.load(Ordering::Relaxed) != header::MAGIC {
+            return Err(Error::BadMagic(seg.name().to_owned()));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotReady(seg.name().to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (kind, capacity) = header::validate(h, len, seg.name())?;
+    if kind != header::RingKind::Spsc {
+        return Err(Error::KindMismatch {
+            segment: seg.name().to_owned(),
+            found: kind.name().into(),
+            expected: "spsc",
+        });
+    }
+    let name = seg.name().to_owned();
+    // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len
+    // (const-asserted in header.rs) and the offset is 128-aligned.
+    let ctl = unsafe { NonNull::new_unchecked(base.add(header::CONTROL_OFFSET) as *mut SpscControl) };
+    // SAFETY: validate() checked len == HEADER_LEN + capacity, so the data
+    // region is in bounds; the mapping lives as long as `_keep`.
+    #[cfg(not(loom))]
+    let region = unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize) };
+    #[cfg(loom)]
+    let region = {
+        let shadow = Region::shadow(capacity as usize);
+        // SAFETY: as above; `shadow` has one cell per 8 bytes of the region.
+        unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize, shadow) }
+    };
+    Ok(Shared { ctl, header: NonNull::new(base as *mut Header), region, capacity, name, _keep: Arc::new(seg) })
+}
+
+/// Create and initialise an SPSC segment at `loc`. Neither role is claimed;
+/// attach with [`Producer::attach`] / [`Consumer::attach`], here or in
+/// another process.
+///
+/// # Errors
+/// As [`Segment::create`], plus [`Error::InvalidArgument`] for a bad capacity.
+pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
+    header::check_capacity(opts.capacity)?;
+    let seg = Segment::create(loc, header::spsc_segment_len(opts.capacity), CreateOptions { mode: opts.mode })?;
+    init(&seg, opts.capacity);
+    Ok(seg)
+}
+
+/// Create an anonymous SPSC segment in a sealed memfd; share it with
+/// [`Segment::fd`] and map it elsewhere with [`Segment::from_fd`].
+///
+/// # Errors
+/// As [`Segment::create_memfd`], plus [`Error::InvalidArgument`] for a bad capacity.
+pub fn create_memfd(label: &str, opts: &RingOptions) -> Result<Segment> {
+    header::check_capacity(opts.capacity)?;
+    let seg = Segment::create_memfd(label, header::spsc_segment_len(opts.capacity))?;
+    init(&seg, opts.capacity);
+    Ok(seg)
+}
+
+fn init(seg: &Segment, capacity: u64) {
+    // SAFETY: freshly created, zero-filled mapping of HEADER_LEN + capacity bytes.
+    let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
+    let me = ProcessId::current();
+    h.magic.store(header::MAGIC, Ordering::Relaxed);
+    h.abi_version.store(header::ABI_VERSION, Ordering::Relaxed);
+    h.kind.store(header::RingKind::Spsc as u32, Ordering::Relaxed);
+    h.header_len.store(header::HEADER_LEN as u32, Ordering::Relaxed);
+    h.notifier.store(header::NotifierKind::Futex as u32, Ordering::Relaxed);
+    h.capacity.store(capacity, Ordering::Relaxed);
+    h.total_len.store(header::spsc_segment_len(capacity), Ordering::Relaxed);
+    h.creator_pid.store(me.pid, Ordering::Relaxed);
+    h.creator_start_time.store(me.start_time, Ordering::Relaxed);
+    // Release: pairs with the opener's Acquire load in `shared_from_segment`;
+    // publishes every field above.
+    h.state.store(header::STATE_READY, Ordering::Release);
+}
+
+/// Open `loc`, retrying while its creator is still sizing it.
+fn open_segment(loc: &Location, ready_timeout: Duration) -> Result<Segment> {
+    let deadline = Instant::now() + ready_timeout;
+    loop {
+        match Segment::open(loc) {
+            Err(Error::NotReady(_)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            other => return other,
+        }
+    }
+}
+
+/// Create the segment, or open it if it already exists.
+fn open_or_create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
+    match create_segment(loc, opts) {
+        Err(Error::AlreadyExists(_)) => open_segment(loc, opts.ready_timeout),
+        other => other,
+    }
+}
+
+/// What both ends implement to be built from a segment.
+trait Role: Sized {
+    fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Self>;
+}
+
+/// Create the segment and attach; a failed attach removes the new segment.
+fn create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
+    let seg = create_segment(loc, opts)?;
+    let r = R::attach_with(seg, opts);
+    if r.is_err() {
+        let _ = loc.unlink();
+    }
+    r
+}
+
+fn open_role<R: Role>(loc: &Location) -> Result<R> {
+    let opts = RingOptions::default();
+    R::attach_with(open_segment(loc, opts.ready_timeout)?, &opts)
+}
+
+fn open_or_create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
+    R::attach_with(open_or_create_segment(loc, opts)?, opts)
+}
+
+/// A producer/consumer pair on a heap-allocated ring, for loom models.
+/// Roles are marked attached (by the calling process) without pid checks
+/// mattering: liveness is never consulted without timeouts under loom.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_pair(capacity: u64) -> (Producer, Consumer) {
+    struct Heap {
+        ctl: Box<SpscControl>,
+        _data: Vec<u64>,
+    }
+    // SAFETY: only touched through the ring protocol (for both impls).
+    unsafe impl Send for Heap {}
+    // SAFETY: see above.
+    unsafe impl Sync for Heap {}
+    let words = (capacity / 8) as usize;
+    let mut data = vec![0u64; words];
+    let base = data.as_mut_ptr() as *mut u8;
+    let shadow = Region::shadow(capacity as usize);
+    let heap = Arc::new(Heap { ctl: Box::new(SpscControl::new()), _data: data });
+    let ctl = NonNull::from(&*heap.ctl);
+    let mk = |keep: Arc<Heap>| Shared {
+        ctl,
+        header: None,
+        // SAFETY: the Vec's buffer lives as long as `keep`.
+        region: unsafe { Region::new(base, capacity as usize, shadow.clone()) },
+        capacity,
+        name: "loom".into(),
+        _keep: keep,
+    };
+    let (ps, cs) = (mk(heap.clone()), mk(heap));
+    ps.ctl().producer.state.store(ROLE_ATTACHED, Ordering::Relaxed);
+    ps.ctl().consumer.state.store(ROLE_ATTACHED, Ordering::Relaxed);
+    let policy = WaitPolicy::park();
+    (
+        Producer { sh: ps, tail: 0, published: 0, cached_head: 0, policy, poisoned: false },
+        Consumer { sh: cs, head: 0, published: 0, cached_tail: 0, policy, poisoned: false },
+    )
+}

@@ -1,0 +1,384 @@
+//! The producing end of an SPSC ring: grant, commit, stage, flush.
+
+use std::time::{Duration, Instant};
+
+use super::{
+    FLAG_PAD, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, record_size,
+    shared_from_segment,
+};
+use crate::error::{Error, Result};
+use crate::header::ROLE_CLOSED;
+use crate::segment::{Location, Segment};
+use crate::sync::Ordering;
+use crate::wait::{Attempt, WaitPolicy, block_on};
+
+/// The producing end of an SPSC ring.
+///
+/// ```
+/// # fn main() -> shmring::Result<()> {
+/// use shmring::{Location, RingOptions, spsc::{Producer, Consumer}};
+/// let loc = Location::shm(format!("doc-producer-{}", std::process::id()));
+/// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+/// let mut rx = Consumer::open(&loc)?;
+/// loc.unlink()?; // the name can go as soon as both ends are attached
+///
+/// tx.send(b"hello")?;
+/// let mut g = tx.grant(5)?;           // zero-copy: write in place
+/// g.copy_from_slice(b"world");
+/// g.commit();
+/// drop(tx);                           // closes the stream
+///
+/// assert_eq!(&*rx.recv()?.unwrap(), b"hello");
+/// assert_eq!(&*rx.recv()?.unwrap(), b"world");
+/// assert!(rx.recv()?.is_none());      // end of stream
+/// # Ok(()) }
+/// ```
+pub struct Producer {
+    pub(super) sh: Shared,
+    /// Private write position (includes staged records).
+    pub(super) tail: u64,
+    /// Last value stored to the shared tail.
+    pub(super) published: u64,
+    /// Last consumer position read.
+    pub(super) cached_head: u64,
+    pub(super) policy: WaitPolicy,
+    pub(super) poisoned: bool,
+}
+
+/// A region of the ring granted to the producer; write the payload through
+/// `DerefMut<Target = [u8]>`, then [`Grant::commit`] or [`Grant::stage`].
+/// Dropping it without either abandons the record: nothing is sent.
+pub struct Grant<'a> {
+    p: &'a mut Producer,
+    off: usize,
+    len: usize,
+}
+
+impl Role for Producer {
+    fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Producer> {
+        let sh = shared_from_segment(seg, opts.ready_timeout)?;
+        sh.claim(&sh.ctl().producer, "producer")?;
+        let mut p = Producer { sh, tail: 0, published: 0, cached_head: 0, policy: opts.policy, poisoned: false };
+        // Relaxed: only the producer role writes `tail`, and we hold it.
+        let tail = p.sh.ctl().tail.load(Ordering::Relaxed);
+        // Acquire: pairs with the consumer's Release store of `head`.
+        let head = p.sh.ctl().head.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > p.sh.capacity || tail % 8 != 0 || head % 8 != 0 {
+            let e = p.sh.poison(format!("positions impossible at attach: head {head}, tail {tail}"));
+            p.poisoned = true;
+            return Err(e);
+        }
+        (p.tail, p.published, p.cached_head) = (tail, tail, head);
+        Ok(p)
+    }
+}
+
+impl Producer {
+    /// Create a new ring at `loc` and attach as its producer.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidArgument`], [`Error::Io`].
+    pub fn create(loc: &Location, opts: &RingOptions) -> Result<Producer> {
+        create_role(loc, opts)
+    }
+
+    /// Open an existing ring at `loc` and attach as its producer.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotReady`], [`Error::BadMagic`],
+    /// [`Error::VersionMismatch`], [`Error::KindMismatch`],
+    /// [`Error::Corrupted`], [`Error::RoleTaken`], [`Error::Stale`],
+    /// [`Error::Closed`], [`Error::Io`].
+    pub fn open(loc: &Location) -> Result<Producer> {
+        open_role(loc)
+    }
+
+    /// Open the ring at `loc`, creating it with `opts` if it does not exist,
+    /// and attach as its producer. Whichever side comes first creates.
+    ///
+    /// # Errors
+    /// As [`Producer::create`] and [`Producer::open`].
+    pub fn open_or_create(loc: &Location, opts: &RingOptions) -> Result<Producer> {
+        open_or_create_role(loc, opts)
+    }
+
+    /// Attach as producer to an already mapped segment (e.g. a memfd
+    /// received from another process).
+    ///
+    /// # Errors
+    /// As [`Producer::open`].
+    pub fn attach(seg: Segment) -> Result<Producer> {
+        Self::attach_with(seg, &RingOptions::default())
+    }
+
+    /// Set how blocking calls wait.
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Data region size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.sh.capacity
+    }
+
+    /// Largest payload one record can carry, in bytes: `capacity - 8`.
+    pub fn max_record_len(&self) -> usize {
+        (self.sh.capacity - RECORD_HEADER) as usize
+    }
+
+    /// The segment's name, as used in error messages.
+    pub fn name(&self) -> &str {
+        &self.sh.name
+    }
+
+    fn poison(&mut self, what: String) -> Error {
+        self.poisoned = true;
+        self.sh.poison(what)
+    }
+
+    /// Re-read the consumer's position; checks it is between the last one
+    /// seen and what we published.
+    #[inline]
+    fn refresh_head(&mut self) -> Result<()> {
+        // Acquire: pairs with the consumer's Release store of `head`: it has
+        // finished reading the bytes it released before we overwrite them.
+        let h = self.sh.ctl().head.load(Ordering::Acquire);
+        if h.wrapping_sub(self.cached_head) > self.published.wrapping_sub(self.cached_head) || h % 8 != 0 {
+            return Err(self.poison(format!(
+                "consumer position {h} outside [{}, {}] (last seen, published)",
+                self.cached_head, self.published
+            )));
+        }
+        self.cached_head = h;
+        Ok(())
+    }
+
+    #[inline]
+    fn has_room(&mut self, n: u64) -> Result<bool> {
+        if self.sh.capacity - self.tail.wrapping_sub(self.cached_head) >= n {
+            return Ok(true);
+        }
+        self.refresh_head()?;
+        Ok(self.sh.capacity - self.tail.wrapping_sub(self.cached_head) >= n)
+    }
+
+    /// Find room for a record of `total` bytes; Some(offset) or None if full.
+    #[inline]
+    fn try_reserve(&mut self, total: u64) -> Result<Option<usize>> {
+        if self.poisoned {
+            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
+        }
+        loop {
+            let off = self.tail & (self.sh.capacity - 1);
+            let to_end = self.sh.capacity - off;
+            if total > to_end {
+                if !self.has_room(to_end)? {
+                    return Ok(None);
+                }
+                self.sh.region.store_word(off as usize, (u64::from(FLAG_PAD) << 32) | to_end);
+                self.tail = self.tail.wrapping_add(to_end);
+                continue;
+            }
+            return Ok(if self.has_room(total)? { Some(off as usize) } else { None });
+        }
+    }
+
+    fn size_for(&self, len: usize) -> Result<u64> {
+        if len > self.max_record_len() {
+            return Err(Error::InvalidArgument(format!(
+                "record of {len} bytes does not fit a ring of {} bytes (max {})",
+                self.sh.capacity,
+                self.max_record_len()
+            )));
+        }
+        Ok(record_size(len))
+    }
+
+    fn grant_inner(&mut self, len: usize, deadline: Option<Option<Instant>>) -> Result<Grant<'_>> {
+        let total = self.size_for(len)?;
+        if let Some(off) = self.try_reserve(total)? {
+            return Ok(Grant { p: self, off, len });
+        }
+        // Full. Publish what is staged (the consumer may be waiting for it),
+        // then wait for space.
+        self.flush();
+        let Some(deadline) = deadline else {
+            return Err(Error::WouldBlock { full: true });
+        };
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which
+        // outlives this call.
+        let ec = unsafe { &ctl.as_ref().space_free };
+        let policy = self.policy;
+        let off = block_on(
+            &policy,
+            ec,
+            deadline,
+            || Error::Timeout,
+            |check| {
+                if let Some(off) = self.try_reserve(total)? {
+                    return Ok(Attempt::Ready(off));
+                }
+                // Padding written inside try_reserve must reach the consumer.
+                self.flush();
+                self.check_consumer(check)?;
+                Ok(Attempt::NotYet)
+            },
+        )?;
+        Ok(Grant { p: self, off, len })
+    }
+
+    fn check_consumer(&self, liveness: bool) -> Result<()> {
+        let slot = &self.sh.ctl().consumer;
+        // Acquire: pairs with the consumer's Release store of ROLE_CLOSED.
+        if slot.state.load(Ordering::Acquire) == ROLE_CLOSED {
+            return Err(Error::Closed(self.sh.name.clone()));
+        }
+        if liveness {
+            self.sh.check_alive(slot, "consumer")?;
+        }
+        Ok(())
+    }
+
+    /// Grant `len` bytes to write in place, waiting for space per the wait
+    /// policy.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `len > max_record_len()`;
+    /// [`Error::Closed`] if the consumer closed; [`Error::PeerDied`] if it
+    /// died; [`Error::Corrupted`] if the shared positions are impossible.
+    pub fn grant(&mut self, len: usize) -> Result<Grant<'_>> {
+        self.grant_inner(len, Some(None))
+    }
+
+    /// Grant without waiting: [`Error::WouldBlock`] if full.
+    ///
+    /// # Errors
+    /// As [`Producer::grant`], plus [`Error::WouldBlock`].
+    pub fn try_grant(&mut self, len: usize) -> Result<Grant<'_>> {
+        self.grant_inner(len, None)
+    }
+
+    /// Grant, waiting at most `timeout`: [`Error::Timeout`] after that.
+    ///
+    /// # Errors
+    /// As [`Producer::grant`], plus [`Error::Timeout`].
+    pub fn grant_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>> {
+        self.grant_inner(len, Some(Some(Instant::now() + timeout)))
+    }
+
+    /// Copy `data` into the ring as one record and publish it, waiting for
+    /// space per the wait policy.
+    ///
+    /// # Errors
+    /// As [`Producer::grant`].
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        let mut g = self.grant(data.len())?;
+        g.copy_from_slice(data);
+        g.commit();
+        Ok(())
+    }
+
+    /// [`Producer::send`] without waiting.
+    ///
+    /// # Errors
+    /// As [`Producer::try_grant`].
+    pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
+        let mut g = self.try_grant(data.len())?;
+        g.copy_from_slice(data);
+        g.commit();
+        Ok(())
+    }
+
+    /// [`Producer::send`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Producer::grant_timeout`].
+    pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
+        let mut g = self.grant_timeout(data.len(), timeout)?;
+        g.copy_from_slice(data);
+        g.commit();
+        Ok(())
+    }
+
+    /// Publish every staged record with one store, and wake the consumer if
+    /// it is parked. Cheap when nothing is staged.
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.tail != self.published {
+            // Release: pairs with the consumer's Acquire load of `tail`; the
+            // record bytes written before are visible to it.
+            self.sh.ctl().tail.store(self.tail, Ordering::Release);
+            self.published = self.tail;
+            self.sh.ctl().data_ready.notify();
+        }
+    }
+
+    /// Bytes written (staged or published) and not yet released by the
+    /// consumer, as last seen.
+    pub fn fill(&self) -> u64 {
+        self.tail.wrapping_sub(self.cached_head)
+    }
+
+    /// Publish what is staged and close the stream: the consumer drains what
+    /// was sent, then sees end of stream. Same as dropping the producer.
+    pub fn close(self) {}
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if !self.poisoned {
+            self.flush();
+        }
+        let ctl = self.sh.ctl();
+        self.sh.close(&ctl.producer);
+        ctl.data_ready.notify();
+    }
+}
+
+impl Grant<'_> {
+    /// Shorten the record to `len` bytes (no-op if `len` is not smaller).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    #[inline]
+    fn finish(&mut self) {
+        let p = &mut *self.p;
+        p.sh.region.store_word(self.off, self.len as u64);
+        p.tail = p.tail.wrapping_add(record_size(self.len));
+    }
+
+    /// Finish the record and publish it (with any staged before it).
+    #[inline]
+    pub fn commit(mut self) {
+        self.finish();
+        self.p.flush();
+    }
+
+    /// Finish the record without publishing it yet: it becomes visible with
+    /// the next [`Grant::commit`], [`Producer::flush`], a wait for space, or
+    /// when the producer is dropped. Batching many records per publish is how
+    /// small records reach full speed.
+    #[inline]
+    pub fn stage(mut self) {
+        self.finish();
+    }
+}
+
+impl std::ops::Deref for Grant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: try_reserve checked off + 8 + len <= capacity; the bytes
+        // are granted to the producer and not yet published, so nobody else
+        // may touch them.
+        unsafe { self.p.sh.region.bytes(self.off + RECORD_HEADER as usize, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Grant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for Deref; `&mut self` makes this the only live slice.
+        unsafe { self.p.sh.region.bytes_mut(self.off + RECORD_HEADER as usize, self.len) }
+    }
+}
