@@ -214,18 +214,20 @@ impl Consumer {
         }
     }
 
-    fn wait_next(&mut self, deadline: Option<Option<Instant>>) -> Result<Option<(usize, usize, u64)>> {
+    fn wait_next(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<(usize, usize, u64)>> {
         if let Attempt::Ready(r) = self.attempt(false)? {
             return Ok(r);
         }
-        let Some(deadline) = deadline else {
+        // `None`: do not wait; `Some(None)`: wait without bound. The clock is
+        // read only here, on the slow path.
+        let Some(timeout) = timeout else {
             return Err(Error::WouldBlock { full: false });
         };
         let ctl = self.sh.ctl;
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
         let ec = unsafe { &ctl.as_ref().data_ready };
         let policy = self.policy;
-        block_on(&policy, ec, deadline, || Error::Timeout, |check| self.attempt(check))
+        block_on(&policy, ec, timeout.map(|t| Instant::now() + t), || Error::Timeout, |check| self.attempt(check))
     }
 
     fn record(&mut self, r: Option<(usize, usize, u64)>) -> Option<Record<'_>> {
@@ -259,7 +261,7 @@ impl Consumer {
     /// # Errors
     /// As [`Consumer::recv`], plus [`Error::Timeout`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Record<'_>>> {
-        let r = self.wait_next(Some(Some(Instant::now() + timeout)))?;
+        let r = self.wait_next(Some(Some(timeout)))?;
         Ok(self.record(r))
     }
 

@@ -194,7 +194,7 @@ impl Producer {
         Ok(record_size(len))
     }
 
-    fn grant_inner(&mut self, len: usize, deadline: Option<Option<Instant>>) -> Result<Grant<'_>> {
+    fn grant_inner(&mut self, len: usize, timeout: Option<Option<Duration>>) -> Result<Grant<'_>> {
         let total = self.size_for(len)?;
         if let Some(off) = self.try_reserve(total)? {
             return Ok(Grant { p: self, off, len });
@@ -202,7 +202,9 @@ impl Producer {
         // Full. Publish what is staged (the consumer may be waiting for it),
         // then wait for space.
         self.flush();
-        let Some(deadline) = deadline else {
+        // `None`: do not wait; `Some(None)`: wait without bound. The clock is
+        // read only here, on the slow path.
+        let Some(timeout) = timeout else {
             return Err(Error::WouldBlock { full: true });
         };
         let ctl = self.sh.ctl;
@@ -213,7 +215,7 @@ impl Producer {
         let off = block_on(
             &policy,
             ec,
-            deadline,
+            timeout.map(|t| Instant::now() + t),
             || Error::Timeout,
             |check| {
                 if let Some(off) = self.try_reserve(total)? {
@@ -264,7 +266,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant`], plus [`Error::Timeout`].
     pub fn grant_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>> {
-        self.grant_inner(len, Some(Some(Instant::now() + timeout)))
+        self.grant_inner(len, Some(Some(timeout)))
     }
 
     /// Copy `data` into the ring as one record and publish it, waiting for
