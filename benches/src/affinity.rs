@@ -8,8 +8,7 @@ use std::mem::size_of;
 pub fn cpu_pair() -> Option<[usize; 2]> {
     // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a live, writable cpu_set_t of the size passed; pid 0
-    // means the calling thread.
+    // SAFETY: `set` is a live, writable cpu_set_t of the size passed; pid 0 means the calling thread.
     if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
         return None;
     }
@@ -31,8 +30,7 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` was checked to be below the set's size in bits.
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a live cpu_set_t of the size passed; pid 0 means the
-    // calling thread.
+    // SAFETY: `set` is a live cpu_set_t of the size passed; pid 0 means the calling thread.
     if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(io::Error::last_os_error());
     }

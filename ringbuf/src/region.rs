@@ -17,8 +17,7 @@ pub(crate) struct Region {
     shadow: std::sync::Arc<Vec<loom::cell::UnsafeCell<()>>>,
 }
 
-// SAFETY: a Region is a pointer into a mapping kept alive by the owning ring
-// handle; which side may touch which bytes is governed by the ring protocol.
+// SAFETY: a Region is a pointer into a mapping kept alive by the owning ring handle; which side may touch which bytes is governed by the ring protocol.
 unsafe impl Send for Region {}
 
 impl Region {
@@ -84,14 +83,12 @@ impl Region {
         self.track(off, 8, false);
         #[cfg(not(loom))]
         {
-            // SAFETY: in bounds and 8-aligned (checked by the caller's
-            // masking); an AtomicU64 read tolerates a concurrent writer.
+            // SAFETY: in bounds and 8-aligned (checked by the caller's masking); an AtomicU64 read tolerates a concurrent writer.
             unsafe { (*(self.base.add(off) as *const crate::sync::AtomicU64)).load(crate::sync::Ordering::Relaxed) }
         }
         #[cfg(loom)]
         {
-            // SAFETY: in bounds and aligned; loom runs one thread at a time
-            // and the shadow cell checked causality above.
+            // SAFETY: in bounds and aligned; loom runs one thread at a time and the shadow cell checked causality above.
             unsafe { std::ptr::read(self.base.add(off) as *const u64) }
         }
     }
@@ -103,8 +100,7 @@ impl Region {
         self.track(off, 8, true);
         #[cfg(not(loom))]
         {
-            // SAFETY: in bounds and 8-aligned; atomic store tolerates a
-            // concurrent (hostile) reader or writer.
+            // SAFETY: in bounds and 8-aligned; atomic store tolerates a concurrent (hostile) reader or writer.
             unsafe {
                 (*(self.base.add(off) as *const crate::sync::AtomicU64)).store(value, crate::sync::Ordering::Relaxed)
             }
@@ -127,8 +123,7 @@ impl Region {
     pub(crate) unsafe fn bytes(&self, off: usize, len: usize) -> &[u8] {
         self.check(off, len);
         self.track(off, len, false);
-        // SAFETY: in bounds (checked by the caller); access granted by the
-        // ring protocol per this function's contract.
+        // SAFETY: in bounds (checked by the caller); access granted by the ring protocol per this function's contract.
         unsafe { std::slice::from_raw_parts(self.base.add(off), len) }
     }
 

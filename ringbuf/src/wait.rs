@@ -123,10 +123,9 @@ mod futex {
             tv_nsec: d.subsec_nanos() as libc::c_long,
         });
         let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `word` is a valid, aligned u32 for the duration of the call
-        // (AtomicU32 has u32's layout); the kernel only reads it. `ts_ptr` is
-        // null or points to a live timespec. Errors (EAGAIN: value changed,
-        // ETIMEDOUT, EINTR) all mean "re-check", which every caller does.
+        // Errors (EAGAIN: value changed, ETIMEDOUT, EINTR) all mean "re-check",
+        // which every caller does, so the result is ignored.
+        // SAFETY: `word` is a valid, aligned u32 (AtomicU32's layout) the kernel only reads; `ts_ptr` is null or a live timespec.
         unsafe {
             libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr, 0usize, 0u32);
         }
@@ -134,8 +133,7 @@ mod futex {
 
     /// `FUTEX_WAKE` every waiter on the word.
     pub(super) fn wake(word: &AtomicU32) {
-        // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not access
-        // memory beyond hashing the address.
+        // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not access memory beyond hashing the address.
         unsafe {
             libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
         }

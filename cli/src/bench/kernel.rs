@@ -226,8 +226,7 @@ impl Channel for MqChannel {
         let tx = self.tx.as_ref().ok_or("posix-mq: no queue to send on")?;
         let q = tx.as_raw_fd();
         self.retry("mq_timedsend", |deadline| {
-            // SAFETY: `q` is an open queue descriptor owned by `self.tx`; `msg` and
-            // `deadline` are valid for reads of their full size for the whole call.
+            // SAFETY: `q` is an open queue descriptor owned by `self.tx`; `msg` and `deadline` are valid for reads of their full size for the whole call.
             unsafe { libc::mq_timedsend(q, msg.as_ptr().cast(), msg.len(), 0, deadline) as isize }
         })?;
         Ok(())
@@ -239,8 +238,7 @@ impl Channel for MqChannel {
         let q = rx.as_raw_fd();
         let mut buf = std::mem::take(&mut self.buf);
         let result = self.retry("mq_timedreceive", |deadline| {
-            // SAFETY: `q` is an open queue descriptor owned by `self.rx`; `buf` is valid for
-            // writes of `buf.len()` bytes (the queue's message size), and `deadline` for reads.
+            // SAFETY: `q` is an open queue descriptor owned by `self.rx`; `buf` is valid for writes of `buf.len()` bytes (the queue's message size), and `deadline` for reads.
             unsafe { libc::mq_timedreceive(q, buf.as_mut_ptr().cast(), buf.len(), std::ptr::null_mut(), deadline) }
         });
         let out = result.map(|n| f(&buf[..n]));

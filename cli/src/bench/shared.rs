@@ -47,9 +47,7 @@ impl SharedPage {
             return Err(format!("shared page is {size} bytes, expected {PAGE}"));
         }
         let len = NonZeroUsize::new(PAGE).expect("page size is not zero");
-        // SAFETY: a fresh mapping chosen by the kernel (no address hint) aliases no Rust
-        // object; the file is at least PAGE bytes long (checked above), so every byte of the
-        // mapping is backed and no access can raise SIGBUS.
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint) aliases no Rust object; the file is at least PAGE bytes long (checked above), so every byte of the mapping is backed and no access can raise SIGBUS.
         let ptr = unsafe {
             mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd.as_fd(), 0)
         }
@@ -60,10 +58,9 @@ impl SharedPage {
     /// The 64-bit word at the start of line `i`.
     fn word64(&self, i: usize) -> &AtomicU64 {
         assert!((i + 1) * LINE <= PAGE);
-        // SAFETY: the offset is inside the page (asserted) and 8-byte aligned (the mapping is
-        // page aligned and LINE is a multiple of 8); the mapping lives as long as `self`. The
-        // other process only ever accesses this word atomically, and all bit patterns are
-        // valid, so treating it as an atomic is sound.
+        // The other process only ever accesses this word atomically, and every bit pattern
+        // is a valid u64, so treating it as an atomic is sound.
+        // SAFETY: offset inside the page (asserted), 8-aligned (page-aligned map, LINE % 8 == 0), mapping outlives `self`.
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(i * LINE).cast()) }
     }
 
@@ -77,8 +74,7 @@ impl SharedPage {
 
 impl Drop for SharedPage {
     fn drop(&mut self) {
-        // SAFETY: `ptr` is the PAGE-byte mapping made in `map`, and no reference derived from
-        // it outlives `self` (the word accessors borrow `self`).
+        // SAFETY: `ptr` is the PAGE-byte mapping made in `map`, and no reference derived from it outlives `self` (the word accessors borrow `self`).
         let _ = unsafe { munmap(self.ptr.cast(), PAGE) };
     }
 }
@@ -89,9 +85,7 @@ const FUTEX_TIMEOUT: Duration = Duration::from_millis(100);
 /// Sleeps while `word` holds `expected`, until woken or the timeout; true if it timed out.
 fn futex_wait(word: &AtomicU32, expected: u32) -> bool {
     let timeout = libc::timespec { tv_sec: 0, tv_nsec: FUTEX_TIMEOUT.as_nanos() as libc::c_long };
-    // SAFETY: `word` is a live, aligned 32-bit word; FUTEX_WAIT only reads it and `timeout`
-    // is valid for the duration of the call. No FUTEX_PRIVATE_FLAG: the word is shared with
-    // another process.
+    // SAFETY: `word` is a live, aligned 32-bit word; FUTEX_WAIT only reads it and `timeout` is valid for the duration of the call. No FUTEX_PRIVATE_FLAG: the word is shared with another process.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,

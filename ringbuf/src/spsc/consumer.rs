@@ -278,8 +278,7 @@ impl Consumer {
         let mut n = 0;
         let result = loop {
             let (off, len, total) = next;
-            // SAFETY: try_next checked off + 8 + len <= capacity and that the
-            // record lies within what the producer published.
+            // SAFETY: try_next checked off + 8 + len <= capacity and that the record lies within what the producer published.
             f(unsafe { self.sh.region.bytes(off + RECORD_HEADER as usize, len) });
             self.head = self.head.wrapping_add(total);
             n += 1;
@@ -328,8 +327,7 @@ impl Record<'_> {
 impl std::ops::Deref for Record<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_next checked the record lies within the published,
-        // unreleased part of the region; it stays ours until `drop`.
+        // SAFETY: try_next checked the record lies within the published, unreleased part of the region; it stays ours until `drop`.
         unsafe { self.c.sh.region.bytes(self.off + RECORD_HEADER as usize, self.len) }
     }
 }

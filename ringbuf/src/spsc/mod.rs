@@ -124,15 +124,13 @@ struct Shared {
     _keep: Arc<dyn Any + Send + Sync>,
 }
 
-// SAFETY: the pointers target a mapping (or a heap block under loom) owned by
-// `_keep`, which lives as long as this struct; all shared words are atomics.
+// SAFETY: the pointers target a mapping (or a heap block under loom) owned by `_keep`, which lives as long as this struct; all shared words are atomics.
 unsafe impl Send for Shared {}
 
 impl Shared {
     #[inline]
     fn ctl(&self) -> &SpscControl {
-        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control
-        // block is made of atomics, so shared references are fine.
+        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control block is made of atomics, so shared references are fine.
         unsafe { self.ctl.as_ref() }
     }
 
@@ -214,8 +212,7 @@ fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> 
         return Err(Error::corrupted(seg.name(), format!("segment is {len} bytes, shorter than its header")));
     }
     let base = seg.as_ptr();
-    // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; the
-    // header is made of atomics valid for any bit pattern.
+    // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; the header is made of atomics valid for any bit pattern.
     let h: &Header = unsafe { &*(base as *const Header) };
     let deadline = Instant::now() + ready_timeout;
     // Acquire: pairs with the creator's Release store of STATE_READY, so every
@@ -238,12 +235,10 @@ fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> 
         });
     }
     let name = seg.name().to_owned();
-    // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len
-    // (const-asserted in header.rs) and the offset is 128-aligned.
+    // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len (const-asserted in header.rs) and the offset is 128-aligned.
     let ctl = unsafe { NonNull::new_unchecked(base.add(header::CONTROL_OFFSET) as *mut SpscControl) };
-    // SAFETY: validate() checked len == HEADER_LEN + capacity, so the data
-    // region is in bounds; the mapping lives as long as `_keep`.
     #[cfg(not(loom))]
+    // SAFETY: validate() checked len == HEADER_LEN + capacity, so the data region is in bounds; the mapping lives as long as `_keep`.
     let region = unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize) };
     #[cfg(loom)]
     let region = {

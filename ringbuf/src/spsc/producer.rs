@@ -208,8 +208,7 @@ impl Producer {
             return Err(Error::WouldBlock { full: true });
         };
         let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which
-        // outlives this call.
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
         let ec = unsafe { &ctl.as_ref().space_free };
         let policy = self.policy;
         let off = block_on(
@@ -371,9 +370,7 @@ impl Grant<'_> {
 impl std::ops::Deref for Grant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_reserve checked off + 8 + len <= capacity; the bytes
-        // are granted to the producer and not yet published, so nobody else
-        // may touch them.
+        // SAFETY: try_reserve checked off + 8 + len <= capacity; the bytes are granted to the producer and not yet published, so nobody else may touch them.
         unsafe { self.p.sh.region.bytes(self.off + RECORD_HEADER as usize, self.len) }
     }
 }
