@@ -1,7 +1,6 @@
 //! The error type every fallible call in this crate returns.
 
 use std::io;
-use std::path::PathBuf;
 
 /// Everything that can go wrong with a segment or a ring.
 ///
@@ -136,8 +135,4 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::WouldBlock { .. } | Error::Timeout)
     }
-}
-
-pub(crate) fn path_name(p: &std::path::Path) -> String {
-    PathBuf::from(p).display().to_string()
 }

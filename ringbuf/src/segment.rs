@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use crate::error::{Error, Result, path_name};
+use crate::error::{Error, Result};
 
 /// Where a segment lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,10 +72,7 @@ impl Location {
     /// Whether the name currently exists.
     pub fn exists(&self) -> bool {
         match self {
-            Location::Shm(name) => shm_cname(name)
-                .ok()
-                .and_then(|c| nix::sys::mman::shm_open(c.as_c_str(), OFlag::O_RDONLY, Mode::empty()).ok())
-                .is_some(),
+            Location::Shm(_) => open_file(self, Access::ReadOnly).is_ok(),
             Location::Path(p) => p.symlink_metadata().is_ok(),
         }
     }
@@ -85,7 +82,7 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Shm(n) => f.write_str(n),
-            Location::Path(p) => f.write_str(&path_name(p)),
+            Location::Path(p) => write!(f, "{}", p.display()),
         }
     }
 }
