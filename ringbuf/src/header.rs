@@ -23,7 +23,7 @@ use crate::wait::EventCount;
 /// "SHMRING\0" little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// Version of the segment layout and record format. Bumped on any change.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Bytes before the data region: header plus control block, one page.
 pub const HEADER_LEN: usize = 4096;
 /// Offset of the control block from the start of the segment.

@@ -1,11 +1,14 @@
 //! The data region of a ring: raw bytes in the mapping, accessed by offset.
 //!
-//! Record headers are read and written as 8-byte words with Relaxed atomic
-//! accesses (the region is shared with an untrusted process; the ordering
-//! comes from the ring's head and tail). Payload bytes are handed out as
-//! slices. Under loom the bytes live on the heap and every 8-byte word has a
-//! shadow `loom::cell::UnsafeCell`, touched on each access, so loom reports a
-//! data race if an ordering that protects the payload is weakened.
+//! Record headers are read and written as 8-byte atomic words (the region is
+//! shared with an untrusted process, and the consumer polls the header word
+//! while the producer writes it). Payload bytes are handed out as slices.
+//!
+//! Under loom the payload bytes live on the heap and every 8-byte word has a
+//! shadow `loom::cell::UnsafeCell`, touched on each payload access, so loom
+//! reports a data race if an ordering that protects the payload is weakened.
+//! Header words are loom atomics kept beside the bytes: the ring protocol
+//! only ever reads a header word that was written as a header word.
 
 /// A view of `capacity` bytes at `base`. Offsets passed in are always
 /// `< capacity` and 8-aligned with `off + len <= capacity`; the ring
@@ -14,7 +17,15 @@ pub(crate) struct Region {
     base: *mut u8,
     capacity: usize,
     #[cfg(loom)]
-    shadow: std::sync::Arc<Vec<loom::cell::UnsafeCell<()>>>,
+    shadow: std::sync::Arc<LoomCells>,
+}
+
+/// The loom stand-ins for a region: one shadow cell and one atomic header
+/// word per 8 bytes.
+#[cfg(loom)]
+pub(crate) struct LoomCells {
+    cells: Vec<loom::cell::UnsafeCell<()>>,
+    words: Vec<crate::sync::AtomicU64>,
 }
 
 // SAFETY: a Region is a pointer into a mapping kept alive by the owning ring handle; which side may touch which bytes is governed by the ring protocol.
@@ -35,19 +46,22 @@ impl Region {
     pub(crate) unsafe fn new(
         base: *mut u8,
         capacity: usize,
-        shadow: std::sync::Arc<Vec<loom::cell::UnsafeCell<()>>>,
+        shadow: std::sync::Arc<LoomCells>,
     ) -> Region {
         Region { base, capacity, shadow }
     }
 
-    /// Shadow cells for a region of `capacity` bytes, one per 8 bytes; the
-    /// Regions of both handles of a ring share them.
+    /// Shadow cells and header words for a region of `capacity` bytes, one
+    /// per 8 bytes; the Regions of both handles of a ring share them.
     #[cfg(loom)]
     // loom runs one thread at a time; the cells are only touched through
     // `track`, and Region is Send by the impl above.
     #[allow(clippy::arc_with_non_send_sync)]
-    pub(crate) fn shadow(capacity: usize) -> std::sync::Arc<Vec<loom::cell::UnsafeCell<()>>> {
-        std::sync::Arc::new((0..capacity / 8).map(|_| loom::cell::UnsafeCell::new(())).collect())
+    pub(crate) fn shadow(capacity: usize) -> std::sync::Arc<LoomCells> {
+        std::sync::Arc::new(LoomCells {
+            cells: (0..capacity / 8).map(|_| loom::cell::UnsafeCell::new(())).collect(),
+            words: (0..capacity / 8).map(|_| crate::sync::AtomicU64::new(0)).collect(),
+        })
     }
 
     #[inline]
@@ -63,7 +77,7 @@ impl Region {
         }
         let first = off / 8;
         let last = (off + len).div_ceil(8);
-        for cell in &self.shadow[first..last] {
+        for cell in &self.shadow.cells[first..last] {
             if write {
                 cell.with_mut(|_| ());
             } else {
@@ -76,40 +90,31 @@ impl Region {
     #[inline(always)]
     fn track(&self, _off: usize, _len: usize, _write: bool) {}
 
-    /// Read the 8-byte word at `off`.
-    #[inline]
-    pub(crate) fn load_word(&self, off: usize) -> u64 {
+    /// The header word at `off` as an atomic.
+    #[inline(always)]
+    fn word(&self, off: usize) -> &crate::sync::AtomicU64 {
         self.check(off, 8);
-        self.track(off, 8, false);
         #[cfg(not(loom))]
         {
-            // SAFETY: in bounds and 8-aligned (checked by the caller's masking); an AtomicU64 read tolerates a concurrent writer.
-            unsafe { (*(self.base.add(off) as *const crate::sync::AtomicU64)).load(crate::sync::Ordering::Relaxed) }
+            // SAFETY: in bounds and 8-aligned (the caller masks the offset and checks it against the capacity); the mapping outlives `self`, and an AtomicU64 tolerates concurrent (hostile) readers and writers.
+            unsafe { &*(self.base.add(off) as *const crate::sync::AtomicU64) }
         }
         #[cfg(loom)]
         {
-            // SAFETY: in bounds and aligned; loom runs one thread at a time and the shadow cell checked causality above.
-            unsafe { std::ptr::read(self.base.add(off) as *const u64) }
+            &self.shadow.words[off / 8]
         }
     }
 
-    /// Write the 8-byte word at `off`.
+    /// Read the 8-byte header word at `off` with `order`.
     #[inline]
-    pub(crate) fn store_word(&self, off: usize, value: u64) {
-        self.check(off, 8);
-        self.track(off, 8, true);
-        #[cfg(not(loom))]
-        {
-            // SAFETY: in bounds and 8-aligned; atomic store tolerates a concurrent (hostile) reader or writer.
-            unsafe {
-                (*(self.base.add(off) as *const crate::sync::AtomicU64)).store(value, crate::sync::Ordering::Relaxed)
-            }
-        }
-        #[cfg(loom)]
-        {
-            // SAFETY: in bounds and aligned; loom runs one thread at a time.
-            unsafe { std::ptr::write(self.base.add(off) as *mut u64, value) }
-        }
+    pub(crate) fn load_word(&self, off: usize, order: crate::sync::Ordering) -> u64 {
+        self.word(off).load(order)
+    }
+
+    /// Write the 8-byte header word at `off` with `order`.
+    #[inline]
+    pub(crate) fn store_word(&self, off: usize, value: u64, order: crate::sync::Ordering) {
+        self.word(off).store(value, order)
     }
 
     /// The bytes `off..off + len`, to read.

@@ -52,29 +52,38 @@ fn assert_corrupted<T>(r: shmring::Result<T>, what: &str) {
 }
 
 #[test]
-fn tail_beyond_capacity_is_corrupted_and_poisons() {
-    let (seg, _tx, mut rx) = pair("tail");
+fn garbage_header_word_is_corrupted_and_poisons() {
+    // The consumer polls the header word at its position; nothing was sent,
+    // so the word must be zero. A hostile value there is caught.
+    let (seg, _tx, mut rx) = pair("garbage");
     let a = Attacker::new(&seg);
-    a.write_u64(a.tail(), 1 << 40);
-    assert_corrupted(rx.try_recv().map(|_| ()), "tail far ahead");
+    a.write_u64(HEADER_LEN, 0xdead_beef_0000_0010);
+    assert_corrupted(rx.try_recv().map(|_| ()), "garbage header word");
     // Even after repair, the handle stays poisoned.
-    a.write_u64(a.tail(), 0);
+    a.write_u64(HEADER_LEN, 0);
     assert_corrupted(rx.try_recv().map(|_| ()), "poisoned");
 }
 
 #[test]
-fn unaligned_or_backwards_tail_is_corrupted() {
-    let (seg, mut tx, mut rx) = pair("tail2");
-    tx.send(b"x").unwrap();
+fn scribbled_tail_is_ignored_by_the_consumer_and_refused_at_attach() {
+    // The consumer never waits on `tail`: a hostile value there neither
+    // delivers phantom records nor hides real ones.
+    let (seg, mut tx, mut rx) = pair("tail");
     let a = Attacker::new(&seg);
-    a.write_u64(a.tail(), 13);
-    assert_corrupted(rx.try_recv().map(|_| ()), "unaligned tail");
-    let (seg, mut tx, mut rx) = pair("tail3");
-    tx.send(&[0; 100]).unwrap();
-    drop(rx.recv().unwrap());
+    tx.send(b"real").unwrap();
+    for bad in [1 << 40, 13, 0] {
+        a.write_u64(a.tail(), bad);
+        assert!(rx.fill() <= rx.capacity());
+    }
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"real");
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
+
+    // A producer attaching to a ring whose positions are impossible refuses it.
+    let seg = TempSeg::new("tail-attach");
+    drop(shmring::spsc::create_segment(&seg.0, &RingOptions::new().capacity(4096)).unwrap());
     let a = Attacker::new(&seg);
-    a.write_u64(a.tail(), 0); // behind head
-    assert_corrupted(rx.try_recv().map(|_| ()), "tail behind head");
+    a.write_u64(a.tail(), 1 << 40);
+    assert_corrupted(Producer::attach(Segment::open(&seg.0).unwrap()), "tail far ahead at attach");
 }
 
 #[test]
@@ -82,7 +91,7 @@ fn record_length_overrun_is_corrupted() {
     let (seg, mut tx, mut rx) = pair("len");
     tx.send(b"hello").unwrap();
     let a = Attacker::new(&seg);
-    a.write_u64(HEADER_LEN, 1_000_000); // length word of the first record
+    a.write_u64(HEADER_LEN, (2u64 << 32) | 1_000_000); // header word of the first record
     assert_corrupted(rx.try_recv().map(|_| ()), "huge length");
 }
 
@@ -198,7 +207,7 @@ fn scribbler_main() {
             0 => x >> 3,
             1 => (x >> 20) & 0xffff,
             2 => ((x >> 20) & 0xff) << 3,
-            _ => ((x & 1) << 32) | ((x >> 30) & 0x1fff),
+            _ => ((x & 3) << 32) | ((x >> 30) & 0x1fff),
         };
         // SAFETY: off + 8 <= len; scribbling on shared memory is this peer's job.
         unsafe { std::ptr::write_volatile(seg.as_ptr().add(off) as *mut u64, v) };

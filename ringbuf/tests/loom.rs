@@ -56,14 +56,15 @@ fn consume_all(rx: &mut Consumer, lens: &'static [usize]) {
 }
 
 /// Model 1 — wrap-around with padding. In a 32-byte ring the records take
-/// 16, 24, 16 and 32 bytes, and each after the first needs a padding record
-/// (16, 8, then 16 bytes) before it starts again at offset 0; the last one
-/// fills the whole ring, so it also waits for the ring to drain completely.
+/// 16, 24, 16 and 24 bytes, and each after the first needs a padding record
+/// (16, 8, then 16 bytes) before it starts again at offset 0; the last one,
+/// with the 8-byte end marker after it, fills the whole ring, so it also
+/// waits for the ring to drain completely.
 #[test]
 fn spsc_wrap_around() {
-    const LENS: &[usize] = &[1, 12, 4, 24];
+    const LENS: &[usize] = &[1, 12, 4, 16];
     const _: () =
-        assert!(record_size(1) == 16 && record_size(12) == 24 && record_size(4) == 16 && record_size(24) == 32);
+        assert!(record_size(1) == 16 && record_size(12) == 24 && record_size(4) == 16 && record_size(16) == 24);
     model(|| {
         let (tx, mut rx) = loom_pair(32);
         let producer = thread::spawn(move || produce(tx, LENS));
@@ -72,15 +73,15 @@ fn spsc_wrap_around() {
     });
 }
 
-/// Model 2 — full ring. A 16-byte ring holds one 16-byte record, so the
-/// producer blocks for space before every record after the first. The third
-/// record has an empty payload (8 bytes in all), so the fourth also needs an
-/// 8-byte padding record.
+/// Model 2 — full ring. A 32-byte ring holds one 24-byte record and its
+/// end marker, so the producer blocks for space before every record after
+/// the first; the second and fourth also need a padding record first. The
+/// third has an empty payload (8 bytes in all).
 #[test]
 fn spsc_full_blocks_producer() {
-    const LENS: &[usize] = &[8, 3, 0, 5];
+    const LENS: &[usize] = &[16, 16, 0, 16];
     model(|| {
-        let (tx, mut rx) = loom_pair(16);
+        let (tx, mut rx) = loom_pair(32);
         let producer = thread::spawn(move || produce(tx, LENS));
         consume_all(&mut rx, LENS);
         producer.join().unwrap();

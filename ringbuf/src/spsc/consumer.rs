@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    FLAG_PAD, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role,
+    FLAG_PAD, FLAG_RECORD, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role,
     shared_from_segment,
 };
 use crate::error::{Error, Result};
@@ -19,8 +19,6 @@ pub struct Consumer {
     pub(super) head: u64,
     /// Last value stored to the shared head.
     pub(super) published: u64,
-    /// Last producer position read.
-    pub(super) cached_tail: u64,
     pub(super) policy: WaitPolicy,
     pub(super) poisoned: bool,
 }
@@ -43,7 +41,7 @@ impl Role for Consumer {
         sh.claim(&sh.ctl().consumer, "consumer")?;
         // Relaxed: only the consumer role writes `head`, and we hold it.
         let head = sh.ctl().head.load(Ordering::Relaxed);
-        let mut c = Consumer { sh, head, published: head, cached_tail: head, policy: opts.policy, poisoned: false };
+        let mut c = Consumer { sh, head, published: head, policy: opts.policy, poisoned: false };
         if head % 8 != 0 {
             return Err(c.poison(format!("consumer position {head} not 8-byte aligned")));
         }
@@ -111,48 +109,31 @@ impl Consumer {
         self.sh.poison(what)
     }
 
-    /// Re-read the producer's position and check it.
-    #[inline]
-    fn refresh_tail(&mut self) -> Result<()> {
-        // Acquire: pairs with the producer's Release store in `flush`: the
-        // records up to `t` are fully written.
-        let t = self.sh.ctl().tail.load(Ordering::Acquire);
-        let cap = self.sh.capacity;
-        if t.wrapping_sub(self.published) > cap || t.wrapping_sub(self.head) > cap || t % 8 != 0 {
-            return Err(
-                self.poison(format!("producer position {t} impossible: consumer at {}, capacity {cap}", self.head))
-            );
-        }
-        if t.wrapping_sub(self.cached_tail) > cap {
-            return Err(self.poison(format!("producer position went backwards: {} -> {t}", self.cached_tail)));
-        }
-        self.cached_tail = t;
-        Ok(())
-    }
-
     /// Look at the record at our position, skipping padding.
+    ///
+    /// The header word at our position is zero until the producer publishes
+    /// a record there (see the module docs), so no shared position is read.
     #[inline]
     fn try_next(&mut self) -> Result<Next> {
         if self.poisoned {
             return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
         }
+        let cap = self.sh.capacity;
         loop {
-            if self.head == self.cached_tail {
-                self.refresh_tail()?;
-                if self.head == self.cached_tail {
-                    return Ok(Next::Empty);
-                }
-            }
-            let cap = self.sh.capacity;
             let off = self.head & (cap - 1);
-            let avail = self.cached_tail.wrapping_sub(self.head);
-            let word = self.sh.region.load_word(off as usize);
+            // Acquire: pairs with the Release store of the header word in
+            // `Producer::flush`: the record's bytes (and the headers and end
+            // marker of the rest of its batch) are visible.
+            let word = self.sh.region.load_word(off as usize, Ordering::Acquire);
+            if word == 0 {
+                return Ok(Next::Empty);
+            }
             let (flags, len) = ((word >> 32) as u32, word as u32 as u64);
             let to_end = cap - off;
             if flags == FLAG_PAD {
-                if len != to_end || to_end > avail {
+                if len != to_end {
                     return Err(self.poison(format!(
-                        "padding record of {len} bytes at offset {off} (must be {to_end}, {avail} available)"
+                        "padding record of {len} bytes at offset {off} (must be {to_end}, to the end of the ring)"
                     )));
                 }
                 self.head = self.head.wrapping_add(to_end);
@@ -161,13 +142,13 @@ impl Consumer {
                 self.release();
                 continue;
             }
-            if flags != 0 {
+            if flags != FLAG_RECORD {
                 return Err(self.poison(format!("record at offset {off} has unknown flags {flags:#x}")));
             }
             let total = RECORD_HEADER + ((len + 7) & !7);
-            if total > avail || total > to_end {
+            if total > to_end || total > cap - RECORD_HEADER {
                 return Err(self.poison(format!(
-                    "record length {len} at offset {off} overruns ({avail} bytes published, {to_end} to the end)"
+                    "record length {len} at offset {off} overruns the ring ({to_end} bytes to its end)"
                 )));
             }
             return Ok(Next::Record { off: off as usize, len: len as usize, total });
@@ -188,14 +169,10 @@ impl Consumer {
     }
 
     /// Whether the producer closed (checked after finding the ring empty).
-    fn producer_closed(&mut self) -> Result<bool> {
+    fn producer_closed(&self) -> bool {
         // Acquire: pairs with the producer's Release store of ROLE_CLOSED,
-        // made after its last tail store.
-        if self.sh.ctl().producer.state.load(Ordering::Acquire) == ROLE_CLOSED {
-            self.refresh_tail()?;
-            return Ok(self.head == self.cached_tail);
-        }
-        Ok(false)
+        // made after its last flush: a re-check then sees every record.
+        self.sh.ctl().producer.state.load(Ordering::Acquire) == ROLE_CLOSED
     }
 
     /// One attempt of a receive: a record, end of stream, or not yet.
@@ -203,8 +180,12 @@ impl Consumer {
         match self.try_next()? {
             Next::Record { off, len, total } => Ok(Attempt::Ready(Some((off, len, total)))),
             Next::Empty => {
-                if self.producer_closed()? {
-                    return Ok(Attempt::Ready(None));
+                if self.producer_closed() {
+                    // Records flushed before the close are visible now.
+                    return Ok(Attempt::Ready(match self.try_next()? {
+                        Next::Record { off, len, total } => Some((off, len, total)),
+                        Next::Empty => None,
+                    }));
                 }
                 if check {
                     self.sh.check_alive(&self.sh.ctl().producer, "producer")?;
@@ -278,7 +259,7 @@ impl Consumer {
         let mut n = 0;
         let result = loop {
             let (off, len, total) = next;
-            // SAFETY: try_next checked off + 8 + len <= capacity and that the record lies within what the producer published.
+            // SAFETY: try_next checked off + 8 + len <= capacity; the producer published the record (its header word) and does not touch it until we release it.
             f(unsafe { self.sh.region.bytes(off + RECORD_HEADER as usize, len) });
             self.head = self.head.wrapping_add(total);
             n += 1;
@@ -295,9 +276,12 @@ impl Consumer {
         result
     }
 
-    /// Bytes published by the producer and not yet released, as last seen.
+    /// Bytes published by the producer and not yet received, in bytes: a
+    /// snapshot of the shared positions (0 if they look impossible).
     pub fn fill(&self) -> u64 {
-        self.cached_tail.wrapping_sub(self.head)
+        // Relaxed: a statistic; nothing is read on the strength of it.
+        let f = self.sh.ctl().tail.load(Ordering::Relaxed).wrapping_sub(self.head);
+        if f <= self.sh.capacity { f } else { 0 }
     }
 }
 
@@ -327,7 +311,7 @@ impl Record<'_> {
 impl std::ops::Deref for Record<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_next checked the record lies within the published, unreleased part of the region; it stays ours until `drop`.
+        // SAFETY: try_next checked off + 8 + len <= capacity; the record is published and unreleased, so it stays ours until `drop`.
         unsafe { self.c.sh.region.bytes(self.off + RECORD_HEADER as usize, self.len) }
     }
 }

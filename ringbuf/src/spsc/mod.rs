@@ -2,15 +2,23 @@
 //! memory.
 //!
 //! Positions are monotonic `u64` byte counters: `tail` (bytes the producer
-//! has published) and `head` (bytes the consumer has released); a byte at
-//! position `p` lives at offset `p & (capacity - 1)` of the data region. Each
-//! side keeps a private cached copy of the other's position and re-reads the
-//! shared one only when the cached one says "full" or "empty".
+//! has written) and `head` (bytes the consumer has released); a byte at
+//! position `p` lives at offset `p & (capacity - 1)` of the data region. The
+//! producer keeps a private cached copy of `head` and re-reads the shared one
+//! only when the cached one says "full".
 //!
 //! A record is an 8-byte header word `[flags:32 | len:32]` followed by `len`
 //! payload bytes, padded to a multiple of 8. A record that would straddle the
 //! end of the region is preceded by a padding record (flag [`FLAG_PAD`]) that
 //! fills the region to its end, and starts again at offset 0.
+//!
+//! The consumer does not poll `tail`: it polls the header word at its own
+//! position. A header word of zero means "nothing yet". The producer keeps
+//! that true by writing a zero end marker after the last record it publishes,
+//! and by storing the header of the first record of a batch last, with
+//! Release, after every other byte of the batch. So a message costs the
+//! consumer one cache-line transfer (the record itself) rather than two (the
+//! tail, then the record); `tail` is still stored for `fill` and `inspect`.
 //!
 //! The producer can write many records and publish them with one store
 //! ([`Grant::stage`] then [`Producer::flush`]); the consumer can read many and
@@ -44,8 +52,23 @@ pub use producer::{Grant, Producer};
 
 /// Record header flag: padding to the end of the region; skip it.
 pub const FLAG_PAD: u32 = 1;
+/// Record header flag: a record (set on every record, so that no header
+/// word is zero, the value that means "nothing here yet").
+pub const FLAG_RECORD: u32 = 2;
 /// Bytes of record header before each payload.
 pub const RECORD_HEADER: u64 = 8;
+
+/// Header word of a record of `len` payload bytes.
+#[inline]
+const fn record_word(len: usize) -> u64 {
+    ((FLAG_RECORD as u64) << 32) | len as u64
+}
+
+/// Header word of a padding record of `len` bytes (header included).
+#[inline]
+const fn pad_word(len: u64) -> u64 {
+    ((FLAG_PAD as u64) << 32) | len
+}
 
 /// Bytes a record of `len` payload bytes occupies in the ring.
 ///
@@ -369,7 +392,7 @@ pub fn loom_pair(capacity: u64) -> (Producer, Consumer) {
     ps.ctl().consumer.state.store(ROLE_ATTACHED, Ordering::Relaxed);
     let policy = WaitPolicy::park();
     (
-        Producer { sh: ps, tail: 0, published: 0, cached_head: 0, policy, poisoned: false },
-        Consumer { sh: cs, head: 0, published: 0, cached_tail: 0, policy, poisoned: false },
+        Producer { sh: ps, tail: 0, published: 0, pending: 0, cached_head: 0, policy, poisoned: false },
+        Consumer { sh: cs, head: 0, published: 0, policy, poisoned: false },
     )
 }

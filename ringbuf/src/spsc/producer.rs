@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    FLAG_PAD, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, record_size,
-    shared_from_segment,
+    RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, pad_word, record_size,
+    record_word, shared_from_segment,
 };
 use crate::error::{Error, Result};
 use crate::header::ROLE_CLOSED;
@@ -37,8 +37,11 @@ pub struct Producer {
     pub(super) sh: Shared,
     /// Private write position (includes staged records).
     pub(super) tail: u64,
-    /// Last value stored to the shared tail.
+    /// Position of the first record not yet published: its header word is
+    /// held back in `pending` until [`Producer::flush`].
     pub(super) published: u64,
+    /// Header word of the record at `published`, if one is staged.
+    pub(super) pending: u64,
     /// Last consumer position read.
     pub(super) cached_head: u64,
     pub(super) policy: WaitPolicy,
@@ -58,7 +61,8 @@ impl Role for Producer {
     fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Producer> {
         let sh = shared_from_segment(seg, opts.ready_timeout)?;
         sh.claim(&sh.ctl().producer, "producer")?;
-        let mut p = Producer { sh, tail: 0, published: 0, cached_head: 0, policy: opts.policy, poisoned: false };
+        let mut p =
+            Producer { sh, tail: 0, published: 0, pending: 0, cached_head: 0, policy: opts.policy, poisoned: false };
         // Relaxed: only the producer role writes `tail`, and we hold it.
         let tail = p.sh.ctl().tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of `head`.
@@ -121,9 +125,10 @@ impl Producer {
         self.sh.capacity
     }
 
-    /// Largest payload one record can carry, in bytes: `capacity - 8`.
+    /// Largest payload one record can carry, in bytes: `capacity - 16` (a
+    /// record header, and the end marker that always follows the last record).
     pub fn max_record_len(&self) -> usize {
-        (self.sh.capacity - RECORD_HEADER) as usize
+        (self.sh.capacity - 2 * RECORD_HEADER) as usize
     }
 
     /// The segment's name, as used in error messages.
@@ -153,13 +158,30 @@ impl Producer {
         Ok(())
     }
 
+    /// Whether `n` bytes fit at the tail, plus the 8-byte end marker that
+    /// [`Producer::flush`] writes after the last record.
     #[inline]
     fn has_room(&mut self, n: u64) -> Result<bool> {
+        let n = n + RECORD_HEADER;
         if self.sh.capacity - self.tail.wrapping_sub(self.cached_head) >= n {
             return Ok(true);
         }
         self.refresh_head()?;
         Ok(self.sh.capacity - self.tail.wrapping_sub(self.cached_head) >= n)
+    }
+
+    /// Write the header word of the record at position `pos`. The first
+    /// record after `published` is held back: the consumer polls that word,
+    /// so writing it publishes the whole batch ([`Producer::flush`]).
+    #[inline]
+    fn put_header(&mut self, pos: u64, word: u64) {
+        if pos == self.published {
+            self.pending = word;
+        } else {
+            // Relaxed: the consumer reaches this record only through the
+            // batch's first header, stored later with Release in `flush`.
+            self.sh.region.store_word((pos & (self.sh.capacity - 1)) as usize, word, Ordering::Relaxed);
+        }
     }
 
     /// Find room for a record of `total` bytes; Some(offset) or None if full.
@@ -175,7 +197,7 @@ impl Producer {
                 if !self.has_room(to_end)? {
                     return Ok(None);
                 }
-                self.sh.region.store_word(off as usize, (u64::from(FLAG_PAD) << 32) | to_end);
+                self.put_header(self.tail, pad_word(to_end));
                 self.tail = self.tail.wrapping_add(to_end);
                 continue;
             }
@@ -304,19 +326,32 @@ impl Producer {
 
     /// Publish every staged record with one store, and wake the consumer if
     /// it is parked. Cheap when nothing is staged.
+    ///
+    /// The consumer polls the header word at its position, so publishing is:
+    /// write a zero end marker after the last staged record, then store the
+    /// first staged record's header (held back until now) with Release.
     #[inline]
     pub fn flush(&mut self) {
         if self.tail != self.published {
-            // Release: pairs with the consumer's Acquire load of `tail`; the
-            // record bytes written before are visible to it.
-            self.sh.ctl().tail.store(self.tail, Ordering::Release);
+            let mask = self.sh.capacity - 1;
+            // Relaxed: ordered before the Release store below. `has_room`
+            // kept these 8 bytes free, so the consumer is not reading them,
+            // and it reaches them only after that store.
+            self.sh.region.store_word((self.tail & mask) as usize, 0, Ordering::Relaxed);
+            // Release: pairs with the consumer's Acquire load of the header
+            // word in `try_next`: every record byte, header and the end
+            // marker written before are visible once it sees this word.
+            self.sh.region.store_word((self.published & mask) as usize, self.pending, Ordering::Release);
+            // Relaxed: `tail` is informational (fill levels, `inspect`); the
+            // consumer never waits on it.
+            self.sh.ctl().tail.store(self.tail, Ordering::Relaxed);
             self.published = self.tail;
             self.sh.ctl().data_ready.notify();
         }
     }
 
     /// Bytes written (staged or published) and not yet released by the
-    /// consumer, as last seen.
+    /// consumer, as last seen, in bytes.
     pub fn fill(&self) -> u64 {
         self.tail.wrapping_sub(self.cached_head)
     }
@@ -346,7 +381,7 @@ impl Grant<'_> {
     #[inline]
     fn finish(&mut self) {
         let p = &mut *self.p;
-        p.sh.region.store_word(self.off, self.len as u64);
+        p.put_header(p.tail, record_word(self.len));
         p.tail = p.tail.wrapping_add(record_size(self.len));
     }
 
