@@ -111,6 +111,18 @@ fn unknown_flags_and_bad_padding_are_corrupted() {
 }
 
 #[test]
+fn impossible_runs_are_corrupted() {
+    // A run of zero records, and a run whose records would run past the end.
+    for word in [(4u64 << 32) | 8, ((4u64 | (600 << 16)) << 32) | 8] {
+        let (seg, mut tx, mut rx) = pair("run");
+        tx.send(b"hello").unwrap();
+        let a = Attacker::new(&seg);
+        a.write_u64(HEADER_LEN, word);
+        assert_corrupted(rx.try_recv().map(|_| ()), &format!("run header {word:#x}"));
+    }
+}
+
+#[test]
 fn head_beyond_tail_is_corrupted_for_the_producer() {
     let (seg, mut tx, rx) = pair("head");
     let a = Attacker::new(&seg);

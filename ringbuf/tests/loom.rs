@@ -104,14 +104,15 @@ fn spsc_empty_then_close() {
     });
 }
 
-/// Model 3b — batches. The producer stages two records and publishes them
-/// with one `flush`, then stages a third that only its drop publishes. The
-/// consumer takes whatever is there with `recv_batch` until it returns 0.
+/// Model 3b — batches and runs. The producer stages two 3-byte records,
+/// which share one header (a run), and publishes them with one `flush`; then
+/// it stages two 9-byte records (another run) that only its drop publishes.
+/// The consumer takes whatever is there with `recv_batch` until it returns 0.
 #[test]
 fn spsc_batch_then_close() {
-    const LENS: &[usize] = &[3, 9, 1];
+    const LENS: &[usize] = &[3, 3, 9, 9];
     model(|| {
-        let (mut tx, mut rx) = loom_pair(64);
+        let (mut tx, mut rx) = loom_pair(128);
         let producer = thread::spawn(move || {
             for (i, &len) in LENS.iter().enumerate() {
                 let mut g = tx.grant(len).expect("grant");
@@ -121,7 +122,7 @@ fn spsc_batch_then_close() {
                     tx.flush();
                 }
             }
-            // Dropping publishes the staged third record, then closes.
+            // Dropping publishes the staged run of 9-byte records, then closes.
             drop(tx);
         });
         let mut got: Vec<Vec<u8>> = Vec::new();

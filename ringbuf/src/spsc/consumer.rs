@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    FLAG_PAD, FLAG_RECORD, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role,
+    FLAG_PAD, FLAG_RECORD, FLAG_RUN, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role,
     shared_from_segment,
 };
 use crate::error::{Error, Result};
@@ -19,6 +19,8 @@ pub struct Consumer {
     pub(super) head: u64,
     /// Last value stored to the shared head.
     pub(super) published: u64,
+    /// The rest of the run being received, if any.
+    pub(super) run: Run,
     pub(super) policy: WaitPolicy,
     pub(super) poisoned: bool,
 }
@@ -41,7 +43,7 @@ impl Role for Consumer {
         sh.claim(&sh.ctl().consumer, "consumer")?;
         // Relaxed: only the consumer role writes `head`, and we hold it.
         let head = sh.ctl().head.load(Ordering::Relaxed);
-        let mut c = Consumer { sh, head, published: head, policy: opts.policy, poisoned: false };
+        let mut c = Consumer { sh, head, published: head, run: Run::default(), policy: opts.policy, poisoned: false };
         if head % 8 != 0 {
             return Err(c.poison(format!("consumer position {head} not 8-byte aligned")));
         }
@@ -49,10 +51,24 @@ impl Role for Consumer {
     }
 }
 
-/// What the consumer found at its position.
+/// What the consumer found at its position. `off` is the payload's offset;
+/// `total` is how far `head` moves when the record is released (0 for every
+/// record of a run but the last: the run is released as a whole).
 enum Next {
     Record { off: usize, len: usize, total: u64 },
     Empty,
+}
+
+/// The records of a run not yet received: `left` payloads of `len` bytes,
+/// the next at offset `next`, `stride` bytes apart; `total` is the size of
+/// the whole run, released with its last record.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Run {
+    next: usize,
+    left: u32,
+    len: usize,
+    stride: usize,
+    total: u64,
 }
 
 impl Consumer {
@@ -118,6 +134,13 @@ impl Consumer {
         if self.poisoned {
             return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
         }
+        if self.run.left > 0 {
+            let r = &mut self.run;
+            let off = r.next;
+            r.next += r.stride;
+            r.left -= 1;
+            return Ok(Next::Record { off, len: r.len, total: if r.left == 0 { r.total } else { 0 } });
+        }
         let cap = self.sh.capacity;
         loop {
             let off = self.head & (cap - 1);
@@ -142,16 +165,30 @@ impl Consumer {
                 self.release();
                 continue;
             }
-            if flags != FLAG_RECORD {
-                return Err(self.poison(format!("record at offset {off} has unknown flags {flags:#x}")));
-            }
-            let total = RECORD_HEADER + ((len + 7) & !7);
+            let count = match flags {
+                FLAG_RECORD => 1,
+                _ if flags & 0xffff == FLAG_RUN && flags >> 16 != 0 => u64::from(flags >> 16),
+                _ => return Err(self.poison(format!("record at offset {off} has unknown flags {flags:#x}"))),
+            };
+            let stride = (len + 7) & !7;
+            let total = RECORD_HEADER + count * stride;
             if total > to_end || total > cap - RECORD_HEADER {
                 return Err(self.poison(format!(
-                    "record length {len} at offset {off} overruns the ring ({to_end} bytes to its end)"
+                    "{count} record(s) of {len} bytes at offset {off} overrun the ring ({to_end} bytes to its end)"
                 )));
             }
-            return Ok(Next::Record { off: off as usize, len: len as usize, total });
+            let first = (off + RECORD_HEADER) as usize;
+            if count > 1 {
+                self.run = Run {
+                    next: first + stride as usize,
+                    left: (count - 1) as u32,
+                    len: len as usize,
+                    stride: stride as usize,
+                    total,
+                };
+                return Ok(Next::Record { off: first, len: len as usize, total: 0 });
+            }
+            return Ok(Next::Record { off: first, len: len as usize, total });
         }
     }
 
@@ -250,6 +287,8 @@ impl Consumer {
     /// to `f` in order and release them all with one store. Returns how many
     /// were passed; 0 means end of stream.
     ///
+    /// A `max` of 0 is taken as 1.
+    ///
     /// # Errors
     /// As [`Consumer::recv`]. Records already passed to `f` stay consumed.
     pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize> {
@@ -259,8 +298,8 @@ impl Consumer {
         let mut n = 0;
         let result = loop {
             let (off, len, total) = next;
-            // SAFETY: try_next checked off + 8 + len <= capacity; the producer published the record (its header word) and does not touch it until we release it.
-            f(unsafe { self.sh.region.bytes(off + RECORD_HEADER as usize, len) });
+            // SAFETY: try_next checked the record (or its whole run) ends before the end of the region; the producer published it and does not touch it until we release it.
+            f(unsafe { self.sh.region.bytes(off, len) });
             self.head = self.head.wrapping_add(total);
             n += 1;
             if n >= max {
@@ -311,8 +350,8 @@ impl Record<'_> {
 impl std::ops::Deref for Record<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_next checked off + 8 + len <= capacity; the record is published and unreleased, so it stays ours until `drop`.
-        unsafe { self.c.sh.region.bytes(self.off + RECORD_HEADER as usize, self.len) }
+        // SAFETY: try_next checked the record (or its whole run) ends before the end of the region; it is published and unreleased, so it stays ours until `drop`.
+        unsafe { self.c.sh.region.bytes(self.off, self.len) }
     }
 }
 

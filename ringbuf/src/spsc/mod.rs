@@ -22,7 +22,11 @@
 //!
 //! The producer can write many records and publish them with one store
 //! ([`Grant::stage`] then [`Producer::flush`]); the consumer can read many and
-//! release them with one store ([`Consumer::recv_batch`]).
+//! release them with one store ([`Consumer::recv_batch`]). Records of the same
+//! length staged one after another share one header (a run, flag
+//! [`FLAG_RUN`], up to 65535 records): a stream of 8-byte records staged in
+//! batches costs about 8 bytes of ring per record instead of 16. Runs are
+//! invisible to the API: the consumer still receives one record at a time.
 //!
 //! Everything read from shared memory is checked: a position out of range, a
 //! length that does not fit, an unknown flag returns [`Error::Corrupted`] and
@@ -55,8 +59,19 @@ pub const FLAG_PAD: u32 = 1;
 /// Record header flag: a record (set on every record, so that no header
 /// word is zero, the value that means "nothing here yet").
 pub const FLAG_RECORD: u32 = 2;
+/// Record header flag: a run of records of one length, packed without
+/// headers of their own. The count is in the top 16 bits of the flags.
+pub const FLAG_RUN: u32 = 4;
+/// Most records one run header covers.
+pub(crate) const MAX_RUN: u32 = 0xffff;
 /// Bytes of record header before each payload.
 pub const RECORD_HEADER: u64 = 8;
+
+/// Header word of a run of `count` records of `len` payload bytes each.
+#[inline]
+const fn run_word(len: usize, count: u32) -> u64 {
+    (((FLAG_RUN | (count << 16)) as u64) << 32) | len as u64
+}
 
 /// Header word of a record of `len` payload bytes.
 #[inline]
@@ -392,7 +407,7 @@ pub fn loom_pair(capacity: u64) -> (Producer, Consumer) {
     ps.ctl().consumer.state.store(ROLE_ATTACHED, Ordering::Relaxed);
     let policy = WaitPolicy::park();
     (
-        Producer { sh: ps, tail: 0, published: 0, pending: 0, cached_head: 0, policy, poisoned: false },
-        Consumer { sh: cs, head: 0, published: 0, policy, poisoned: false },
+        Producer { sh: ps, tail: 0, published: 0, pending: 0, open: None, cached_head: 0, policy, poisoned: false },
+        Consumer { sh: cs, head: 0, published: 0, run: consumer::Run::default(), policy, poisoned: false },
     )
 }

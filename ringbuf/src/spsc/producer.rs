@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, pad_word, record_size,
-    record_word, shared_from_segment,
+    MAX_RUN, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, pad_word,
+    record_size, record_word, run_word, shared_from_segment,
 };
 use crate::error::{Error, Result};
 use crate::header::ROLE_CLOSED;
@@ -42,6 +42,9 @@ pub struct Producer {
     pub(super) published: u64,
     /// Header word of the record at `published`, if one is staged.
     pub(super) pending: u64,
+    /// The last staged record, whose header is not written yet because
+    /// records of the same length staged after it join it as a run.
+    pub(super) open: Option<OpenRun>,
     /// Last consumer position read.
     pub(super) cached_head: u64,
     pub(super) policy: WaitPolicy,
@@ -53,16 +56,36 @@ pub struct Producer {
 /// Dropping it without either abandons the record: nothing is sent.
 pub struct Grant<'a> {
     p: &'a mut Producer,
+    /// Offset of the payload in the data region.
     off: usize,
     len: usize,
+    /// The payload sits right after the open run (no header of its own).
+    joins: bool,
+}
+
+/// The last staged record (or run of same-length records) before its header
+/// is written: at position `pos`, `count` payloads of `len` bytes each.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OpenRun {
+    pos: u64,
+    len: usize,
+    count: u32,
 }
 
 impl Role for Producer {
     fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Producer> {
         let sh = shared_from_segment(seg, opts.ready_timeout)?;
         sh.claim(&sh.ctl().producer, "producer")?;
-        let mut p =
-            Producer { sh, tail: 0, published: 0, pending: 0, cached_head: 0, policy: opts.policy, poisoned: false };
+        let mut p = Producer {
+            sh,
+            tail: 0,
+            published: 0,
+            pending: 0,
+            open: None,
+            cached_head: 0,
+            policy: opts.policy,
+            poisoned: false,
+        };
         // Relaxed: only the producer role writes `tail`, and we hold it.
         let tail = p.sh.ctl().tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of `head`.
@@ -184,9 +207,21 @@ impl Producer {
         }
     }
 
-    /// Find room for a record of `total` bytes; Some(offset) or None if full.
+    /// Write the header of the open run, if any: no record joins it after this.
     #[inline]
-    fn try_reserve(&mut self, total: u64) -> Result<Option<usize>> {
+    fn close_run(&mut self) {
+        if let Some(run) = self.open.take() {
+            let word = if run.count == 1 { record_word(run.len) } else { run_word(run.len, run.count) };
+            self.put_header(run.pos, word);
+        }
+    }
+
+    /// Find room for a record of `len` payload bytes (`total` bytes with its
+    /// header); `Some((payload offset, joins the open run))`, or None if full.
+    /// Room for the whole record is required even when it joins the run, so
+    /// that a truncated grant can still get a header of its own.
+    #[inline]
+    fn try_reserve(&mut self, len: usize, total: u64) -> Result<Option<(usize, bool)>> {
         if self.poisoned {
             return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
         }
@@ -197,11 +232,19 @@ impl Producer {
                 if !self.has_room(to_end)? {
                     return Ok(None);
                 }
+                self.close_run();
                 self.put_header(self.tail, pad_word(to_end));
                 self.tail = self.tail.wrapping_add(to_end);
                 continue;
             }
-            return Ok(if self.has_room(total)? { Some(off as usize) } else { None });
+            if !self.has_room(total)? {
+                return Ok(None);
+            }
+            // The open run ends at `tail`; at offset 0 it ended at the end of
+            // the region, and a run never wraps.
+            let joins = len > 0 && off != 0 && self.open.is_some_and(|r| r.len == len && r.count < MAX_RUN);
+            let payload = if joins { off } else { off + RECORD_HEADER };
+            return Ok(Some((payload as usize, joins)));
         }
     }
 
@@ -218,8 +261,8 @@ impl Producer {
 
     fn grant_inner(&mut self, len: usize, timeout: Option<Option<Duration>>) -> Result<Grant<'_>> {
         let total = self.size_for(len)?;
-        if let Some(off) = self.try_reserve(total)? {
-            return Ok(Grant { p: self, off, len });
+        if let Some((off, joins)) = self.try_reserve(len, total)? {
+            return Ok(Grant { p: self, off, len, joins });
         }
         // Full. Publish what is staged (the consumer may be waiting for it),
         // then wait for space.
@@ -233,14 +276,14 @@ impl Producer {
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
         let ec = unsafe { &ctl.as_ref().space_free };
         let policy = self.policy;
-        let off = block_on(
+        let (off, joins) = block_on(
             &policy,
             ec,
             timeout.map(|t| Instant::now() + t),
             || Error::Timeout,
             |check| {
-                if let Some(off) = self.try_reserve(total)? {
-                    return Ok(Attempt::Ready(off));
+                if let Some(reserved) = self.try_reserve(len, total)? {
+                    return Ok(Attempt::Ready(reserved));
                 }
                 // Padding written inside try_reserve must reach the consumer.
                 self.flush();
@@ -248,7 +291,7 @@ impl Producer {
                 Ok(Attempt::NotYet)
             },
         )?;
-        Ok(Grant { p: self, off, len })
+        Ok(Grant { p: self, off, len, joins })
     }
 
     fn check_consumer(&self, liveness: bool) -> Result<()> {
@@ -332,6 +375,7 @@ impl Producer {
     /// first staged record's header (held back until now) with Release.
     #[inline]
     pub fn flush(&mut self) {
+        self.close_run();
         if self.tail != self.published {
             let mask = self.sh.capacity - 1;
             // Relaxed: ordered before the Release store below. `has_room`
@@ -381,7 +425,20 @@ impl Grant<'_> {
     #[inline]
     fn finish(&mut self) {
         let p = &mut *self.p;
-        p.put_header(p.tail, record_word(self.len));
+        if self.joins {
+            if let Some(run) = p.open.as_mut().filter(|r| r.len == self.len) {
+                run.count += 1;
+                p.tail = p.tail.wrapping_add(record_size(self.len) - RECORD_HEADER);
+                return;
+            }
+            // Truncated to another length: it cannot join the run. Move the
+            // payload after a header of its own (try_reserve kept room).
+            // SAFETY: the grant covers `off .. off + 8 + pad8(granted len)`, which holds both ranges; the bytes are ours until published.
+            let bytes = unsafe { p.sh.region.bytes_mut(self.off, RECORD_HEADER as usize + self.len) };
+            bytes.copy_within(..self.len, RECORD_HEADER as usize);
+        }
+        p.close_run();
+        p.open = Some(OpenRun { pos: p.tail, len: self.len, count: 1 });
         p.tail = p.tail.wrapping_add(record_size(self.len));
     }
 
@@ -405,14 +462,14 @@ impl Grant<'_> {
 impl std::ops::Deref for Grant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_reserve checked off + 8 + len <= capacity; the bytes are granted to the producer and not yet published, so nobody else may touch them.
-        unsafe { self.p.sh.region.bytes(self.off + RECORD_HEADER as usize, self.len) }
+        // SAFETY: try_reserve checked the record fits before the end of the region; the bytes are granted to the producer and not yet published, so nobody else may touch them.
+        unsafe { self.p.sh.region.bytes(self.off, self.len) }
     }
 }
 
 impl std::ops::DerefMut for Grant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as for Deref; `&mut self` makes this the only live slice.
-        unsafe { self.p.sh.region.bytes_mut(self.off + RECORD_HEADER as usize, self.len) }
+        unsafe { self.p.sh.region.bytes_mut(self.off, self.len) }
     }
 }
