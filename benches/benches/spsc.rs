@@ -8,7 +8,8 @@
 //! ```
 //!
 //! - `spsc_stream_u64/*`: throughput of a stream of 8-byte items (elements/s).
-//!   shmring stages records and flushes every 64, and receives in batches;
+//!   shmring grants 64 records at a time (`grant_records`, one header for
+//!   the 64) and receives with `recv_batch`;
 //!   rtrb moves chunks; `ArrayQueue` pushes and pops one item at a time.
 //! - `spsc_pingpong_64b/*`: one round trip of a 64-byte message over two
 //!   rings, both sides busy-polling; the time per iteration is the round trip.

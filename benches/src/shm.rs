@@ -25,7 +25,7 @@ use crate::{BoxError, MSG_LEN, RING_ITEMS, Workload, expected_sum, read_u64};
 /// of the two segments, CPU the CPU to pin to or `-`.
 pub const PEER_ENV: &str = "SHMRING_BENCH_PEER";
 
-/// Records the streaming producer stages before one [`Producer::flush`].
+/// Records the streaming producer writes per [`Producer::grant_records`].
 pub const FLUSH_EVERY: u64 = 64;
 
 /// Capacity of the `from` ring (hello, sums, echoed messages).
@@ -193,8 +193,8 @@ fn must<T>(r: shmring::Result<T>, what: &str) -> T {
 }
 
 /// Streaming 8-byte items: each run sends its length, then the items
-/// `0..n`, each one `grant(8)` + `stage()`, with a [`Producer::flush`] every
-/// [`FLUSH_EVERY`]. The peer takes them with [`Consumer::recv_batch`] and
+/// `0..n`, [`FLUSH_EVERY`] at a time, each batch one
+/// [`Producer::grant_records`] written in place and committed. The peer takes them with [`Consumer::recv_batch`] and
 /// answers with their sum, which ends the timed run.
 pub struct ShmStream(Link);
 
@@ -213,15 +213,16 @@ impl Workload for ShmStream {
         let Link { tx, rx, .. } = &mut self.0;
         let start = Instant::now();
         must(tx.send(&iters.to_le_bytes()), "send run length");
-        for i in 0..iters {
-            let mut grant = must(tx.grant(8), "grant");
-            grant.copy_from_slice(&i.to_le_bytes());
-            grant.stage();
-            if (i + 1).is_multiple_of(FLUSH_EVERY) {
-                tx.flush();
+        let mut i = 0;
+        while i < iters {
+            let n = (iters - i).min(FLUSH_EVERY);
+            let mut run = must(tx.grant_records(8, n as usize), "grant records");
+            for (k, rec) in run.chunks_exact_mut(8).enumerate() {
+                rec.copy_from_slice(&(i + k as u64).to_le_bytes());
             }
+            run.commit();
+            i += n;
         }
-        tx.flush();
         let sum = read_u64(&must(rx.recv(), "receive sum").expect("the peer closed mid-run"));
         let elapsed = start.elapsed();
         assert_eq!(sum, expected_sum(iters), "sum of a run of {iters} items");

@@ -43,11 +43,7 @@ impl Region {
     /// # Safety
     /// As for the non-loom constructor; `shadow` has one cell per 8 bytes.
     #[cfg(loom)]
-    pub(crate) unsafe fn new(
-        base: *mut u8,
-        capacity: usize,
-        shadow: std::sync::Arc<LoomCells>,
-    ) -> Region {
+    pub(crate) unsafe fn new(base: *mut u8, capacity: usize, shadow: std::sync::Arc<LoomCells>) -> Region {
         Region { base, capacity, shadow }
     }
 

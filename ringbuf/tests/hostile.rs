@@ -106,7 +106,7 @@ fn unknown_flags_and_bad_padding_are_corrupted() {
     let (seg, mut tx, mut rx) = pair("pad");
     tx.send(b"hello").unwrap();
     let a = Attacker::new(&seg);
-    a.write_u64(HEADER_LEN, (1u64 << 32) | 16); // padding that does not reach the end
+    a.write_u64(HEADER_LEN, (1u64 << 32) | 200); // neither to the end nor a cache-line alignment
     assert_corrupted(rx.try_recv().map(|_| ()), "short padding");
 }
 

@@ -147,6 +147,38 @@ fn runs_mix_with_other_lengths_truncation_and_single_receives() {
 }
 
 #[test]
+fn granted_runs_wrap_join_and_refuse_impossible_sizes() {
+    let (_s, mut tx, mut rx) = pair("granted", 4096);
+    assert!(matches!(tx.grant_records(8, 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(tx.grant_records(8, 70_000), Err(Error::InvalidArgument(_))));
+    assert!(matches!(tx.grant_records(8, 511), Err(Error::InvalidArgument(_))), "511 * 8 + 16 > 4096");
+    let mut next = 0u32;
+    let mut want = 0u32;
+    for round in 0..300 {
+        let count = 1 + round % 37;
+        let mut run = tx.grant_records(5, count).unwrap();
+        assert_eq!((run.count(), run.stride(), run.len()), (count, 8, count * 8));
+        for rec in run.chunks_exact_mut(8) {
+            rec[..4].copy_from_slice(&next.to_le_bytes());
+            next += 1;
+        }
+        run.stage();
+        // A single record of the same length joins the run.
+        let mut g = tx.grant(5).unwrap();
+        g[..4].copy_from_slice(&next.to_le_bytes());
+        next += 1;
+        g.commit();
+        rx.recv_batch(usize::MAX, |r| {
+            assert_eq!(r.len(), 5);
+            assert_eq!(u32::from_le_bytes(r[..4].try_into().unwrap()), want);
+            want += 1;
+        })
+        .unwrap();
+    }
+    assert_eq!(want, next);
+}
+
+#[test]
 fn a_truncated_grant_that_would_have_joined_a_run_stands_alone() {
     let (_s, mut tx, mut rx) = pair("runtrunc", 4096);
     for b in [1u8, 2] {

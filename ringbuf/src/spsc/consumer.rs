@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    FLAG_PAD, FLAG_RECORD, FLAG_RUN, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role,
-    shared_from_segment,
+    FLAG_PAD, FLAG_RECORD, FLAG_RUN, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role,
+    open_role, shared_from_segment,
 };
 use crate::error::{Error, Result};
 use crate::header::ROLE_CLOSED;
@@ -154,15 +154,17 @@ impl Consumer {
             let (flags, len) = ((word >> 32) as u32, word as u32 as u64);
             let to_end = cap - off;
             if flags == FLAG_PAD {
-                if len != to_end {
+                if len > to_end || len < RECORD_HEADER || len % 8 != 0 || (len != to_end && len > 64) {
                     return Err(self.poison(format!(
-                        "padding record of {len} bytes at offset {off} (must be {to_end}, to the end of the ring)"
+                        "padding record of {len} bytes at offset {off} ({to_end} bytes to the end of the ring)"
                     )));
                 }
-                self.head = self.head.wrapping_add(to_end);
-                // Publish at once: the producer may be waiting for exactly
-                // this space to place a record at offset 0.
-                self.release();
+                self.head = self.head.wrapping_add(len);
+                if len == to_end {
+                    // Publish at once: the producer may be waiting for
+                    // exactly this space to place a record at offset 0.
+                    self.release();
+                }
                 continue;
             }
             let count = match flags {

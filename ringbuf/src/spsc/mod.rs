@@ -52,9 +52,10 @@ mod consumer;
 mod producer;
 
 pub use consumer::{Consumer, Record};
-pub use producer::{Grant, Producer};
+pub use producer::{Grant, Producer, Records};
 
-/// Record header flag: padding to the end of the region; skip it.
+/// Record header flag: padding (to the end of the region, or to align the
+/// next batch to a cache line); skip `len` bytes, header included.
 pub const FLAG_PAD: u32 = 1;
 /// Record header flag: a record (set on every record, so that no header
 /// word is zero, the value that means "nothing here yet").
@@ -407,7 +408,17 @@ pub fn loom_pair(capacity: u64) -> (Producer, Consumer) {
     ps.ctl().consumer.state.store(ROLE_ATTACHED, Ordering::Relaxed);
     let policy = WaitPolicy::park();
     (
-        Producer { sh: ps, tail: 0, published: 0, pending: 0, open: None, cached_head: 0, policy, poisoned: false },
+        Producer {
+            sh: ps,
+            tail: 0,
+            published: 0,
+            pending: 0,
+            open: None,
+            staged: 0,
+            cached_head: 0,
+            policy,
+            poisoned: false,
+        },
         Consumer { sh: cs, head: 0, published: 0, run: consumer::Run::default(), policy, poisoned: false },
     )
 }

@@ -45,6 +45,8 @@ pub struct Producer {
     /// The last staged record, whose header is not written yet because
     /// records of the same length staged after it join it as a run.
     pub(super) open: Option<OpenRun>,
+    /// Records finished since the last publish.
+    pub(super) staged: u32,
     /// Last consumer position read.
     pub(super) cached_head: u64,
     pub(super) policy: WaitPolicy,
@@ -61,6 +63,66 @@ pub struct Grant<'a> {
     len: usize,
     /// The payload sits right after the open run (no header of its own).
     joins: bool,
+}
+
+/// Room for a run of records of one length, granted by
+/// [`Producer::grant_records`]; write them through `DerefMut<Target = [u8]>`,
+/// then [`Records::commit`] or [`Records::stage`]. Dropping it without either
+/// sends nothing.
+pub struct Records<'a> {
+    p: &'a mut Producer,
+    /// Offset of the first payload in the data region.
+    off: usize,
+    len: usize,
+    count: u32,
+    /// Bytes of the run, header included.
+    total: u64,
+}
+
+impl Records<'_> {
+    /// Finish the records and publish them (with any staged before them).
+    pub fn commit(mut self) {
+        self.finish();
+        self.p.flush();
+    }
+
+    /// Finish the records without publishing them yet, like [`Grant::stage`].
+    pub fn stage(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        let p = &mut *self.p;
+        p.close_run();
+        p.open = Some(OpenRun { pos: p.tail, len: self.len, count: self.count });
+        p.tail = p.tail.wrapping_add(self.total);
+        p.staged = p.staged.saturating_add(self.count);
+    }
+
+    /// Number of records granted.
+    pub fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Bytes between the starts of two records: the length rounded up to 8.
+    pub fn stride(&self) -> usize {
+        (self.len + 7) & !7
+    }
+}
+
+impl std::ops::Deref for Records<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: try_reserve checked the run fits before the end of the region; the bytes are granted to the producer and not yet published.
+        unsafe { self.p.sh.region.bytes(self.off, self.total as usize - RECORD_HEADER as usize) }
+    }
+}
+
+impl std::ops::DerefMut for Records<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for Deref; `&mut self` makes this the only live slice.
+        unsafe { self.p.sh.region.bytes_mut(self.off, self.total as usize - RECORD_HEADER as usize) }
+    }
 }
 
 /// The last staged record (or run of same-length records) before its header
@@ -82,6 +144,7 @@ impl Role for Producer {
             published: 0,
             pending: 0,
             open: None,
+            staged: 0,
             cached_head: 0,
             policy: opts.policy,
             poisoned: false,
@@ -261,14 +324,21 @@ impl Producer {
 
     fn grant_inner(&mut self, len: usize, timeout: Option<Option<Duration>>) -> Result<Grant<'_>> {
         let total = self.size_for(len)?;
-        if let Some((off, joins)) = self.try_reserve(len, total)? {
-            return Ok(Grant { p: self, off, len, joins });
+        let (off, joins) = self.reserve(len, total, timeout)?;
+        Ok(Grant { p: self, off, len, joins })
+    }
+
+    /// Reserve `total` bytes for a record of `len` payload bytes (`len` 0:
+    /// never join a run), waiting per `timeout`: `None` do not wait,
+    /// `Some(None)` wait without bound.
+    #[inline]
+    fn reserve(&mut self, len: usize, total: u64, timeout: Option<Option<Duration>>) -> Result<(usize, bool)> {
+        if let Some(reserved) = self.try_reserve(len, total)? {
+            return Ok(reserved);
         }
         // Full. Publish what is staged (the consumer may be waiting for it),
-        // then wait for space.
+        // then wait for space. The clock is read only here, on the slow path.
         self.flush();
-        // `None`: do not wait; `Some(None)`: wait without bound. The clock is
-        // read only here, on the slow path.
         let Some(timeout) = timeout else {
             return Err(Error::WouldBlock { full: true });
         };
@@ -276,7 +346,7 @@ impl Producer {
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
         let ec = unsafe { &ctl.as_ref().space_free };
         let policy = self.policy;
-        let (off, joins) = block_on(
+        block_on(
             &policy,
             ec,
             timeout.map(|t| Instant::now() + t),
@@ -290,8 +360,52 @@ impl Producer {
                 self.check_consumer(check)?;
                 Ok(Attempt::NotYet)
             },
-        )?;
-        Ok(Grant { p: self, off, len, joins })
+        )
+    }
+
+    /// Grant room for `count` records of `len` payload bytes each, to write
+    /// in place back to back, `stride = len` rounded up to a multiple of 8
+    /// bytes apart: record `i` is `grant[i * stride..][..len]`. The records
+    /// share one 8-byte header (a run), so this is the cheapest way to send
+    /// many small records of one size; the consumer still receives them one
+    /// at a time. Waits for space per the wait policy.
+    ///
+    /// ```
+    /// # fn main() -> shmring::Result<()> {
+    /// use shmring::{Location, RingOptions, spsc::{Producer, Consumer}};
+    /// let loc = Location::shm(format!("doc-records-{}", std::process::id()));
+    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut rx = Consumer::open(&loc)?;
+    /// loc.unlink()?;
+    /// let mut g = tx.grant_records(8, 100)?;
+    /// for (i, rec) in g.chunks_exact_mut(8).enumerate() {
+    ///     rec.copy_from_slice(&(i as u64).to_le_bytes());
+    /// }
+    /// g.commit();
+    /// let mut got = Vec::new();
+    /// rx.recv_batch(1000, |r| got.push(u64::from_le_bytes(r.try_into().unwrap())))?;
+    /// assert_eq!(got, (0..100).collect::<Vec<u64>>());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `count` is 0 or above 65535, or the run
+    /// (8 + `count * stride` bytes) does not fit the ring with its 8-byte end
+    /// marker; otherwise as [`Producer::grant`].
+    pub fn grant_records(&mut self, len: usize, count: usize) -> Result<Records<'_>> {
+        let stride = (len as u64 + 7) & !7;
+        let total = (count as u64).checked_mul(stride).and_then(|b| b.checked_add(RECORD_HEADER));
+        let fits = total.is_some_and(|t| t <= self.sh.capacity - RECORD_HEADER);
+        if count == 0 || count > MAX_RUN as usize || !fits {
+            return Err(Error::InvalidArgument(format!(
+                "{count} records of {len} bytes: a run holds 1 to {MAX_RUN} records and must fit a ring of {} bytes \
+                 with a header and an end marker",
+                self.sh.capacity
+            )));
+        }
+        let total = total.unwrap_or(u64::MAX);
+        let (off, _) = self.reserve(0, total, Some(None))?;
+        Ok(Records { p: self, off, len, count: count as u32, total })
     }
 
     fn check_consumer(&self, liveness: bool) -> Result<()> {
@@ -378,6 +492,10 @@ impl Producer {
         self.close_run();
         if self.tail != self.published {
             let mask = self.sh.capacity - 1;
+            if self.staged > 1 {
+                self.align_next_batch();
+            }
+            self.staged = 0;
             // Relaxed: ordered before the Release store below. `has_room`
             // kept these 8 bytes free, so the consumer is not reading them,
             // and it reaches them only after that store.
@@ -391,6 +509,29 @@ impl Producer {
             self.sh.ctl().tail.store(self.tail, Ordering::Relaxed);
             self.published = self.tail;
             self.sh.ctl().data_ready.notify();
+        }
+    }
+
+    /// After a batch of several records, start the next batch so that its
+    /// first header word is the last word of a cache line and its payload
+    /// starts on the next line. The consumer, caught up, polls that word;
+    /// this way the producer does not write the line it polls until it
+    /// publishes, which would bounce the line between them on every store.
+    /// A single record (a request, a reply) is not aligned: there the
+    /// record sharing the polled line is what makes delivery one transfer.
+    fn align_next_batch(&mut self) {
+        let line = 64u64;
+        let skip = (line - (self.tail + RECORD_HEADER) % line) % line;
+        let off = self.tail & (self.sh.capacity - 1);
+        // The skip stays inside the region: `tail + skip + 8` is a multiple
+        // of 64, and so is the capacity. `has_room` needs room for the skip
+        // plus the end marker after it.
+        if skip == 0 || off + skip + RECORD_HEADER > self.sh.capacity {
+            return;
+        }
+        if self.sh.capacity - self.tail.wrapping_sub(self.cached_head) >= skip + RECORD_HEADER {
+            self.put_header(self.tail, pad_word(skip));
+            self.tail = self.tail.wrapping_add(skip);
         }
     }
 
@@ -425,6 +566,7 @@ impl Grant<'_> {
     #[inline]
     fn finish(&mut self) {
         let p = &mut *self.p;
+        p.staged = p.staged.saturating_add(1);
         if self.joins {
             if let Some(run) = p.open.as_mut().filter(|r| r.len == self.len) {
                 run.count += 1;
