@@ -103,6 +103,15 @@ pub enum Error {
         /// The dead peer's pid.
         pid: u32,
     },
+    /// Every entry of an MPMC ring's participant table is held by a live
+    /// handle: no more handles can attach until one is dropped.
+    #[error("segment {segment}: all {max} participant entries are held by live handles")]
+    TooManyParticipants {
+        /// The segment.
+        segment: String,
+        /// The size of the participant table.
+        max: usize,
+    },
     /// The other side closed its end (for a producer: the consumer is gone,
     /// nothing more will be read).
     #[error("segment {0}: the other side closed the ring")]

@@ -1,12 +1,23 @@
-//! The `#[repr(C)]` segment header and the SPSC control block.
+//! The `#[repr(C)]` segment header and the control blocks of both rings.
 //!
-//! Layout of a segment (offsets in bytes from the start of the mapping):
+//! Layout of an SPSC segment (offsets in bytes from the start of the mapping):
 //!
 //! ```text
 //! 0      Header           magic, ABI version, kind, geometry, creator, state
 //! 256    SpscControl      tail | head | producer | consumer | 2 eventcounts,
 //!                         each on its own 128-byte line
 //! 4096   data region      `capacity` bytes (a power of two) of records
+//! ```
+//!
+//! Layout of an MPMC segment:
+//!
+//! ```text
+//! 0      Header           as above; `slot_size` and `slot_count` are set
+//! 256    MpmcControl      enqueue | dequeue | closed + statistics | 2 eventcounts
+//!                         | participant table (64 entries), each on its own
+//!                         128-byte line
+//! 12288  data region      `slot_count` slots of `mpmc_slot_stride(slot_size)`
+//!                         bytes: sequence word, length word, payload
 //! ```
 //!
 //! The creator fills every field, then stores `state = READY` with Release.
@@ -23,9 +34,32 @@ use crate::wait::EventCount;
 /// "SHMRING\0" little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// Version of the segment layout and record format. Bumped on any change.
+/// Version 2 added the MPMC ring ([`RingKind::Mpmc`]) and SPSC record
+/// format 2 (the consumer polls record headers; runs of records).
 pub const ABI_VERSION: u32 = 2;
-/// Bytes before the data region: header plus control block, one page.
+/// Bytes before the data region of an SPSC segment: header plus control
+/// block, one page. Also the number of bytes `ls` and `inspect` read.
 pub const HEADER_LEN: usize = 4096;
+/// Bytes before the data region of an MPMC segment: header plus control
+/// block with its participant table, three pages.
+pub const MPMC_HEADER_LEN: usize = 3 * 4096;
+/// Entries in the MPMC participant table: at most this many handles (in any
+/// number of processes) can be attached to one MPMC ring at a time.
+#[cfg(not(loom))]
+pub const MPMC_MAX_PARTICIPANTS: usize = 64;
+/// Entries in the MPMC participant table (shrunk under loom so models stay
+/// small).
+#[cfg(loom)]
+pub const MPMC_MAX_PARTICIPANTS: usize = 4;
+/// Bytes of metadata before each MPMC slot's payload: the sequence word and
+/// the length word.
+pub const MPMC_SLOT_META: u64 = 16;
+/// Largest MPMC slot payload, in bytes.
+pub const MPMC_MAX_SLOT_SIZE: u32 = 1 << 24;
+/// MPMC positions (and so slot sequence numbers) stay below this; a larger
+/// one read from shared memory is corruption. Bit 63 of a sequence word marks
+/// a slot to skip.
+pub const MPMC_POSITION_LIMIT: u64 = 1 << 62;
 /// Offset of the control block from the start of the segment.
 pub const CONTROL_OFFSET: usize = 256;
 /// Smallest data region, in bytes.
@@ -47,6 +81,8 @@ pub const FLAG_POISONED: u32 = 1;
 pub enum RingKind {
     /// Single producer, single consumer, variable-length records.
     Spsc = 1,
+    /// Multiple producers, multiple consumers, fixed-size slots.
+    Mpmc = 2,
 }
 
 impl RingKind {
@@ -54,6 +90,7 @@ impl RingKind {
     pub fn from_u32(v: u32) -> Option<RingKind> {
         match v {
             1 => Some(RingKind::Spsc),
+            2 => Some(RingKind::Mpmc),
             _ => None,
         }
     }
@@ -62,6 +99,7 @@ impl RingKind {
     pub fn name(self) -> &'static str {
         match self {
             RingKind::Spsc => "spsc",
+            RingKind::Mpmc => "mpmc",
         }
     }
 }
@@ -95,13 +133,15 @@ pub struct Header {
     pub abi_version: AtomicU32,
     /// [`RingKind`] as u32.
     pub kind: AtomicU32,
-    /// Bytes before the data region; [`HEADER_LEN`].
+    /// Bytes before the data region: [`HEADER_LEN`] for SPSC,
+    /// [`MPMC_HEADER_LEN`] for MPMC.
     pub header_len: AtomicU32,
     /// [`NotifierKind`] as u32.
     pub notifier: AtomicU32,
-    /// Data region size in bytes, a power of two.
+    /// Data region size in bytes: a power of two for SPSC,
+    /// `slot_count * mpmc_slot_stride(slot_size)` for MPMC.
     pub capacity: AtomicU64,
-    /// Slot size in bytes for slotted rings; 0 for SPSC.
+    /// Slot payload size in bytes for slotted rings; 0 for SPSC.
     pub slot_size: AtomicU32,
     /// Slot count for slotted rings; 0 for SPSC.
     pub slot_count: AtomicU32,
@@ -190,12 +230,249 @@ impl Default for SpscControl {
     }
 }
 
+/// One entry of the MPMC participant table: who holds it, and which
+/// positions it is claiming right now. Every MPMC handle holds one entry for
+/// its whole life. See the `mpmc` module docs for the protocol.
+#[repr(C)]
+pub struct Participant {
+    /// `pid << 32 | generation << 2 | state`, see [`participant_word`]. The
+    /// generation changes on every take-over, so a compare-and-swap on this
+    /// word cannot succeed on an entry someone else re-took meanwhile.
+    pub word: AtomicU64,
+    /// Start time of the holder (clock ticks since boot), written before the
+    /// state becomes [`PARTICIPANT_ATTACHED`].
+    pub start_time: AtomicU64,
+    /// First enqueue position this producer is claiming, or [`CLAIM_NONE`].
+    pub enq_start: AtomicU64,
+    /// Number of enqueue positions claimed from `enq_start`.
+    pub enq_count: AtomicU64,
+    /// First dequeue position this consumer is claiming, or [`CLAIM_NONE`].
+    pub deq_start: AtomicU64,
+    /// Number of dequeue positions claimed from `deq_start`.
+    pub deq_count: AtomicU64,
+}
+
+/// Participant state: free.
+pub const PARTICIPANT_FREE: u32 = 0;
+/// Participant state: a process (whose pid is in the word) is filling in the entry.
+pub const PARTICIPANT_ATTACHING: u32 = 1;
+/// Participant state: held by the process whose pid is in the word.
+pub const PARTICIPANT_ATTACHED: u32 = 2;
+/// Claim start meaning "claiming nothing". A zeroed entry (start 0, count 0)
+/// claims nothing either.
+pub const CLAIM_NONE: u64 = u64::MAX;
+
+/// Pack a participant word: pid in bits 32..64, generation (mod 2^30) in
+/// bits 2..32, state in bits 0..2.
+pub const fn participant_word(pid: u32, generation: u32, state: u32) -> u64 {
+    ((pid as u64) << 32) | (((generation & 0x3fff_ffff) as u64) << 2) | (state as u64 & 3)
+}
+
+/// Unpack a participant word into (pid, generation, state).
+pub const fn participant_fields(word: u64) -> (u32, u32, u32) {
+    ((word >> 32) as u32, ((word >> 2) & 0x3fff_ffff) as u32, (word & 3) as u32)
+}
+
+impl Participant {
+    /// A free entry (used by heap-allocated models and tests).
+    pub fn new() -> Participant {
+        Participant {
+            word: AtomicU64::new(0),
+            start_time: AtomicU64::new(0),
+            enq_start: AtomicU64::new(CLAIM_NONE),
+            enq_count: AtomicU64::new(0),
+            deq_start: AtomicU64::new(CLAIM_NONE),
+            deq_count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for Participant {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// MPMC words that change rarely: the closed flag, the participant high-water
+/// mark and the loss statistics. Statistics are Relaxed counters.
+#[repr(C)]
+pub struct MpmcShared {
+    /// Non-zero once any handle closed the ring.
+    pub closed: AtomicU32,
+    /// One more than the highest participant index ever taken; recovery scans
+    /// only entries below it.
+    pub high_water: AtomicU32,
+    /// Messages lost because their producer died between claiming and
+    /// committing them.
+    pub lost_producer_died: AtomicU64,
+    /// Messages lost because their consumer died while holding them.
+    pub lost_consumer_died: AtomicU64,
+    /// Slots recovered from dead claimants (both kinds, including slots that
+    /// held no message).
+    pub recovered: AtomicU64,
+}
+
+/// The MPMC ring's shared words, each group on its own 128-byte line.
+#[repr(C)]
+pub struct MpmcControl {
+    /// Next position a producer claims (positions ever claimed by producers).
+    pub enqueue: CachePadded<AtomicU64>,
+    /// Next position a consumer claims (positions ever claimed by consumers).
+    pub dequeue: CachePadded<AtomicU64>,
+    /// Closed flag, high-water mark, statistics.
+    pub shared: CachePadded<MpmcShared>,
+    /// Consumers park here waiting for messages.
+    pub not_empty: CachePadded<EventCount>,
+    /// Producers park here waiting for free slots.
+    pub not_full: CachePadded<EventCount>,
+    /// Who is attached and what they are claiming.
+    pub participants: [CachePadded<Participant>; MPMC_MAX_PARTICIPANTS],
+}
+
+impl MpmcControl {
+    /// A zeroed control block (used by heap-allocated models and tests).
+    pub fn new() -> MpmcControl {
+        MpmcControl {
+            enqueue: CachePadded::new(AtomicU64::new(0)),
+            dequeue: CachePadded::new(AtomicU64::new(0)),
+            shared: CachePadded::new(MpmcShared {
+                closed: AtomicU32::new(0),
+                high_water: AtomicU32::new(0),
+                lost_producer_died: AtomicU64::new(0),
+                lost_consumer_died: AtomicU64::new(0),
+                recovered: AtomicU64::new(0),
+            }),
+            not_empty: CachePadded::new(EventCount::new()),
+            not_full: CachePadded::new(EventCount::new()),
+            participants: std::array::from_fn(|_| CachePadded::new(Participant::new())),
+        }
+    }
+}
+
+impl Default for MpmcControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(not(loom))]
 const _: () = {
     assert!(std::mem::size_of::<Header>() <= CONTROL_OFFSET);
     assert!(CONTROL_OFFSET % 128 == 0);
     assert!(CONTROL_OFFSET + std::mem::size_of::<SpscControl>() <= HEADER_LEN);
+    assert!(CONTROL_OFFSET + std::mem::size_of::<MpmcControl>() <= MPMC_HEADER_LEN);
+    // Everything `Snapshot::parse` reads of an MPMC segment is in the first page.
+    assert!(CONTROL_OFFSET + std::mem::offset_of!(MpmcControl, participants) <= HEADER_LEN);
+    assert!(MPMC_HEADER_LEN % 4096 == 0);
 };
+
+/// Bytes one MPMC slot occupies for a payload of `slot_size` bytes (a
+/// multiple of 8): 16 bytes of metadata plus the payload, rounded up to a
+/// power of two up to 64 bytes and to a multiple of 64 bytes above, so a slot
+/// never spans more cache lines than it must.
+///
+/// ```
+/// use shmring::header::mpmc_slot_stride;
+/// assert_eq!(mpmc_slot_stride(8), 32);   // two slots per cache line
+/// assert_eq!(mpmc_slot_stride(48), 64);  // one line
+/// assert_eq!(mpmc_slot_stride(100), 128);
+/// ```
+pub const fn mpmc_slot_stride(slot_size: u32) -> u64 {
+    let s = MPMC_SLOT_META + slot_size as u64;
+    if s <= 64 { s.next_power_of_two() } else { s.div_ceil(64) * 64 }
+}
+
+/// The shape of a segment, as recorded in (and validated from) its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Which ring.
+    pub kind: RingKind,
+    /// Bytes before the data region.
+    pub header_len: u64,
+    /// Data region size in bytes.
+    pub capacity: u64,
+    /// Slot payload size in bytes (MPMC), 0 for SPSC.
+    pub slot_size: u32,
+    /// Number of slots (MPMC), 0 for SPSC.
+    pub slot_count: u32,
+}
+
+impl Geometry {
+    /// An SPSC ring of `capacity` data bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] unless `capacity` is a power of two in
+    /// `MIN_CAPACITY..=MAX_CAPACITY`.
+    pub fn spsc(capacity: u64) -> Result<Geometry> {
+        check_capacity(capacity)?;
+        Ok(Geometry { kind: RingKind::Spsc, header_len: HEADER_LEN as u64, capacity, slot_size: 0, slot_count: 0 })
+    }
+
+    /// An MPMC ring of `slot_count` slots of `slot_size` payload bytes
+    /// (rounded up to a multiple of 8).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `slot_size` is 0 or above
+    /// [`MPMC_MAX_SLOT_SIZE`], `slot_count` is not a power of two of at least
+    /// 2, or the data region would exceed [`MAX_CAPACITY`] bytes.
+    pub fn mpmc(slot_size: usize, slot_count: usize) -> Result<Geometry> {
+        if slot_size == 0 || slot_size > MPMC_MAX_SLOT_SIZE as usize {
+            return Err(Error::InvalidArgument(format!(
+                "slot size {slot_size} bytes: must be between 1 and {MPMC_MAX_SLOT_SIZE}"
+            )));
+        }
+        let size = slot_size.next_multiple_of(8) as u32;
+        if !slot_count.is_power_of_two() || slot_count < 2 {
+            return Err(Error::InvalidArgument(format!("slot count {slot_count}: must be a power of two, at least 2")));
+        }
+        let capacity = (slot_count as u64).checked_mul(mpmc_slot_stride(size)).filter(|&c| c <= MAX_CAPACITY);
+        let Some(capacity) = capacity else {
+            return Err(Error::InvalidArgument(format!(
+                "{slot_count} slots of {size} bytes need more than {MAX_CAPACITY} bytes"
+            )));
+        };
+        Ok(Geometry {
+            kind: RingKind::Mpmc,
+            header_len: MPMC_HEADER_LEN as u64,
+            capacity,
+            slot_size: size,
+            slot_count: slot_count as u32,
+        })
+    }
+
+    /// Total segment length in bytes.
+    pub fn total_len(&self) -> u64 {
+        self.header_len + self.capacity
+    }
+
+    /// Rebuild the geometry from raw header words, checking every one.
+    fn from_words(kind: RingKind, header_len: u32, capacity: u64, slot_size: u32, slot_count: u32) -> Result<Geometry> {
+        let want = match kind {
+            RingKind::Spsc => Geometry::spsc(capacity)?,
+            RingKind::Mpmc => {
+                let g = Geometry::mpmc(slot_size as usize, slot_count as usize)?;
+                if g.slot_size != slot_size {
+                    return Err(Error::InvalidArgument(format!("slot size {slot_size} is not a multiple of 8")));
+                }
+                g
+            }
+        };
+        if header_len as u64 != want.header_len {
+            return Err(Error::InvalidArgument(format!(
+                "header length {header_len}, expected {} for {}",
+                want.header_len,
+                kind.name()
+            )));
+        }
+        if capacity != want.capacity {
+            return Err(Error::InvalidArgument(format!(
+                "capacity {capacity} bytes does not match the geometry ({} bytes)",
+                want.capacity
+            )));
+        }
+        Ok(want)
+    }
+}
 
 /// Total segment length for an SPSC ring of `capacity` data bytes.
 pub fn spsc_segment_len(capacity: u64) -> u64 {
@@ -231,6 +508,10 @@ pub struct Snapshot {
     pub notifier: u32,
     /// Header: data bytes.
     pub capacity: u64,
+    /// Header: slot payload size in bytes (MPMC; 0 for SPSC).
+    pub slot_size: u32,
+    /// Header: slot count (MPMC; 0 for SPSC).
+    pub slot_count: u32,
     /// Header: total length.
     pub total_len: u64,
     /// Header: creator pid.
@@ -249,8 +530,37 @@ pub struct Snapshot {
     pub producer: (u32, u32, u64),
     /// Control: consumer (state, pid, start time).
     pub consumer: (u32, u32, u64),
-    /// Control: parked consumers, parked producers.
+    /// Control: parked consumers, parked producers (both kinds).
     pub waiters: (u32, u32),
+    /// MPMC control words, when the kind word says MPMC.
+    pub mpmc: Option<MpmcSnapshot>,
+}
+
+/// The MPMC control words of a [`Snapshot`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MpmcSnapshot {
+    /// Positions claimed by producers (messages and skipped slots).
+    pub enqueue: u64,
+    /// Positions claimed by consumers.
+    pub dequeue: u64,
+    /// Closed flag word.
+    pub closed: u32,
+    /// Participant table high-water mark.
+    pub high_water: u32,
+    /// Messages lost because their producer died mid-write.
+    pub lost_producer_died: u64,
+    /// Messages lost because their consumer died holding them.
+    pub lost_consumer_died: u64,
+    /// Slots recovered from dead claimants.
+    pub recovered: u64,
+}
+
+impl MpmcSnapshot {
+    /// Messages (and skipped slots) in the ring, if the positions are sane.
+    pub fn fill(&self, slot_count: u32) -> Option<u64> {
+        let f = self.enqueue.wrapping_sub(self.dequeue);
+        (f <= u64::from(slot_count)).then_some(f)
+    }
 }
 
 #[cfg(not(loom))]
@@ -278,19 +588,33 @@ mod snapshot_impl {
                 )
             };
             let waiters = |base: usize| u32_at(page, base + EventCount::WAITERS_OFFSET);
-            Snapshot {
+            let kind = u32_at(page, offset_of!(Header, kind));
+            if kind == RingKind::Mpmc as u32 {
+                let sh = c + offset_of!(MpmcControl, shared);
+                let mut snap = Snapshot {
+                    file_len,
+                    kind,
+                    waiters: (
+                        waiters(c + offset_of!(MpmcControl, not_empty)),
+                        waiters(c + offset_of!(MpmcControl, not_full)),
+                    ),
+                    mpmc: Some(MpmcSnapshot {
+                        enqueue: u64_at(page, c + offset_of!(MpmcControl, enqueue)),
+                        dequeue: u64_at(page, c + offset_of!(MpmcControl, dequeue)),
+                        closed: u32_at(page, sh + offset_of!(MpmcShared, closed)),
+                        high_water: u32_at(page, sh + offset_of!(MpmcShared, high_water)),
+                        lost_producer_died: u64_at(page, sh + offset_of!(MpmcShared, lost_producer_died)),
+                        lost_consumer_died: u64_at(page, sh + offset_of!(MpmcShared, lost_consumer_died)),
+                        recovered: u64_at(page, sh + offset_of!(MpmcShared, recovered)),
+                    }),
+                    ..Snapshot::default()
+                };
+                snap.parse_header(page);
+                return snap;
+            }
+            let mut snap = Snapshot {
                 file_len,
-                magic: u64_at(page, offset_of!(Header, magic)),
-                abi_version: u32_at(page, offset_of!(Header, abi_version)),
-                kind: u32_at(page, offset_of!(Header, kind)),
-                header_len: u32_at(page, offset_of!(Header, header_len)),
-                notifier: u32_at(page, offset_of!(Header, notifier)),
-                capacity: u64_at(page, offset_of!(Header, capacity)),
-                total_len: u64_at(page, offset_of!(Header, total_len)),
-                creator_pid: u32_at(page, offset_of!(Header, creator_pid)),
-                creator_start_time: u64_at(page, offset_of!(Header, creator_start_time)),
-                state: u32_at(page, offset_of!(Header, state)),
-                flags: u32_at(page, offset_of!(Header, flags)),
+                kind,
                 tail: u64_at(page, c + offset_of!(SpscControl, tail)),
                 head: u64_at(page, c + offset_of!(SpscControl, head)),
                 producer: role(c + offset_of!(SpscControl, producer)),
@@ -299,7 +623,25 @@ mod snapshot_impl {
                     waiters(c + offset_of!(SpscControl, data_ready)),
                     waiters(c + offset_of!(SpscControl, space_free)),
                 ),
-            }
+                ..Snapshot::default()
+            };
+            snap.parse_header(page);
+            snap
+        }
+
+        fn parse_header(&mut self, page: &[u8]) {
+            self.magic = u64_at(page, offset_of!(Header, magic));
+            self.abi_version = u32_at(page, offset_of!(Header, abi_version));
+            self.header_len = u32_at(page, offset_of!(Header, header_len));
+            self.notifier = u32_at(page, offset_of!(Header, notifier));
+            self.capacity = u64_at(page, offset_of!(Header, capacity));
+            self.slot_size = u32_at(page, offset_of!(Header, slot_size));
+            self.slot_count = u32_at(page, offset_of!(Header, slot_count));
+            self.total_len = u64_at(page, offset_of!(Header, total_len));
+            self.creator_pid = u32_at(page, offset_of!(Header, creator_pid));
+            self.creator_start_time = u64_at(page, offset_of!(Header, creator_start_time));
+            self.state = u32_at(page, offset_of!(Header, state));
+            self.flags = u32_at(page, offset_of!(Header, flags));
         }
     }
 }
@@ -330,29 +672,9 @@ impl Snapshot {
         if NotifierKind::from_u32(self.notifier).is_none() {
             p.push(format!("unknown notifier kind {}", self.notifier));
         }
-        if self.header_len as usize != HEADER_LEN {
-            p.push(format!("header length {} (expected {HEADER_LEN})", self.header_len));
-        }
-        if check_capacity(self.capacity).is_err() {
-            p.push(format!("capacity {} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY}", self.capacity));
-        } else {
-            let want = spsc_segment_len(self.capacity);
-            if self.total_len != want {
-                p.push(format!("total length {} does not match header + capacity = {want}", self.total_len));
-            }
-            if self.file_len != self.total_len {
-                p.push(format!("file is {} bytes but the header says {}", self.file_len, self.total_len));
-            }
-            let fill = self.tail.wrapping_sub(self.head);
-            if fill > self.capacity {
-                p.push(format!(
-                    "positions impossible: tail {} - head {} = {fill} exceeds capacity {}",
-                    self.tail, self.head, self.capacity
-                ));
-            }
-            if self.tail % 8 != 0 || self.head % 8 != 0 {
-                p.push(format!("positions not 8-byte aligned: head {}, tail {}", self.head, self.tail));
-            }
+        match &self.mpmc {
+            Some(m) => self.mpmc_problems(m, &mut p),
+            None => self.spsc_problems(&mut p),
         }
         for (name, (state, _, _)) in [("producer", self.producer), ("consumer", self.consumer)] {
             if state > ROLE_CLOSED {
@@ -365,16 +687,77 @@ impl Snapshot {
         p
     }
 
-    /// Bytes committed and not yet released, if the positions are sane.
+    fn spsc_problems(&self, p: &mut Vec<String>) {
+        if self.header_len as usize != HEADER_LEN {
+            p.push(format!("header length {} (expected {HEADER_LEN})", self.header_len));
+        }
+        if check_capacity(self.capacity).is_err() {
+            p.push(format!("capacity {} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY}", self.capacity));
+            return;
+        }
+        let want = spsc_segment_len(self.capacity);
+        if self.total_len != want {
+            p.push(format!("total length {} does not match header + capacity = {want}", self.total_len));
+        }
+        if self.file_len != self.total_len {
+            p.push(format!("file is {} bytes but the header says {}", self.file_len, self.total_len));
+        }
+        let fill = self.tail.wrapping_sub(self.head);
+        if fill > self.capacity {
+            p.push(format!(
+                "positions impossible: tail {} - head {} = {fill} exceeds capacity {}",
+                self.tail, self.head, self.capacity
+            ));
+        }
+        if self.tail % 8 != 0 || self.head % 8 != 0 {
+            p.push(format!("positions not 8-byte aligned: head {}, tail {}", self.head, self.tail));
+        }
+    }
+
+    fn mpmc_problems(&self, m: &MpmcSnapshot, p: &mut Vec<String>) {
+        let g = Geometry::from_words(RingKind::Mpmc, self.header_len, self.capacity, self.slot_size, self.slot_count);
+        match g {
+            Err(e) => p.push(format!(
+                "MPMC geometry impossible (header {} bytes, {} slots of {} bytes, capacity {}): {e}",
+                self.header_len, self.slot_count, self.slot_size, self.capacity
+            )),
+            Ok(g) => {
+                if self.total_len != g.total_len() {
+                    p.push(format!(
+                        "total length {} does not match header + capacity = {}",
+                        self.total_len,
+                        g.total_len()
+                    ));
+                }
+                if self.file_len != self.total_len {
+                    p.push(format!("file is {} bytes but the header says {}", self.file_len, self.total_len));
+                }
+            }
+        }
+        if m.enqueue >= MPMC_POSITION_LIMIT || m.dequeue >= MPMC_POSITION_LIMIT {
+            p.push(format!("positions impossible: enqueue {}, dequeue {} (limit 2^62)", m.enqueue, m.dequeue));
+        } else if m.fill(self.slot_count).is_none() {
+            p.push(format!(
+                "positions impossible: enqueue {} - dequeue {} exceeds {} slots",
+                m.enqueue, m.dequeue, self.slot_count
+            ));
+        }
+        if m.high_water as usize > MPMC_MAX_PARTICIPANTS {
+            p.push(format!("participant high-water mark {} exceeds {MPMC_MAX_PARTICIPANTS}", m.high_water));
+        }
+    }
+
+    /// Bytes committed and not yet released, if the positions are sane
+    /// (SPSC; for MPMC see [`MpmcSnapshot::fill`]).
     pub fn fill(&self) -> Option<u64> {
         let f = self.tail.wrapping_sub(self.head);
         (f <= self.capacity).then_some(f)
     }
 }
 
-/// Validate a mapped header against the file length. Called by openers
-/// after they saw READY.
-pub(crate) fn validate(h: &Header, file_len: u64, segment: &str) -> Result<(RingKind, u64)> {
+/// Validate a mapped header against the file length and return its
+/// geometry. Called by openers after they saw READY.
+pub(crate) fn validate(h: &Header, file_len: u64, segment: &str) -> Result<Geometry> {
     let magic = h.magic.load(Ordering::Relaxed);
     if magic != MAGIC {
         return Err(Error::BadMagic(segment.to_owned()));
@@ -391,17 +774,22 @@ pub(crate) fn validate(h: &Header, file_len: u64, segment: &str) -> Result<(Ring
         return Err(Error::corrupted(segment, format!("unknown notifier kind {notifier}")));
     }
     let header_len = h.header_len.load(Ordering::Relaxed);
-    if header_len as usize != HEADER_LEN {
-        return Err(Error::corrupted(segment, format!("header length {header_len}, expected {HEADER_LEN}")));
-    }
     let capacity = h.capacity.load(Ordering::Relaxed);
-    check_capacity(capacity).map_err(|_| Error::corrupted(segment, format!("capacity {capacity} is invalid")))?;
+    let slot_size = h.slot_size.load(Ordering::Relaxed);
+    let slot_count = h.slot_count.load(Ordering::Relaxed);
+    let g = Geometry::from_words(kind, header_len, capacity, slot_size, slot_count).map_err(|e| {
+        let what = match e {
+            Error::InvalidArgument(w) => w,
+            other => other.to_string(),
+        };
+        Error::corrupted(segment, format!("{} geometry invalid: {what}", kind.name()))
+    })?;
     let total = h.total_len.load(Ordering::Relaxed);
-    if total != spsc_segment_len(capacity) || total != file_len {
+    if total != g.total_len() || total != file_len {
         return Err(Error::corrupted(
             segment,
-            format!("header says {total} bytes, capacity implies {}, file has {file_len}", spsc_segment_len(capacity)),
+            format!("header says {total} bytes, its geometry implies {}, file has {file_len}", g.total_len()),
         ));
     }
-    Ok((kind, capacity))
+    Ok(g)
 }

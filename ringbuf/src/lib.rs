@@ -7,6 +7,9 @@
 //! - [`spsc`]: a single-producer single-consumer ring of variable-length
 //!   records, zero-copy on both sides ([`spsc::Producer::grant`],
 //!   [`spsc::Consumer::recv`]), with batching.
+//! - [`mpmc`]: a multi-producer multi-consumer ring of fixed-size slots that
+//!   any number of processes attach to; a process killed mid-message does not
+//!   wedge the others ([`mpmc::Producer`], [`mpmc::Consumer`]).
 //! - [`WaitPolicy`]: spin, yield, then park on a shared futex through an
 //!   eventcount ([`EventCount`]); a sender wakes nobody unless a receiver is
 //!   actually asleep.
@@ -42,7 +45,9 @@
 mod error;
 pub mod header;
 pub mod liveness;
+pub mod mpmc;
 mod region;
+mod ring;
 pub mod segment;
 pub mod spsc;
 mod sync;

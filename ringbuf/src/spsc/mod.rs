@@ -44,6 +44,7 @@ use crate::header::{
 };
 use crate::liveness::ProcessId;
 use crate::region::Region;
+use crate::ring;
 use crate::segment::{CreateOptions, Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::WaitPolicy;
@@ -246,33 +247,8 @@ impl Shared {
 
 /// Build the shared view of an initialised, validated SPSC segment.
 fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> {
-    let len = seg.len() as u64;
-    if len < header::HEADER_LEN as u64 {
-        return Err(Error::corrupted(seg.name(), format!("segment is {len} bytes, shorter than its header")));
-    }
+    let capacity = ring::wait_ready(&seg, ready_timeout, header::RingKind::Spsc)?.capacity;
     let base = seg.as_ptr();
-    // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; the header is made of atomics valid for any bit pattern.
-    let h: &Header = unsafe { &*(base as *const Header) };
-    let deadline = Instant::now() + ready_timeout;
-    // Acquire: pairs with the creator's Release store of STATE_READY, so every
-    // header field it wrote is visible below.
-    while h.state.load(Ordering::Acquire) != header::STATE_READY {
-        if h.magic.load(Ordering::Relaxed) != 0 && h.magic.load(Ordering::Relaxed) != header::MAGIC {
-            return Err(Error::BadMagic(seg.name().to_owned()));
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::NotReady(seg.name().to_owned()));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let (kind, capacity) = header::validate(h, len, seg.name())?;
-    if kind != header::RingKind::Spsc {
-        return Err(Error::KindMismatch {
-            segment: seg.name().to_owned(),
-            found: kind.name().into(),
-            expected: "spsc",
-        });
-    }
     let name = seg.name().to_owned();
     // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len (const-asserted in header.rs) and the offset is 128-aligned.
     let ctl = unsafe { NonNull::new_unchecked(base.add(header::CONTROL_OFFSET) as *mut SpscControl) };
@@ -295,9 +271,9 @@ fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> 
 /// # Errors
 /// As [`Segment::create`], plus [`Error::InvalidArgument`] for a bad capacity.
 pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
-    header::check_capacity(opts.capacity)?;
-    let seg = Segment::create(loc, header::spsc_segment_len(opts.capacity), CreateOptions { mode: opts.mode })?;
-    init(&seg, opts.capacity);
+    let g = header::Geometry::spsc(opts.capacity)?;
+    let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.mode })?;
+    ring::init_header(&seg, &g);
     Ok(seg)
 }
 
@@ -307,47 +283,20 @@ pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
 /// # Errors
 /// As [`Segment::create_memfd`], plus [`Error::InvalidArgument`] for a bad capacity.
 pub fn create_memfd(label: &str, opts: &RingOptions) -> Result<Segment> {
-    header::check_capacity(opts.capacity)?;
-    let seg = Segment::create_memfd(label, header::spsc_segment_len(opts.capacity))?;
-    init(&seg, opts.capacity);
+    let g = header::Geometry::spsc(opts.capacity)?;
+    let seg = Segment::create_memfd(label, g.total_len())?;
+    ring::init_header(&seg, &g);
     Ok(seg)
-}
-
-fn init(seg: &Segment, capacity: u64) {
-    // SAFETY: freshly created, zero-filled mapping of HEADER_LEN + capacity bytes.
-    let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
-    let me = ProcessId::current();
-    h.magic.store(header::MAGIC, Ordering::Relaxed);
-    h.abi_version.store(header::ABI_VERSION, Ordering::Relaxed);
-    h.kind.store(header::RingKind::Spsc as u32, Ordering::Relaxed);
-    h.header_len.store(header::HEADER_LEN as u32, Ordering::Relaxed);
-    h.notifier.store(header::NotifierKind::Futex as u32, Ordering::Relaxed);
-    h.capacity.store(capacity, Ordering::Relaxed);
-    h.total_len.store(header::spsc_segment_len(capacity), Ordering::Relaxed);
-    h.creator_pid.store(me.pid, Ordering::Relaxed);
-    h.creator_start_time.store(me.start_time, Ordering::Relaxed);
-    // Release: pairs with the opener's Acquire load in `shared_from_segment`;
-    // publishes every field above.
-    h.state.store(header::STATE_READY, Ordering::Release);
 }
 
 /// Open `loc`, retrying while its creator is still sizing it.
 fn open_segment(loc: &Location, ready_timeout: Duration) -> Result<Segment> {
-    let deadline = Instant::now() + ready_timeout;
-    loop {
-        match Segment::open(loc) {
-            Err(Error::NotReady(_)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            other => return other,
-        }
-    }
+    ring::open_segment(loc, ready_timeout)
 }
 
 /// Create the segment, or open it if it already exists.
 fn open_or_create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
-    match create_segment(loc, opts) {
-        Err(Error::AlreadyExists(_)) => open_segment(loc, opts.ready_timeout),
-        other => other,
-    }
+    ring::create_or_open(loc, opts.ready_timeout, || create_segment(loc, opts))
 }
 
 /// What both ends implement to be built from a segment.

@@ -1,0 +1,891 @@
+//! Multi-producer multi-consumer ring of fixed-size slots in shared memory.
+//!
+//! Any number of processes (up to [`MPMC_MAX_PARTICIPANTS`] handles at a
+//! time) attach to one ring, each as [`Producer`]s or [`Consumer`]s; any of
+//! them may be killed at any instruction without wedging the others.
+//!
+//! ```
+//! # fn main() -> shmring::Result<()> {
+//! use shmring::Location;
+//! use shmring::mpmc::{Consumer, MpmcOptions, Producer};
+//! let loc = Location::shm(format!("doc-mpmc-{}", std::process::id()));
+//! let opts = MpmcOptions::new().slot_size(32).slot_count(8);
+//! let mut tx = Producer::create(&loc, &opts)?;
+//! let mut tx2 = Producer::open(&loc)?;   // typically in another process
+//! let mut rx = Consumer::open(&loc)?;
+//! loc.unlink()?;
+//!
+//! tx.send(b"one")?;
+//! tx2.send(b"two")?;
+//! tx.close_ring();                       // any handle may close
+//! assert_eq!(&*rx.recv()?.unwrap(), b"one");
+//! assert_eq!(&*rx.recv()?.unwrap(), b"two");
+//! assert!(rx.recv()?.is_none());         // closed and drained
+//! # Ok(()) }
+//! ```
+//!
+//! # Algorithm
+//!
+//! This is Dmitry Vyukov's "Bounded MPMC queue" (1024cores.net). Producers
+//! and consumers take positions from two shared `u64` counters, `enqueue` and
+//! `dequeue` (on separate 128-byte lines), with a compare-and-swap; position
+//! `p` lives in slot `p % slot_count`. Each slot starts with a sequence word
+//! that says whose turn it is:
+//!
+//! ```text
+//! seq == p               free for the producer of position p
+//!                        (or claimed by it, if enqueue > p: being written)
+//! seq == p + 1           holds the message of position p, for its consumer
+//!                        (or claimed by it, if dequeue > p: being read)
+//! seq == (p + 1) | SKIP  position p carries no message; its consumer skips it
+//! seq == p + slot_count  released: free for the producer of the next lap
+//! ```
+//!
+//! A producer claims `p` when `seq == p` with a CAS `enqueue: p -> p + 1`,
+//! writes the length word and payload, then stores `seq = p + 1` (Release).
+//! A consumer claims `p` when `seq == p + 1` with a CAS `dequeue: p -> p + 1`,
+//! reads in place, then stores `seq = p + slot_count` (Release). Batches claim
+//! several consecutive ready positions with one CAS. A slot is the sequence
+//! word, a length word and the payload, padded so it spans as few cache lines
+//! as possible ([`mpmc_slot_stride`]).
+//!
+//! # Crash safety
+//!
+//! A process killed between its CAS and its sequence store leaves a slot
+//! *claimed*: the counter has moved past it but its sequence has not. Without
+//! help, every consumer (or producer, one lap later) waits on it for ever.
+//!
+//! **Claim records.** Every handle owns one entry of the participant table
+//! (pid and start time, see [`crate::liveness`]). Before its CAS on a counter,
+//! a handle writes the range it is about to claim into its entry
+//! (`enq_start`/`enq_count` or `deq_start`/`deq_count`, Release); after its
+//! last sequence store for that range it stores `CLAIM_NONE` (Release). The
+//! CAS itself is SeqCst, so it also releases the claim record.
+//!
+//! **Who recovers.** A waiter that finds the slot it needs claimed but
+//! unfinished (a consumer at `p` with `seq == p` and `enqueue > p`; a producer
+//! at `q` with the slot still holding message `t = q - slot_count` and
+//! `dequeue > t`) notes the time. After [`STUCK_GRACE`], and then every
+//! [`STUCK_POLL`], it scans the participant table for a claim record covering
+//! the position whose holder is alive. If there is none, it recovers the slot
+//! with one CAS on its sequence: `p -> (p + 1) | SKIP` for a producer's slot
+//! (consumers drop it), `t + 1 -> t + slot_count` for a consumer's (the next
+//! producer reuses it). Waiters park with a short timeout while a slot is
+//! claimed, so a kill is noticed within a few milliseconds.
+//!
+//! **Why a live claimant is never robbed.** The waiter read the counter with
+//! Acquire and saw it past the position, so it synchronised with the
+//! claimant's CAS and sees the claimant's claim record, or a later value of
+//! it. The record stays in place until after the claimant's sequence store,
+//! so while the claimant is alive and unfinished the waiter sees the record,
+//! reads the holder's identity after it (Acquire; it cannot be older than the
+//! claimant's), and finds it alive. Liveness is exact: pid plus start time,
+//! and a zombie counts as dead. If the waiter instead reads a later value of
+//! the record (cleared or moved on), that store was made after the claimant's
+//! sequence stores and is Release, so the waiter's CAS sees the new sequence
+//! and fails. Every sequence only ever grows, so a CAS from the stale value
+//! cannot succeed later either. Two survivors racing to recover the same
+//! slot are decided by the same CAS; only the winner counts it.
+//!
+//! **Reusing entries.** An entry's word packs `pid | generation | state`.
+//! Attaching takes a free entry, or the entry of a dead holder, with a CAS on
+//! that exact word. The generation changes on every take-over, so a
+//! take-over decided on a stale reading fails. An entry left half-attached
+//! is taken over only once the pid in its word is dead, so a dead process
+//! never writes to it again.
+//!
+//! **Statistics.** Recoveries count the messages lost to a producer that
+//! died mid-write ([`Stats::lost_producer_died`]), to a consumer that died
+//! holding one ([`Stats::lost_consumer_died`]), and all recovered slots
+//! ([`Stats::recovered`]). A slot left claimed by a dead process that no
+//! waiter ever needs (for example the last message of a run) is recovered by
+//! [`Producer::recover_dead`] / [`Consumer::recover_dead`].
+//!
+//! **Closing.** Any handle can close the ring. A producer checks the closed
+//! flag *after* its claim, both SeqCst; a consumer that finds the ring empty
+//! loads the flag, then `enqueue`, both SeqCst. So a position claimed after
+//! the consumer's `enqueue` load belongs to a producer that sees the flag and
+//! commits it as a skip: once a consumer sees "closed and drained" no message
+//! can arrive later. Dropping a [`Grant`] without committing also commits a
+//! skip, so an abandoned grant never wedges the ring.
+//!
+//! **Untrusted memory.** Counters must stay below 2^62 and never go back;
+//! a sequence must be one of the values the slot can hold for the position
+//! (checked once the counter is confirmed stable around the read); the
+//! counters must stay within `slot_count` of each other; a length word must
+//! not exceed the slot size. Anything else returns [`Error::Corrupted`] and
+//! poisons the handle. Every wait is bounded by the wait policy's check
+//! interval (at most [`STUCK_POLL`] while a slot is claimed) and every
+//! retry loop by a fixed count, so garbage cannot make a call spin for ever.
+//!
+//! A handle must not be used in a child after `fork`: its claims would carry
+//! the parent's identity.
+
+use std::any::Any;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::header::{
+    self, CLAIM_NONE, FLAG_POISONED, Geometry, Header, MPMC_POSITION_LIMIT, MpmcControl, Participant, RingKind,
+};
+#[cfg(doc)]
+use crate::header::{MPMC_MAX_PARTICIPANTS, mpmc_slot_stride};
+use crate::liveness::ProcessId;
+use crate::region::Region;
+use crate::ring;
+use crate::segment::{CreateOptions, Location, Segment};
+use crate::sync::{AtomicU64, Ordering};
+use crate::wait::{Attempt, EventCount, WaitPolicy, block_on};
+
+mod consumer;
+mod participants;
+mod producer;
+
+pub use consumer::{Consumer, Record};
+pub use producer::{Grant, Producer};
+
+/// Bit 63 of a sequence word: the position carries no message.
+const SKIP: u64 = 1 << 63;
+/// How long a slot must stay claimed before a waiter first checks whether
+/// its claimant died.
+pub const STUCK_GRACE: Duration = Duration::from_millis(2);
+/// How often a waiter re-checks a claimed slot's claimant after that, and
+/// the longest it parks while a slot it needs is claimed.
+pub const STUCK_POLL: Duration = Duration::from_millis(2);
+/// Claim attempts per call before reporting "not now" (bounds the work a
+/// garbage counter can cause; many real retries mean others progressed).
+const CLAIM_RETRIES: u32 = 256;
+
+/// How to create an MPMC ring.
+///
+/// ```
+/// let opts = shmring::mpmc::MpmcOptions::new().slot_size(60).slot_count(256);
+/// assert_eq!(opts.slot_size_bytes(), 64); // rounded up to a multiple of 8
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct MpmcOptions {
+    slot_size: usize,
+    slot_count: usize,
+    mode: u32,
+    ready_timeout: Duration,
+    policy: WaitPolicy,
+}
+
+impl Default for MpmcOptions {
+    fn default() -> Self {
+        MpmcOptions {
+            slot_size: 64,
+            slot_count: 1024,
+            mode: 0o600,
+            ready_timeout: Duration::from_secs(2),
+            policy: WaitPolicy::default(),
+        }
+    }
+}
+
+impl MpmcOptions {
+    /// Defaults: 1024 slots of 64 bytes, mode 0600, 2 s ready timeout,
+    /// default wait policy.
+    pub fn new() -> MpmcOptions {
+        MpmcOptions::default()
+    }
+    /// Largest message in bytes, 1 to 16 MiB; rounded up to a multiple of 8.
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+    /// Number of slots: a power of two, at least 2.
+    pub fn slot_count(mut self, slots: usize) -> Self {
+        self.slot_count = slots;
+        self
+    }
+    /// Permission bits for a newly created segment (default 0o600).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// How long an opener waits for a creator to finish initialising.
+    pub fn ready_timeout(mut self, t: Duration) -> Self {
+        self.ready_timeout = t;
+        self
+    }
+    /// Initial wait policy of the handle (changeable later).
+    pub fn wait_policy(mut self, p: WaitPolicy) -> Self {
+        self.policy = p;
+        self
+    }
+    /// The slot size in bytes as the ring will record it (rounded up to 8).
+    pub fn slot_size_bytes(&self) -> usize {
+        self.slot_size.next_multiple_of(8)
+    }
+
+    fn geometry(&self) -> Result<Geometry> {
+        Geometry::mpmc(self.slot_size, self.slot_count)
+    }
+}
+
+/// Counters of an MPMC ring, shared by all its handles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Positions ever claimed by producers (messages and skipped slots).
+    pub enqueued: u64,
+    /// Positions ever claimed by consumers.
+    pub dequeued: u64,
+    /// Messages lost because their producer died between claiming a slot and
+    /// committing it.
+    pub lost_producer_died: u64,
+    /// Messages lost because their consumer died while holding them.
+    pub lost_consumer_died: u64,
+    /// Slots recovered from dead claimants, of both kinds (including slots
+    /// that held no message).
+    pub recovered: u64,
+}
+
+/// Which counter a claim is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Producers, on `enqueue`.
+    Enq,
+    /// Consumers, on `dequeue`.
+    Deq,
+}
+
+impl Side {
+    fn claim_words(self, p: &Participant) -> (&AtomicU64, &AtomicU64) {
+        match self {
+            Side::Enq => (&p.enq_start, &p.enq_count),
+            Side::Deq => (&p.deq_start, &p.deq_count),
+        }
+    }
+}
+
+/// What a claim attempt found.
+enum Claim {
+    /// Positions `pos..pos + n` are ours.
+    Got { pos: u64, n: u64 },
+    /// Nothing to claim yet: the ring is full (producer) or empty (consumer).
+    Wait,
+    /// The slot needed next is claimed by someone who has not finished: on
+    /// the consumers' side for a producer, on the producers' side for a
+    /// consumer. `pos` is the claimed position, `seq` the slot's sequence.
+    Held { pos: u64, seq: u64 },
+    /// Consumers only: the ring is closed and drained.
+    End,
+}
+
+/// A slot the waiter found claimed, and when to next check its claimant.
+#[derive(Clone, Copy)]
+// Under loom only its presence matters (time does not pass in a model).
+#[cfg_attr(loom, allow(dead_code))]
+struct Stuck {
+    pos: u64,
+    seq: u64,
+    #[cfg(not(loom))]
+    next_scan: Instant,
+}
+
+/// How long a call may wait.
+#[derive(Clone, Copy)]
+enum Deadline {
+    /// Not at all.
+    Now,
+    /// Without bound.
+    Never,
+    /// Until then.
+    At(Instant),
+}
+
+impl Deadline {
+    fn after(t: Duration) -> Deadline {
+        Deadline::At(Instant::now() + t)
+    }
+}
+
+/// Which eventcount a wait parks on.
+#[derive(Clone, Copy)]
+enum Ec {
+    NotEmpty,
+    NotFull,
+}
+
+/// What every handle of one mapping shares: pointers into it, kept alive by
+/// `_keep`, and the geometry, read once and validated.
+struct Shared {
+    ctl: NonNull<MpmcControl>,
+    header: Option<NonNull<Header>>,
+    region: Region,
+    /// Start of the data region (sequence words are read through it).
+    #[cfg(not(loom))]
+    data: *mut u8,
+    /// Sequence words under loom, which cannot model atomics in raw memory.
+    #[cfg(loom)]
+    seqs: Vec<AtomicU64>,
+    /// Liveness of the fake processes of a loom model, by pid - 1
+    /// (0 alive, 1 dead).
+    #[cfg(loom)]
+    dead: Vec<crate::sync::AtomicU32>,
+    slots: u64,
+    stride: usize,
+    slot_size: usize,
+    name: String,
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: the pointers target a mapping (or heap blocks under loom) owned by `_keep`, which lives as long as this struct; every shared word is an atomic and the payload bytes are handed out only as the ring protocol allows.
+unsafe impl Send for Shared {}
+// SAFETY: as above; handles on different threads touch the mapping only through atomics and protocol-owned slots.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    #[inline]
+    fn ctl(&self) -> &MpmcControl {
+        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control block is made of atomics, valid for any bits.
+        unsafe { self.ctl.as_ref() }
+    }
+
+    #[inline]
+    fn ec(&self, which: Ec) -> &EventCount {
+        match which {
+            Ec::NotEmpty => &self.ctl().not_empty,
+            Ec::NotFull => &self.ctl().not_full,
+        }
+    }
+
+    /// Byte offset of the slot of `pos` in the data region.
+    #[inline]
+    fn slot_off(&self, pos: u64) -> usize {
+        (pos & (self.slots - 1)) as usize * self.stride
+    }
+
+    /// The sequence word of the slot of `pos`.
+    #[inline]
+    fn seq(&self, pos: u64) -> &AtomicU64 {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: slot_off < slots * stride = capacity, 8-aligned (stride is a multiple of 8, the region page-aligned); the word is an atomic, valid for any bits, in a mapping kept alive by `_keep`.
+            unsafe { &*(self.data.add(self.slot_off(pos)) as *const AtomicU64) }
+        }
+        #[cfg(loom)]
+        {
+            &self.seqs[(pos & (self.slots - 1)) as usize]
+        }
+    }
+
+    /// Whether the process `pid` with `start_time` (0: unknown) is alive.
+    fn is_alive(&self, pid: u32, start_time: u64) -> bool {
+        #[cfg(not(loom))]
+        {
+            ProcessId { pid, start_time }.is_alive()
+        }
+        #[cfg(loom)]
+        {
+            let _ = start_time;
+            // Acquire: pairs with the Release store in `loom_die`: whatever
+            // the "dead" thread did happens before we act on its death.
+            pid != 0 && self.dead.get(pid as usize - 1).is_some_and(|d| d.load(Ordering::Acquire) == 0)
+        }
+    }
+
+    fn poison(&self, what: String) -> Error {
+        if let Some(h) = self.header {
+            // SAFETY: as for `ctl`.
+            let h = unsafe { h.as_ref() };
+            h.flags.fetch_or(FLAG_POISONED, Ordering::Relaxed);
+        }
+        Error::corrupted(&self.name, what)
+    }
+
+    fn stats(&self) -> Stats {
+        let c = self.ctl();
+        Stats {
+            enqueued: c.enqueue.load(Ordering::Relaxed),
+            dequeued: c.dequeue.load(Ordering::Relaxed),
+            lost_producer_died: c.shared.lost_producer_died.load(Ordering::Relaxed),
+            lost_consumer_died: c.shared.lost_consumer_died.load(Ordering::Relaxed),
+            recovered: c.shared.recovered.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) {
+        // SeqCst: pairs with the SeqCst load of `closed` after a producer's
+        // claim and the SeqCst loads in a consumer's end-of-stream check (see
+        // "Closing" in the module docs).
+        self.ctl().shared.closed.store(1, Ordering::SeqCst);
+        self.ctl().not_empty.notify();
+        self.ctl().not_full.notify();
+    }
+}
+
+/// The state one handle keeps, for either role.
+struct Core {
+    sh: Arc<Shared>,
+    /// Index of our participant entry.
+    me: usize,
+    /// Our pid as recorded in the entry.
+    pid: u32,
+    policy: WaitPolicy,
+    poisoned: bool,
+    /// Last count stored in our entry's claim count word.
+    claim_count: u64,
+    /// Last value seen of our side's counter (counters never go back).
+    last_pos: u64,
+    stuck: Option<Stuck>,
+    /// Under loom: this handle's "process" died; do nothing on drop.
+    #[cfg(loom)]
+    dead: bool,
+}
+
+impl Core {
+    #[inline]
+    fn ctl(&self) -> &MpmcControl {
+        self.sh.ctl()
+    }
+
+    #[inline]
+    fn entry(&self) -> &Participant {
+        &self.sh.ctl().participants[self.me]
+    }
+
+    #[inline]
+    fn check_poison(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
+        }
+        Ok(())
+    }
+
+    fn poison(&mut self, what: String) -> Error {
+        self.poisoned = true;
+        self.sh.poison(what)
+    }
+
+    /// Load our side's counter (Acquire) and check it.
+    #[inline]
+    fn load_pos(&mut self, side: Side) -> Result<u64> {
+        let c = match side {
+            Side::Enq => &self.ctl().enqueue,
+            Side::Deq => &self.ctl().dequeue,
+        };
+        // Acquire: pairs with the SeqCst CAS of the handle that moved the
+        // counter, so its claim record is visible (see `live_claimant`).
+        let p = c.load(Ordering::Acquire);
+        if p >= MPMC_POSITION_LIMIT || p < self.last_pos {
+            let name = if side == Side::Enq { "enqueue" } else { "dequeue" };
+            return Err(self.poison(format!("{name} counter {p} impossible (last seen {})", self.last_pos)));
+        }
+        self.last_pos = p;
+        Ok(p)
+    }
+
+    /// Record in our entry that we are about to claim `pos..pos + n`.
+    #[inline]
+    fn set_claim(&mut self, side: Side, pos: u64, n: u64) {
+        let (start, count) = side.claim_words(&self.sh.ctl().participants[self.me]);
+        if n != self.claim_count {
+            // Release: pairs with the Acquire load in `live_claimant`; a
+            // recoverer that reads this count (made after our previous claim
+            // was cleared) also sees that claim's sequence stores.
+            count.store(n, Ordering::Release);
+            self.claim_count = n;
+        }
+        // Release: pairs with the Acquire load in `live_claimant`, as above
+        // for the previous claim's sequence stores. (The new record itself
+        // is published by the SeqCst CAS that follows.)
+        start.store(pos, Ordering::Release);
+    }
+
+    /// Record that we claim nothing; call after the last sequence store of
+    /// the claimed range.
+    #[inline]
+    fn clear_claim(&self, side: Side) {
+        let (start, _) = side.claim_words(self.entry());
+        // Release: pairs with the Acquire load in `live_claimant`: a
+        // recoverer that reads the cleared record sees our sequence stores,
+        // so its recovery CAS fails.
+        start.store(CLAIM_NONE, Ordering::Release);
+    }
+
+    /// Producers: try to claim up to `want` (1..=slots) consecutive free slots.
+    fn claim_enq(&mut self, want: u64) -> Result<Claim> {
+        self.check_poison()?;
+        let n = self.sh.slots;
+        for _ in 0..CLAIM_RETRIES {
+            let q = self.load_pos(Side::Enq)?;
+            // Acquire: pairs with the Release store that freed the slot (a
+            // consumer's release, a recovery, or initialisation): reads of
+            // the old payload happen before our writes.
+            let s = self.sh.seq(q).load(Ordering::Acquire);
+            if s == q {
+                let mut k = 1;
+                // Acquire: as above, for each further slot.
+                while k < want && self.sh.seq(q + k).load(Ordering::Acquire) == q + k {
+                    k += 1;
+                }
+                self.set_claim(Side::Enq, q, k);
+                // SeqCst: releases our claim record to recoverers (which
+                // load the counter with Acquire) and orders the claim before
+                // our SeqCst load of `closed` (see "Closing").
+                if self.ctl().enqueue.compare_exchange(q, q + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                    self.last_pos = q + k;
+                    return Ok(Claim::Got { pos: q, n: k });
+                }
+                self.clear_claim(Side::Enq);
+                continue;
+            }
+            // Not free. Decide what it means only if the counter did not
+            // move around the sequence load. Acquire: keeps this load after
+            // the sequence load, which synchronised with its store.
+            if self.ctl().enqueue.load(Ordering::Acquire) != q {
+                continue;
+            }
+            if q >= n && s & !SKIP == q - n + 1 {
+                // Message q - n is still in the slot: not taken yet (full),
+                // or taken and being read.
+                // Acquire: pairs with the consumer's SeqCst CAS, so its claim
+                // record is visible to `live_claimant`.
+                let d = self.ctl().dequeue.load(Ordering::Acquire);
+                if self.ctl().enqueue.load(Ordering::Acquire) != q {
+                    continue;
+                }
+                if d > q || d < q - n {
+                    return Err(self.poison(format!("dequeue counter {d} impossible for enqueue counter {q}")));
+                }
+                return Ok(if d == q - n { Claim::Wait } else { Claim::Held { pos: q - n, seq: s } });
+            }
+            if q >= n && s == q - n {
+                // The previous lap's producer has not committed yet: full.
+                // Consumers recover the slot if it died.
+                return Ok(Claim::Wait);
+            }
+            let slot = q & (n - 1);
+            return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for enqueue position {q}")));
+        }
+        Ok(Claim::Wait)
+    }
+
+    /// Consumers: try to claim up to `want` (1..=slots) consecutive ready
+    /// slots (messages or skips).
+    fn claim_deq(&mut self, want: u64) -> Result<Claim> {
+        self.check_poison()?;
+        let n = self.sh.slots;
+        for _ in 0..CLAIM_RETRIES {
+            let p = self.load_pos(Side::Deq)?;
+            // Acquire: pairs with the producer's Release store of the
+            // sequence in `commit_slot` (or a recovery's CAS): the length and
+            // payload are visible.
+            let s = self.sh.seq(p).load(Ordering::Acquire);
+            if s & !SKIP == p + 1 {
+                let mut k = 1;
+                // Acquire: as above, for each further slot.
+                while k < want && self.sh.seq(p + k).load(Ordering::Acquire) & !SKIP == p + k + 1 {
+                    k += 1;
+                }
+                self.set_claim(Side::Deq, p, k);
+                // SeqCst: releases our claim record to recoverers (which
+                // load the counter with Acquire).
+                if self.ctl().dequeue.compare_exchange(p, p + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                    self.last_pos = p + k;
+                    return Ok(Claim::Got { pos: p, n: k });
+                }
+                self.clear_claim(Side::Deq);
+                continue;
+            }
+            // Acquire: keeps this re-read after the sequence load.
+            if self.ctl().dequeue.load(Ordering::Acquire) != p {
+                continue;
+            }
+            if s == p {
+                // Acquire: pairs with the producers' SeqCst CAS, so a claim
+                // record is visible to `live_claimant`.
+                let e = self.ctl().enqueue.load(Ordering::Acquire);
+                if self.ctl().dequeue.load(Ordering::Acquire) != p {
+                    continue;
+                }
+                if e < p || e - p > n {
+                    return Err(self.poison(format!("enqueue counter {e} impossible for dequeue counter {p}")));
+                }
+                if e > p {
+                    return Ok(Claim::Held { pos: p, seq: s });
+                }
+            } else if !(p >= n && s & !SKIP == p - n + 1) {
+                // (That case: the slot still holds message p - n, being
+                // read, so the producer of p cannot have claimed it: empty.)
+                let slot = p & (n - 1);
+                return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for dequeue position {p}")));
+            }
+            // Empty. End of stream if closed and nothing was claimed since.
+            // SeqCst (both loads): pair with the SeqCst store in `close` and
+            // the producers' SeqCst CAS and `closed` load (see "Closing").
+            if self.ctl().shared.closed.load(Ordering::SeqCst) == 0 {
+                return Ok(Claim::Wait);
+            }
+            if self.ctl().enqueue.load(Ordering::SeqCst) == p {
+                return Ok(Claim::End);
+            }
+        }
+        Ok(Claim::Wait)
+    }
+
+    /// Run `step` until it returns a value, waiting on `which` per the wait
+    /// policy until `deadline`. While a needed slot is claimed (`stuck`),
+    /// wake-ups come at least every [`STUCK_POLL`].
+    fn wait<T>(
+        &mut self,
+        which: Ec,
+        deadline: Deadline,
+        mut step: impl FnMut(&mut Core) -> Result<Option<T>>,
+    ) -> Result<T> {
+        if let Some(v) = step(self)? {
+            return Ok(v);
+        }
+        let until = match deadline {
+            Deadline::Now => {
+                return Err(Error::WouldBlock { full: matches!(which, Ec::NotFull) });
+            }
+            Deadline::Never => None,
+            Deadline::At(t) => Some(t),
+        };
+        let sh = self.sh.clone();
+        let ec = sh.ec(which);
+        loop {
+            let fast = self.stuck.is_some();
+            let policy =
+                if fast { self.policy.check_interval(STUCK_POLL.min(self.policy.interval())) } else { self.policy };
+            let got = block_on(
+                &policy,
+                ec,
+                until,
+                || Error::Timeout,
+                |_| {
+                    if let Some(v) = step(self)? {
+                        return Ok(Attempt::Ready(Some(v)));
+                    }
+                    // Switch the wake-up cadence when a claimed slot shows up or
+                    // goes away. (Under loom time does not pass: never switch.)
+                    if !cfg!(loom) && self.stuck.is_some() != fast {
+                        return Ok(Attempt::Ready(None));
+                    }
+                    Ok(Attempt::NotYet)
+                },
+            )?;
+            if let Some(v) = got {
+                self.stuck = None;
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Write the length word and publish the slot of `pos` to consumers.
+    #[inline]
+    fn commit_slot(&self, pos: u64, len: usize, skip: bool) {
+        let off = self.sh.slot_off(pos);
+        self.sh.region.store_word(off + 8, len as u64, Ordering::Relaxed);
+        let seq = if skip { (pos + 1) | SKIP } else { pos + 1 };
+        // Release: pairs with the consumers' Acquire load of the sequence in
+        // `claim_deq`: the length word and payload written before are
+        // visible to the consumer that sees it.
+        self.sh.seq(pos).store(seq, Ordering::Release);
+    }
+
+    /// Give the slot of `pos` back to producers (one lap later).
+    #[inline]
+    fn release_slot(&self, pos: u64) {
+        // Release: pairs with the Acquire sequence load in `claim_enq` of the
+        // producer of `pos + slots`: our reads of the payload happen before
+        // it overwrites them.
+        self.sh.seq(pos).store(pos + self.sh.slots, Ordering::Release);
+    }
+
+    /// The message in the claimed slot of `pos`: `Some((payload offset,
+    /// length))`, or `None` for a skipped position.
+    fn slot_message(&mut self, pos: u64) -> Result<Option<(usize, usize)>> {
+        // Relaxed: we read this value with Acquire before our claim, and only
+        // its claimant (us) may change it now.
+        let s = self.sh.seq(pos).load(Ordering::Relaxed);
+        if s == (pos + 1) | SKIP {
+            return Ok(None);
+        }
+        let off = self.sh.slot_off(pos);
+        let len = self.sh.region.load_word(off + 8, Ordering::Relaxed);
+        if s != pos + 1 || len > self.sh.slot_size as u64 {
+            return Err(self.poison(format!(
+                "claimed slot {} has sequence {s:#x} and length {len} (position {pos}, slot size {})",
+                pos & (self.sh.slots - 1),
+                self.sh.slot_size
+            )));
+        }
+        Ok(Some((off + header::MPMC_SLOT_META as usize, len as usize)))
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        #[cfg(loom)]
+        if self.dead {
+            return;
+        }
+        self.detach();
+    }
+}
+
+/// Build the shared view of an initialised, validated MPMC segment.
+fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Arc<Shared>> {
+    let g = ring::wait_ready(&seg, ready_timeout, RingKind::Mpmc)?;
+    let base = seg.as_ptr();
+    let capacity = g.capacity as usize;
+    // SAFETY: wait_ready validated the mapping is header_len + capacity bytes with header_len = MPMC_HEADER_LEN >= CONTROL_OFFSET + size_of::<MpmcControl>() (const-asserted in header.rs); the offset is 128-aligned.
+    let ctl = unsafe { NonNull::new_unchecked(base.add(header::CONTROL_OFFSET) as *mut MpmcControl) };
+    // SAFETY: the data region starts after the validated header and is `capacity` bytes long.
+    let data = unsafe { base.add(g.header_len as usize) };
+    #[cfg(not(loom))]
+    // SAFETY: `data..data + capacity` is inside the mapping, which lives as long as `_keep`; page-aligned.
+    let region = unsafe { Region::new(data, capacity) };
+    #[cfg(loom)]
+    let region = {
+        let shadow = Region::shadow(capacity);
+        // SAFETY: as above; `shadow` has one cell per 8 bytes of the region.
+        unsafe { Region::new(data, capacity, shadow) }
+    };
+    let stride = header::mpmc_slot_stride(g.slot_size) as usize;
+    Ok(Arc::new(Shared {
+        ctl,
+        header: NonNull::new(base as *mut Header),
+        #[cfg(not(loom))]
+        data,
+        #[cfg(loom)]
+        seqs: (0..g.slot_count as usize).map(|i| AtomicU64::new(region.load_word(i * stride))).collect(),
+        #[cfg(loom)]
+        dead: Vec::new(),
+        region,
+        slots: u64::from(g.slot_count),
+        stride,
+        slot_size: g.slot_size as usize,
+        name: seg.name().to_owned(),
+        _keep: Arc::new(seg),
+    }))
+}
+
+/// Write the initial sequence numbers and the header of a new segment.
+fn init(seg: &Segment, g: &Geometry) {
+    let stride = header::mpmc_slot_stride(g.slot_size) as usize;
+    let data = seg.as_ptr().wrapping_add(g.header_len as usize);
+    for i in 1..g.slot_count as usize {
+        // SAFETY: the segment was created `g.total_len()` bytes long, so slot `i` of the data region is in bounds and 8-aligned; nobody else has it yet.
+        let w = unsafe { &*(data.add(i * stride) as *const AtomicU64) };
+        // Relaxed: published by the Release store of READY in `init_header`.
+        w.store(i as u64, Ordering::Relaxed);
+    }
+    ring::init_header(seg, g);
+}
+
+/// Create and initialise an MPMC segment at `loc`, attaching nobody. Attach
+/// with [`Producer::attach`] / [`Consumer::attach`], here or elsewhere.
+///
+/// # Errors
+/// As [`Segment::create`], plus [`Error::InvalidArgument`] for a bad slot
+/// size or count.
+pub fn create_segment(loc: &Location, opts: &MpmcOptions) -> Result<Segment> {
+    let g = opts.geometry()?;
+    let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.mode })?;
+    init(&seg, &g);
+    Ok(seg)
+}
+
+/// Create an anonymous MPMC segment in a sealed memfd; share it with
+/// [`Segment::fd`] and map it elsewhere with [`Segment::from_fd`].
+///
+/// # Errors
+/// As [`Segment::create_memfd`], plus [`Error::InvalidArgument`] for a bad
+/// slot size or count.
+pub fn create_memfd(label: &str, opts: &MpmcOptions) -> Result<Segment> {
+    let g = opts.geometry()?;
+    let seg = Segment::create_memfd(label, g.total_len())?;
+    init(&seg, &g);
+    Ok(seg)
+}
+
+/// Attach a handle to the mapping of `seg`; with `expect`, check its geometry.
+fn core_from_segment(seg: Segment, opts: &MpmcOptions, expect: bool) -> Result<Core> {
+    let sh = shared_from_segment(seg, opts.ready_timeout)?;
+    if expect {
+        let g = opts.geometry()?;
+        if u64::from(g.slot_count) != sh.slots || g.slot_size as usize != sh.slot_size {
+            return Err(Error::InvalidArgument(format!(
+                "segment {} has {} slots of {} bytes, asked for {} slots of {} bytes",
+                sh.name, sh.slots, sh.slot_size, g.slot_count, g.slot_size
+            )));
+        }
+    }
+    Core::attach(sh, ProcessId::current(), opts.policy)
+}
+
+/// Create a segment and attach; a failed attach removes the new segment.
+fn create_core(loc: &Location, opts: &MpmcOptions) -> Result<Core> {
+    let seg = create_segment(loc, opts)?;
+    let r = core_from_segment(seg, opts, false);
+    if r.is_err() {
+        let _ = loc.unlink();
+    }
+    r
+}
+
+fn open_core(loc: &Location) -> Result<Core> {
+    let opts = MpmcOptions::default();
+    core_from_segment(ring::open_segment(loc, opts.ready_timeout)?, &opts, false)
+}
+
+fn open_or_create_core(loc: &Location, opts: &MpmcOptions) -> Result<Core> {
+    let seg = ring::create_or_open(loc, opts.ready_timeout, || create_segment(loc, opts))?;
+    core_from_segment(seg, opts, true)
+}
+
+/// Producers and consumers on a heap-allocated ring of `slot_count` slots
+/// of `slot_size` bytes, for loom models. Handle `i` (producers first) is
+/// fake process `i + 1`, alive until its `loom_die`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_ring(
+    slot_size: usize,
+    slot_count: usize,
+    producers: usize,
+    consumers: usize,
+) -> (Vec<Producer>, Vec<Consumer>) {
+    struct Heap {
+        ctl: Box<MpmcControl>,
+        _data: Vec<u64>,
+    }
+    // SAFETY: only touched through the ring protocol (for both impls).
+    unsafe impl Send for Heap {}
+    // SAFETY: see above.
+    unsafe impl Sync for Heap {}
+    let g = Geometry::mpmc(slot_size, slot_count).expect("loom_ring geometry");
+    let stride = header::mpmc_slot_stride(g.slot_size) as usize;
+    let capacity = g.capacity as usize;
+    let mut data = vec![0u64; capacity / 8];
+    let base = data.as_mut_ptr() as *mut u8;
+    let heap = Arc::new(Heap { ctl: Box::new(MpmcControl::new()), _data: data });
+    let sh = Arc::new(Shared {
+        ctl: NonNull::from(&*heap.ctl),
+        header: None,
+        // SAFETY: the Vec's buffer lives as long as `heap`, kept by `_keep`.
+        region: unsafe { Region::new(base, capacity, Region::shadow(capacity)) },
+        seqs: (0..slot_count as u64).map(AtomicU64::new).collect(),
+        dead: (0..producers + consumers).map(|_| crate::sync::AtomicU32::new(0)).collect(),
+        slots: slot_count as u64,
+        stride,
+        slot_size: g.slot_size as usize,
+        name: "loom".into(),
+        _keep: heap,
+    });
+    let policy = WaitPolicy::park();
+    let mut pid = 0;
+    let mut core = || {
+        pid += 1;
+        Core::attach(sh.clone(), ProcessId { pid, start_time: 0 }, policy).expect("loom attach")
+    };
+    let ps = (0..producers).map(|_| Producer { core: core() }).collect();
+    let cs = (0..consumers).map(|_| Consumer { core: core() }).collect();
+    (ps, cs)
+}

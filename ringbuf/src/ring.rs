@@ -1,0 +1,105 @@
+//! Segment plumbing both rings share: fill in a new segment's header, wait
+//! for a creator to finish and validate what it wrote, open with retry.
+//!
+//! The creator fills every header field, then stores `state = READY` with
+//! Release; an opener waits (bounded) for READY with Acquire, then validates
+//! every field against the mapping's real length before the ring touches
+//! anything else.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::header::{self, Geometry, Header, RingKind};
+use crate::liveness::ProcessId;
+use crate::segment::{Location, Segment};
+use crate::sync::Ordering;
+
+/// Fill in the header of a freshly created, zero-filled segment of
+/// `g.total_len()` bytes and mark it READY. Whatever the ring needs
+/// initialised beyond zeroes must be written before this call.
+pub(crate) fn init_header(seg: &Segment, g: &Geometry) {
+    // SAFETY: the mapping is at least HEADER_LEN bytes (every geometry's header is) and page-aligned; the header is made of atomics.
+    let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
+    let me = ProcessId::current();
+    h.magic.store(header::MAGIC, Ordering::Relaxed);
+    h.abi_version.store(header::ABI_VERSION, Ordering::Relaxed);
+    h.kind.store(g.kind as u32, Ordering::Relaxed);
+    h.header_len.store(g.header_len as u32, Ordering::Relaxed);
+    h.notifier.store(header::NotifierKind::Futex as u32, Ordering::Relaxed);
+    h.capacity.store(g.capacity, Ordering::Relaxed);
+    h.slot_size.store(g.slot_size, Ordering::Relaxed);
+    h.slot_count.store(g.slot_count, Ordering::Relaxed);
+    h.total_len.store(g.total_len(), Ordering::Relaxed);
+    h.creator_pid.store(me.pid, Ordering::Relaxed);
+    h.creator_start_time.store(me.start_time, Ordering::Relaxed);
+    // Release: pairs with the opener's Acquire load in `wait_ready`; publishes
+    // every field above and whatever the ring initialised before the call.
+    h.state.store(header::STATE_READY, Ordering::Release);
+}
+
+/// Wait (at most `ready_timeout`) for the segment's creator to mark it READY,
+/// then validate the header against the mapping's length and check it holds
+/// a ring of kind `expected`.
+///
+/// # Errors
+/// [`Error::Corrupted`] for a segment shorter than a header or a header that
+/// does not add up, [`Error::BadMagic`], [`Error::NotReady`],
+/// [`Error::VersionMismatch`], [`Error::KindMismatch`].
+pub(crate) fn wait_ready(seg: &Segment, ready_timeout: Duration, expected: RingKind) -> Result<Geometry> {
+    let len = seg.len() as u64;
+    if len < header::HEADER_LEN as u64 {
+        return Err(Error::corrupted(seg.name(), format!("segment is {len} bytes, shorter than its header")));
+    }
+    // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; the header is made of atomics valid for any bit pattern.
+    let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
+    let deadline = Instant::now() + ready_timeout;
+    // Acquire: pairs with the creator's Release store of STATE_READY in
+    // `init_header`, so every field it wrote is visible below.
+    while h.state.load(Ordering::Acquire) != header::STATE_READY {
+        if h.magic.load(Ordering::Relaxed) != 0 && h.magic.load(Ordering::Relaxed) != header::MAGIC {
+            return Err(Error::BadMagic(seg.name().to_owned()));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotReady(seg.name().to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let g = header::validate(h, len, seg.name())?;
+    if g.kind != expected {
+        return Err(Error::KindMismatch {
+            segment: seg.name().to_owned(),
+            found: g.kind.name().into(),
+            expected: expected.name(),
+        });
+    }
+    Ok(g)
+}
+
+/// Open `loc`, retrying while its creator is still sizing it.
+///
+/// # Errors
+/// As [`Segment::open`]; [`Error::NotReady`] if it stays empty past the deadline.
+pub(crate) fn open_segment(loc: &Location, ready_timeout: Duration) -> Result<Segment> {
+    let deadline = Instant::now() + ready_timeout;
+    loop {
+        match Segment::open(loc) {
+            Err(Error::NotReady(_)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            other => return other,
+        }
+    }
+}
+
+/// Create the segment with `create`, or open it if it already exists.
+///
+/// # Errors
+/// As `create` (except [`Error::AlreadyExists`]) and [`open_segment`].
+pub(crate) fn create_or_open(
+    loc: &Location,
+    ready_timeout: Duration,
+    create: impl FnOnce() -> Result<Segment>,
+) -> Result<Segment> {
+    match create() {
+        Err(Error::AlreadyExists(_)) => open_segment(loc, ready_timeout),
+        other => other,
+    }
+}
