@@ -55,6 +55,17 @@ pub enum Error {
         /// The kind the caller asked for.
         expected: &'static str,
     },
+    /// A typed ring was opened with another record type than the one it was
+    /// created for (or a ring of bytes was opened as a typed one).
+    #[error("segment {segment} carries records of type {found}, not {expected}")]
+    TypeMismatch {
+        /// The segment.
+        segment: String,
+        /// The record type in the header (or "untyped bytes").
+        found: String,
+        /// The record type the caller asked for.
+        expected: String,
+    },
     /// A value read from shared memory is impossible: the peer (or something
     /// else) wrote garbage. The ring is poisoned: every later call on this
     /// handle returns this error again.

@@ -155,8 +155,102 @@ pub struct Header {
     pub creator_start_time: AtomicU64,
     /// [`FLAG_POISONED`] and future flags.
     pub flags: AtomicU32,
+    /// Alignment in bytes of a typed ring's record type; 0 if untyped.
+    pub type_align: AtomicU32,
+    /// Fingerprint of a typed ring's record type ([`RecordType`]); 0 if untyped.
+    pub type_fingerprint: AtomicU64,
+    /// Size in bytes of a typed ring's record type; 0 if untyped.
+    pub type_size: AtomicU32,
     _reserved0: AtomicU32,
-    _reserved: [AtomicU64; 8],
+    /// Name of a typed ring's record type: UTF-8, zero-padded, at most
+    /// [`RecordType::NAME_MAX`] bytes.
+    pub type_name: [AtomicU64; 12],
+    _reserved: [AtomicU64; 2],
+}
+
+/// The record type of a typed ring (see `typed`): size, alignment, name and
+/// a fingerprint, recorded in the header by the creator and compared by
+/// every typed opener.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RecordType {
+    /// `size_of::<T>()` in bytes.
+    pub size: u32,
+    /// `align_of::<T>()` in bytes.
+    pub align: u32,
+    /// FNV-1a hash of the name, size and alignment.
+    pub fingerprint: u64,
+    name: [u8; RecordType::NAME_MAX],
+}
+
+impl RecordType {
+    /// Longest name kept, in bytes; longer names are cut (at a character
+    /// boundary) and still distinguished by the fingerprint.
+    pub const NAME_MAX: usize = 96;
+
+    /// Describe a type by its name, size and alignment.
+    pub fn new(name: &str, size: usize, align: usize) -> RecordType {
+        let (size, align) = (size as u32, align as u32);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes().chain(size.to_le_bytes()).chain(align.to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut cut = name.len().min(Self::NAME_MAX);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut buf = [0u8; Self::NAME_MAX];
+        buf[..cut].copy_from_slice(&name.as_bytes()[..cut]);
+        RecordType { size, align, fingerprint: h.max(1), name: buf }
+    }
+
+    /// The type's name as recorded (possibly cut to [`RecordType::NAME_MAX`] bytes).
+    pub fn name(&self) -> &str {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(Self::NAME_MAX);
+        std::str::from_utf8(&self.name[..end]).unwrap_or("(not UTF-8)")
+    }
+
+    /// Write into a header being initialised (before READY).
+    pub(crate) fn store(&self, h: &Header) {
+        h.type_size.store(self.size, Ordering::Relaxed);
+        h.type_align.store(self.align, Ordering::Relaxed);
+        h.type_fingerprint.store(self.fingerprint, Ordering::Relaxed);
+        for (word, chunk) in h.type_name.iter().zip(self.name.chunks_exact(8)) {
+            word.store(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])), Ordering::Relaxed);
+        }
+    }
+
+    /// Read from a header: `Ok(None)` if untyped, `Err` with what is wrong if
+    /// the words are impossible.
+    pub(crate) fn load(h: &Header) -> std::result::Result<Option<RecordType>, String> {
+        let size = h.type_size.load(Ordering::Relaxed);
+        let align = h.type_align.load(Ordering::Relaxed);
+        let fingerprint = h.type_fingerprint.load(Ordering::Relaxed);
+        if size == 0 && align == 0 && fingerprint == 0 {
+            return Ok(None);
+        }
+        if !align.is_power_of_two() || size % align != 0 || fingerprint == 0 {
+            return Err(format!(
+                "record type words impossible: size {size}, align {align}, fingerprint {fingerprint:#x}"
+            ));
+        }
+        let mut name = [0u8; Self::NAME_MAX];
+        for (word, chunk) in h.type_name.iter().zip(name.chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        Ok(Some(RecordType { size, align, fingerprint, name }))
+    }
+}
+
+impl std::fmt::Debug for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes, align {}, fingerprint {:#018x})", self.name(), self.size, self.align, self.fingerprint)
+    }
+}
+
+impl std::fmt::Display for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes, align {})", self.name(), self.size, self.align)
+    }
 }
 
 /// A role's attachment record (producer or consumer), on its own line.
@@ -395,9 +489,17 @@ pub struct Geometry {
     pub slot_size: u32,
     /// Number of slots (MPMC), 0 for SPSC.
     pub slot_count: u32,
+    /// The record type of a typed ring; `None` for a ring of bytes.
+    pub record: Option<RecordType>,
 }
 
 impl Geometry {
+    /// The same geometry for a ring typed with `record` (or untyped).
+    pub fn with_record(mut self, record: Option<RecordType>) -> Geometry {
+        self.record = record;
+        self
+    }
+
     /// An SPSC ring of `capacity` data bytes.
     ///
     /// # Errors
@@ -405,7 +507,14 @@ impl Geometry {
     /// `MIN_CAPACITY..=MAX_CAPACITY`.
     pub fn spsc(capacity: u64) -> Result<Geometry> {
         check_capacity(capacity)?;
-        Ok(Geometry { kind: RingKind::Spsc, header_len: HEADER_LEN as u64, capacity, slot_size: 0, slot_count: 0 })
+        Ok(Geometry {
+            kind: RingKind::Spsc,
+            header_len: HEADER_LEN as u64,
+            capacity,
+            slot_size: 0,
+            slot_count: 0,
+            record: None,
+        })
     }
 
     /// An MPMC ring of `slot_count` slots of `slot_size` payload bytes
@@ -437,6 +546,7 @@ impl Geometry {
             capacity,
             slot_size: size,
             slot_count: slot_count as u32,
+            record: None,
         })
     }
 
@@ -791,5 +901,6 @@ pub(crate) fn validate(h: &Header, file_len: u64, segment: &str) -> Result<Geome
             format!("header says {total} bytes, its geometry implies {}, file has {file_len}", g.total_len()),
         ));
     }
-    Ok(g)
+    let record = RecordType::load(h).map_err(|what| Error::corrupted(segment, what))?;
+    Ok(g.with_record(record))
 }

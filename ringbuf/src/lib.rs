@@ -10,6 +10,9 @@
 //! - [`mpmc`]: a multi-producer multi-consumer ring of fixed-size slots that
 //!   any number of processes attach to; a process killed mid-message does not
 //!   wedge the others ([`mpmc::Producer`], [`mpmc::Consumer`]).
+//! - [`typed`]: [`typed::Sender<T>`] / [`typed::Receiver<T>`] of plain-data
+//!   values (`zerocopy` types) over a ring; the header records the type, and
+//!   opening a ring with another type is an error.
 //! - [`WaitPolicy`]: spin, yield, then park on a shared futex through an
 //!   eventcount ([`EventCount`]); a sender wakes nobody unless a receiver is
 //!   actually asleep.
@@ -51,6 +54,7 @@ mod ring;
 pub mod segment;
 pub mod spsc;
 mod sync;
+pub mod typed;
 pub mod wait;
 
 pub use error::{Error, Result};

@@ -32,6 +32,9 @@ pub(crate) fn init_header(seg: &Segment, g: &Geometry) {
     h.total_len.store(g.total_len(), Ordering::Relaxed);
     h.creator_pid.store(me.pid, Ordering::Relaxed);
     h.creator_start_time.store(me.start_time, Ordering::Relaxed);
+    if let Some(record) = &g.record {
+        record.store(h);
+    }
     // Release: pairs with the opener's Acquire load in `wait_ready`; publishes
     // every field above and whatever the ring initialised before the call.
     h.state.store(header::STATE_READY, Ordering::Release);
@@ -101,5 +104,30 @@ pub(crate) fn create_or_open(
     match create() {
         Err(Error::AlreadyExists(_)) => open_segment(loc, ready_timeout),
         other => other,
+    }
+}
+
+/// Check a typed opener's record type against the one the segment was
+/// created with. `None` (an untyped opener) accepts any segment.
+///
+/// # Errors
+/// [`Error::TypeMismatch`], naming both types.
+pub(crate) fn check_record_type(
+    seg: &Segment,
+    g: &header::Geometry,
+    expected: Option<&header::RecordType>,
+) -> Result<()> {
+    let Some(want) = expected else { return Ok(()) };
+    match &g.record {
+        Some(found)
+            if found.fingerprint == want.fingerprint && found.size == want.size && found.align == want.align =>
+        {
+            Ok(())
+        }
+        found => Err(Error::TypeMismatch {
+            segment: seg.name().to_owned(),
+            found: found.map_or_else(|| "untyped bytes".to_owned(), |f| f.to_string()),
+            expected: want.to_string(),
+        }),
     }
 }

@@ -197,6 +197,28 @@ fn a_truncated_grant_that_would_have_joined_a_run_stands_alone() {
 }
 
 #[test]
+fn a_drained_consumer_publishes_the_padding_it_skipped() {
+    // A flush of several records moves the next batch to a cache-line
+    // boundary with a short padding record. A consumer that drains the ring
+    // must publish its position past that padding too, or a producer
+    // waiting for exactly those bytes would wait for ever.
+    let (s, mut tx, mut rx) = pair("skip", 4096);
+    for _ in 0..2 {
+        tx.grant(1).unwrap().stage();
+    }
+    tx.flush();
+    let mut n = 0;
+    while let Ok(Some(_)) = rx.try_recv() {
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    let (page, len) = shmring::segment::read_first_page(&s.0).unwrap();
+    let snap = shmring::header::Snapshot::parse(&page, len);
+    assert_eq!(snap.tail % 64, 56, "the next header is the last word of a line");
+    assert_eq!(snap.head, snap.tail, "everything up to the tail is released");
+}
+
+#[test]
 fn abandoned_and_truncated_grants() {
     let (_s, mut tx, mut rx) = pair("grant", 4096);
     {

@@ -39,7 +39,7 @@ pub struct Record<'a> {
 
 impl Role for Consumer {
     fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Consumer> {
-        let sh = shared_from_segment(seg, opts.ready_timeout)?;
+        let sh = shared_from_segment(seg, opts)?;
         sh.claim(&sh.ctl().consumer, "consumer")?;
         // Relaxed: only the consumer role writes `head`, and we hold it.
         let head = sh.ctl().head.load(Ordering::Relaxed);
@@ -149,6 +149,9 @@ impl Consumer {
             // marker of the rest of its batch) are visible.
             let word = self.sh.region.load_word(off as usize, Ordering::Acquire);
             if word == 0 {
+                // Publish any padding skipped on the way here: a producer
+                // waiting for space may be waiting for exactly those bytes.
+                self.release();
                 return Ok(Next::Empty);
             }
             let (flags, len) = ((word >> 32) as u32, word as u32 as u64);
@@ -160,11 +163,6 @@ impl Consumer {
                     )));
                 }
                 self.head = self.head.wrapping_add(len);
-                if len == to_end {
-                    // Publish at once: the producer may be waiting for
-                    // exactly this space to place a record at offset 0.
-                    self.release();
-                }
                 continue;
             }
             let count = match flags {

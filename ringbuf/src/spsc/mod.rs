@@ -110,6 +110,8 @@ pub struct RingOptions {
     mode: u32,
     ready_timeout: Duration,
     policy: WaitPolicy,
+    /// Record type of a typed ring (set by `typed`), checked before a role is claimed.
+    pub(crate) record: Option<header::RecordType>,
 }
 
 impl Default for RingOptions {
@@ -119,6 +121,7 @@ impl Default for RingOptions {
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
             policy: WaitPolicy::default(),
+            record: None,
         }
     }
 }
@@ -245,9 +248,12 @@ impl Shared {
     }
 }
 
-/// Build the shared view of an initialised, validated SPSC segment.
-fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> {
-    let capacity = ring::wait_ready(&seg, ready_timeout, header::RingKind::Spsc)?.capacity;
+/// Build the shared view of an initialised, validated SPSC segment; if
+/// `opts` names a record type, the segment must have been created for it.
+fn shared_from_segment(seg: Segment, opts: &RingOptions) -> Result<Shared> {
+    let g = ring::wait_ready(&seg, opts.ready_timeout, header::RingKind::Spsc)?;
+    ring::check_record_type(&seg, &g, opts.record.as_ref())?;
+    let capacity = g.capacity;
     let base = seg.as_ptr();
     let name = seg.name().to_owned();
     // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len (const-asserted in header.rs) and the offset is 128-aligned.
@@ -271,7 +277,7 @@ fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Shared> 
 /// # Errors
 /// As [`Segment::create`], plus [`Error::InvalidArgument`] for a bad capacity.
 pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
-    let g = header::Geometry::spsc(opts.capacity)?;
+    let g = header::Geometry::spsc(opts.capacity)?.with_record(opts.record);
     let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.mode })?;
     ring::init_header(&seg, &g);
     Ok(seg)
@@ -283,7 +289,7 @@ pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
 /// # Errors
 /// As [`Segment::create_memfd`], plus [`Error::InvalidArgument`] for a bad capacity.
 pub fn create_memfd(label: &str, opts: &RingOptions) -> Result<Segment> {
-    let g = header::Geometry::spsc(opts.capacity)?;
+    let g = header::Geometry::spsc(opts.capacity)?.with_record(opts.record);
     let seg = Segment::create_memfd(label, g.total_len())?;
     ring::init_header(&seg, &g);
     Ok(seg)
@@ -300,12 +306,12 @@ fn open_or_create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment>
 }
 
 /// What both ends implement to be built from a segment.
-trait Role: Sized {
+pub(crate) trait Role: Sized {
     fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Self>;
 }
 
 /// Create the segment and attach; a failed attach removes the new segment.
-fn create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
+pub(crate) fn create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
     let seg = create_segment(loc, opts)?;
     let r = R::attach_with(seg, opts);
     if r.is_err() {
@@ -315,11 +321,16 @@ fn create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
 }
 
 fn open_role<R: Role>(loc: &Location) -> Result<R> {
-    let opts = RingOptions::default();
-    R::attach_with(open_segment(loc, opts.ready_timeout)?, &opts)
+    open_role_with(loc, &RingOptions::default())
 }
 
-fn open_or_create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
+/// Open with `opts`' ready timeout, wait policy and record type (its
+/// capacity and mode are not used).
+pub(crate) fn open_role_with<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
+    R::attach_with(open_segment(loc, opts.ready_timeout)?, opts)
+}
+
+pub(crate) fn open_or_create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
     R::attach_with(open_or_create_segment(loc, opts)?, opts)
 }
 

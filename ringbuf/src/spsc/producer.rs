@@ -136,7 +136,7 @@ pub(super) struct OpenRun {
 
 impl Role for Producer {
     fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Producer> {
-        let sh = shared_from_segment(seg, opts.ready_timeout)?;
+        let sh = shared_from_segment(seg, opts)?;
         sh.claim(&sh.ctl().producer, "producer")?;
         let mut p = Producer {
             sh,

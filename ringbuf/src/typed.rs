@@ -1,0 +1,403 @@
+//! Typed channels: [`Sender<T>`] and [`Receiver<T>`] of plain-data values
+//! over a ring.
+//!
+//! `T` is any type that is valid for every bit pattern and has no padding
+//! or interior mutability: `zerocopy`'s [`FromBytes`] + [`IntoBytes`] +
+//! [`Immutable`] + [`KnownLayout`] (derive them on a `#[repr(C)]` struct).
+//! Each value travels as one record of `size_of::<T>()` bytes. A value is
+//! received by copying it out of the ring, so a peer that scribbles on the
+//! ring can give you wrong values but never an invalid one.
+//!
+//! The creator records `T`'s size, alignment, name and a fingerprint of the
+//! three in the segment header ([`RecordType`]); a typed opener with another
+//! `T` gets [`Error::TypeMismatch`], naming both, before it claims anything.
+//! The fingerprint hashes the type's name as Rust reports it
+//! (`std::any::type_name`), which includes the crate path: two programs agree
+//! on it when they share the type's definition, as with a common crate.
+//!
+//! The default ring is SPSC ([`spsc::Producer`] / [`spsc::Consumer`]). There,
+//! [`Sender::send_batch`] writes many values as one run of records with one
+//! header, the fastest way to stream small values.
+//!
+//! ```
+//! # fn main() -> shmring::Result<()> {
+//! use shmring::typed::{Receiver, Sender};
+//! use shmring::{Location, RingOptions};
+//! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+//!
+//! #[derive(Debug, Clone, Copy, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+//! #[repr(C)]
+//! struct Tick {
+//!     seq: u64,
+//!     price: f64,
+//! }
+//!
+//! let loc = Location::shm(format!("doc-typed-{}", std::process::id()));
+//! let mut tx: Sender<Tick> = Sender::create(&loc, &RingOptions::new().capacity(4096))?;
+//! let mut rx: Receiver<Tick> = Receiver::open(&loc)?;
+//! // Opening it for another type fails before anything is claimed.
+//! assert!(matches!(Receiver::<u32>::open(&loc), Err(shmring::Error::TypeMismatch { .. })));
+//! loc.unlink()?;
+//!
+//! tx.send(&Tick { seq: 1, price: 9.5 })?;
+//! tx.send_batch(&[Tick { seq: 2, price: 9.75 }, Tick { seq: 3, price: 10.0 }])?;
+//! drop(tx);
+//! assert_eq!(rx.recv()?, Some(Tick { seq: 1, price: 9.5 }));
+//! let mut rest = Vec::new();
+//! rx.recv_batch(10, |t| rest.push(t.seq))?;
+//! assert_eq!(rest, [2, 3]);
+//! assert_eq!(rx.recv()?, None); // end of stream
+//! # Ok(()) }
+//! ```
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::error::{Error, Result};
+use crate::header::RecordType;
+use crate::segment::Location;
+use crate::spsc::{self, RingOptions};
+
+/// What a typed channel carries: plain data, valid for any bytes.
+pub trait Message: FromBytes + IntoBytes + Immutable + KnownLayout {}
+
+impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Message for T {}
+
+/// The record type recorded for `T`.
+pub fn record_type<T: Message>() -> RecordType {
+    RecordType::new(std::any::type_name::<T>(), size_of::<T>(), align_of::<T>())
+}
+
+/// How long a call may wait.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Wait {
+    /// As long as it takes (per the wait policy).
+    Block,
+    /// Not at all.
+    Try,
+    /// At most this long.
+    For(Duration),
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::spsc::Producer {}
+    impl Sealed for crate::spsc::Consumer {}
+}
+
+/// A ring end that can carry typed values. Implemented by the ring handles
+/// of this crate only.
+pub trait End: Sized + sealed::Sealed {
+    /// The options used to create the ring.
+    type Options;
+    #[doc(hidden)]
+    fn create_typed(loc: &Location, opts: &Self::Options, ty: RecordType) -> Result<Self>;
+    #[doc(hidden)]
+    fn open_typed(loc: &Location, ty: RecordType) -> Result<Self>;
+    #[doc(hidden)]
+    fn open_or_create_typed(loc: &Location, opts: &Self::Options, ty: RecordType) -> Result<Self>;
+    #[doc(hidden)]
+    fn segment_name(&self) -> &str;
+}
+
+/// A ring end that sends.
+pub trait SendEnd: End {
+    #[doc(hidden)]
+    fn send_bytes(&mut self, bytes: &[u8], wait: Wait) -> Result<()>;
+    /// Send `bytes` as records of `size` bytes each.
+    #[doc(hidden)]
+    fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
+        for rec in bytes.chunks_exact(size.max(1)) {
+            self.send_bytes(rec, Wait::Block)?;
+        }
+        Ok(())
+    }
+}
+
+/// A ring end that receives.
+pub trait RecvEnd: End {
+    #[doc(hidden)]
+    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>>;
+    #[doc(hidden)]
+    fn recv_batch_bytes(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize>;
+}
+
+impl End for spsc::Producer {
+    type Options = RingOptions;
+    fn segment_name(&self) -> &str {
+        self.name()
+    }
+    fn create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+        spsc::create_role(loc, &typed_opts(opts, ty))
+    }
+    fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
+        spsc::open_role_with(loc, &typed_opts(&RingOptions::default(), ty))
+    }
+    fn open_or_create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+        spsc::open_or_create_role(loc, &typed_opts(opts, ty))
+    }
+}
+
+impl End for spsc::Consumer {
+    type Options = RingOptions;
+    fn segment_name(&self) -> &str {
+        self.name()
+    }
+    fn create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+        spsc::create_role(loc, &typed_opts(opts, ty))
+    }
+    fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
+        spsc::open_role_with(loc, &typed_opts(&RingOptions::default(), ty))
+    }
+    fn open_or_create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+        spsc::open_or_create_role(loc, &typed_opts(opts, ty))
+    }
+}
+
+fn typed_opts(opts: &RingOptions, ty: RecordType) -> RingOptions {
+    let mut o = *opts;
+    o.record = Some(ty);
+    o
+}
+
+impl SendEnd for spsc::Producer {
+    fn send_bytes(&mut self, bytes: &[u8], wait: Wait) -> Result<()> {
+        match wait {
+            Wait::Block => self.send(bytes),
+            Wait::Try => self.try_send(bytes),
+            Wait::For(t) => self.send_timeout(bytes, t),
+        }
+    }
+
+    fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
+        if size == 0 {
+            return Ok(());
+        }
+        let stride = size.next_multiple_of(8);
+        // A run must fit the ring with its header and the end marker.
+        let per_run = (self.max_record_len() / stride).clamp(1, 0xffff);
+        for chunk in bytes.chunks(per_run * size) {
+            let count = chunk.len() / size;
+            let mut run = self.grant_records(size, count)?;
+            if stride == size {
+                run.copy_from_slice(chunk);
+            } else {
+                for (dst, src) in run.chunks_mut(stride).zip(chunk.chunks_exact(size)) {
+                    dst[..size].copy_from_slice(src);
+                }
+            }
+            run.commit();
+        }
+        Ok(())
+    }
+}
+
+impl RecvEnd for spsc::Consumer {
+    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let rec = match wait {
+            Wait::Block => self.recv()?,
+            Wait::Try => self.try_recv()?,
+            Wait::For(t) => self.recv_timeout(t)?,
+        };
+        Ok(rec.map(|r| f(&r)))
+    }
+
+    fn recv_batch_bytes(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize> {
+        self.recv_batch(max, f)
+    }
+}
+
+/// The sending end of a typed channel of `T` over the ring end `P`.
+pub struct Sender<T: Message, P: SendEnd = spsc::Producer> {
+    inner: P,
+    _t: PhantomData<fn(T)>,
+}
+
+/// The receiving end of a typed channel of `T` over the ring end `C`.
+pub struct Receiver<T: Message, C: RecvEnd = spsc::Consumer> {
+    inner: C,
+    ty: RecordType,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Message, P: SendEnd> Sender<T, P> {
+    /// Create a new ring at `loc` for values of `T` and attach as its sender.
+    ///
+    /// # Errors
+    /// As the ring end's `create`.
+    pub fn create(loc: &Location, opts: &P::Options) -> Result<Self> {
+        Ok(Sender { inner: P::create_typed(loc, opts, record_type::<T>())?, _t: PhantomData })
+    }
+
+    /// Open an existing ring of `T` at `loc` and attach as its sender.
+    ///
+    /// # Errors
+    /// [`Error::TypeMismatch`] if the ring was created for another type or
+    /// as a ring of bytes; otherwise as the ring end's `open`.
+    pub fn open(loc: &Location) -> Result<Self> {
+        Ok(Sender { inner: P::open_typed(loc, record_type::<T>())?, _t: PhantomData })
+    }
+
+    /// Open the ring at `loc`, creating it for `T` if it does not exist.
+    ///
+    /// # Errors
+    /// As [`Sender::create`] and [`Sender::open`].
+    pub fn open_or_create(loc: &Location, opts: &P::Options) -> Result<Self> {
+        Ok(Sender { inner: P::open_or_create_typed(loc, opts, record_type::<T>())?, _t: PhantomData })
+    }
+
+    /// Send one value, waiting for space per the wait policy.
+    ///
+    /// # Errors
+    /// As the ring end's `send`: [`Error::Closed`], [`Error::PeerDied`],
+    /// [`Error::Corrupted`], [`Error::InvalidArgument`] if `T` is larger
+    /// than a record can be.
+    pub fn send(&mut self, value: &T) -> Result<()> {
+        self.inner.send_bytes(value.as_bytes(), Wait::Block)
+    }
+
+    /// [`Sender::send`] without waiting: [`Error::WouldBlock`] if full.
+    ///
+    /// # Errors
+    /// As [`Sender::send`], plus [`Error::WouldBlock`].
+    pub fn try_send(&mut self, value: &T) -> Result<()> {
+        self.inner.send_bytes(value.as_bytes(), Wait::Try)
+    }
+
+    /// [`Sender::send`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Sender::send`], plus [`Error::Timeout`].
+    pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<()> {
+        self.inner.send_bytes(value.as_bytes(), Wait::For(timeout))
+    }
+
+    /// Send every value of `values`, in order, waiting for space as needed.
+    /// Over SPSC the values go as runs of records sharing one header.
+    ///
+    /// # Errors
+    /// As [`Sender::send`]; values before the failing one have been sent.
+    pub fn send_batch(&mut self, values: &[T]) -> Result<()> {
+        self.inner.send_all(values.as_bytes(), size_of::<T>())
+    }
+
+    /// The ring end underneath, for its other methods (wait policy, name, ...).
+    pub fn get_mut(&mut self) -> &mut P {
+        &mut self.inner
+    }
+
+    /// Unwrap the ring end.
+    pub fn into_inner(self) -> P {
+        self.inner
+    }
+}
+
+impl<T: Message, C: RecvEnd> Receiver<T, C> {
+    fn wrap(inner: C) -> Self {
+        Receiver { inner, ty: record_type::<T>(), _t: PhantomData }
+    }
+
+    /// Create a new ring at `loc` for values of `T` and attach as its receiver.
+    ///
+    /// # Errors
+    /// As the ring end's `create`.
+    pub fn create(loc: &Location, opts: &C::Options) -> Result<Self> {
+        Ok(Self::wrap(C::create_typed(loc, opts, record_type::<T>())?))
+    }
+
+    /// Open an existing ring of `T` at `loc` and attach as its receiver.
+    ///
+    /// # Errors
+    /// [`Error::TypeMismatch`] if the ring was created for another type or
+    /// as a ring of bytes; otherwise as the ring end's `open`.
+    pub fn open(loc: &Location) -> Result<Self> {
+        Ok(Self::wrap(C::open_typed(loc, record_type::<T>())?))
+    }
+
+    /// Open the ring at `loc`, creating it for `T` if it does not exist.
+    ///
+    /// # Errors
+    /// As [`Receiver::create`] and [`Receiver::open`].
+    pub fn open_or_create(loc: &Location, opts: &C::Options) -> Result<Self> {
+        Ok(Self::wrap(C::open_or_create_typed(loc, opts, record_type::<T>())?))
+    }
+
+    fn wrong_size(&self, len: usize) -> Error {
+        Error::corrupted(self.inner.segment_name(), format!("a record of {len} bytes where a {} was expected", self.ty))
+    }
+
+    fn recv_inner(&mut self, wait: Wait) -> Result<Option<T>> {
+        match self.inner.recv_with(wait, |b| T::read_from_bytes(b).map_err(|_| b.len()))? {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(len)) => Err(self.wrong_size(len)),
+        }
+    }
+
+    /// Receive one value, waiting per the wait policy. `Ok(None)` is the end
+    /// of the stream.
+    ///
+    /// # Errors
+    /// As the ring end's `recv`; [`Error::Corrupted`] if a record does not
+    /// have the size of `T`.
+    pub fn recv(&mut self) -> Result<Option<T>> {
+        self.recv_inner(Wait::Block)
+    }
+
+    /// [`Receiver::recv`] without waiting: [`Error::WouldBlock`] if empty.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`], plus [`Error::WouldBlock`].
+    pub fn try_recv(&mut self) -> Result<Option<T>> {
+        self.recv_inner(Wait::Try)
+    }
+
+    /// [`Receiver::recv`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`], plus [`Error::Timeout`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<T>> {
+        self.recv_inner(Wait::For(timeout))
+    }
+
+    /// Wait for at least one value, then pass up to `max` available values to
+    /// `f`, in order. Returns how many; 0 means end of stream.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`]. On a record of the wrong size, the values
+    /// before it have been passed to `f`.
+    pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> Result<usize> {
+        let mut bad = None;
+        let mut n = 0;
+        let got = self.inner.recv_batch_bytes(max, |b| {
+            if bad.is_some() {
+                return;
+            }
+            match T::read_from_bytes(b) {
+                Ok(v) => {
+                    n += 1;
+                    f(v)
+                }
+                Err(_) => bad = Some(b.len()),
+            }
+        })?;
+        match bad {
+            Some(len) => Err(self.wrong_size(len)),
+            None if got == 0 => Ok(0),
+            None => Ok(n),
+        }
+    }
+
+    /// The ring end underneath, for its other methods.
+    pub fn get_mut(&mut self) -> &mut C {
+        &mut self.inner
+    }
+
+    /// Unwrap the ring end.
+    pub fn into_inner(self) -> C {
+        self.inner
+    }
+}

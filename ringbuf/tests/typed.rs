@@ -1,0 +1,131 @@
+//! Typed channels: values round-trip, the header's record type is enforced,
+//! and a record of the wrong size is an error, not a bad value.
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{TempSeg, peer_role, spawn_peer, wait_exit};
+use shmring::spsc::{Consumer, Producer};
+use shmring::typed::{Receiver, Sender};
+use shmring::{Error, Location, RingOptions};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+#[derive(Debug, Clone, Copy, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Pair {
+    seq: u64,
+    check: u64,
+}
+
+/// 12 bytes: records are padded to a 16-byte stride in a run.
+#[derive(Debug, Clone, Copy, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Triple([u32; 3]);
+
+fn pair(i: u64) -> Pair {
+    Pair { seq: i, check: i.wrapping_mul(0x9E37_79B9_7F4A_7C15) }
+}
+
+#[test]
+fn values_round_trip_singly_and_in_batches() {
+    let seg = TempSeg::new("typed");
+    let mut tx: Sender<Triple> = Sender::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut rx: Receiver<Triple> = Receiver::open(&seg.0).unwrap();
+    let values: Vec<Triple> = (0..5000u32).map(|i| Triple([i, !i, i.rotate_left(7)])).collect();
+    let mut got = Vec::new();
+    // This thread also receives, so a chunk must fit the 4096-byte ring even
+    // behind a padding record: 1 record + a run of 99 (16-byte stride).
+    for chunk in values.chunks(100) {
+        tx.send(&chunk[0]).unwrap();
+        tx.send_batch(&chunk[1..]).unwrap();
+        while got.len() < values.len() {
+            match rx.try_recv() {
+                Ok(Some(v)) => got.push(v),
+                Err(Error::WouldBlock { .. }) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    drop(tx);
+    while rx.recv_batch(100, |v| got.push(v)).unwrap() > 0 {}
+    assert_eq!(got, values);
+    assert_eq!(rx.recv().unwrap(), None);
+}
+
+#[test]
+fn another_type_is_refused_and_claims_nothing() {
+    let seg = TempSeg::new("typed-mismatch");
+    let _tx: Sender<Pair> = Sender::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    match Receiver::<Triple>::open(&seg.0) {
+        Err(Error::TypeMismatch { found, expected, .. }) => {
+            assert!(found.contains("Pair") && found.contains("16 bytes"), "{found}");
+            assert!(expected.contains("Triple") && expected.contains("12 bytes"), "{expected}");
+        }
+        other => panic!("expected TypeMismatch, got {:?}", other.err()),
+    }
+    // Same size and alignment, different type: still refused.
+    assert!(matches!(Receiver::<[u64; 2]>::open(&seg.0), Err(Error::TypeMismatch { .. })));
+    let msg = Receiver::<u8>::open(&seg.0).err().unwrap().to_string();
+    assert!(msg.contains("Pair") && msg.contains("u8") && msg.contains(&seg.name()), "{msg}");
+    // The refused openers did not take the consumer role.
+    let _rx: Receiver<Pair> = Receiver::open(&seg.0).unwrap();
+}
+
+#[test]
+fn typed_and_untyped_rings_do_not_mix_silently() {
+    // A typed opener refuses a ring of bytes...
+    let seg = TempSeg::new("typed-bytes");
+    let mut raw = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    match Receiver::<Pair>::open(&seg.0) {
+        Err(Error::TypeMismatch { found, .. }) => assert_eq!(found, "untyped bytes"),
+        other => panic!("expected TypeMismatch, got {:?}", other.err()),
+    }
+    // ...an untyped opener may attach to a typed ring (it sees bytes), and a
+    // record of the wrong size reaching a typed receiver is an error.
+    let seg = TempSeg::new("typed-short");
+    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    drop(raw);
+    raw = Producer::open(&seg.0).unwrap();
+    raw.send(pair(7).as_bytes()).unwrap();
+    raw.send(b"short").unwrap();
+    assert_eq!(rx.recv().unwrap(), Some(pair(7)));
+    match rx.recv() {
+        Err(Error::Corrupted { what, .. }) => assert!(what.contains("5 bytes") && what.contains("Pair"), "{what}"),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    let _ = Consumer::open(&seg.0).err(); // the role is taken by `rx`: nothing else to check
+}
+
+/// Peer entry: open the typed ring named in the argument and send N values.
+#[test]
+#[ignore = "peer process for the typed tests"]
+fn typed_peer_main() {
+    let Some((_, arg)) = peer_role() else { return };
+    let (name, n) = arg.split_once(',').unwrap();
+    let n: u64 = n.parse().unwrap();
+    let mut tx: Sender<Pair> = Sender::open(&Location::shm(name)).unwrap();
+    let values: Vec<Pair> = (0..n).map(pair).collect();
+    for chunk in values.chunks(1000) {
+        tx.send(&chunk[0]).unwrap();
+        tx.send_batch(&chunk[1..]).unwrap();
+    }
+}
+
+#[test]
+fn values_cross_processes() {
+    let seg = TempSeg::new("typed-xproc");
+    let n = 100_000u64;
+    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &RingOptions::new().capacity(1 << 14)).unwrap();
+    let mut peer = spawn_peer("typed_peer_main", "send", &format!("{},{n}", seg.name()));
+    let mut next = 0u64;
+    while rx
+        .recv_batch(4096, |v| {
+            assert_eq!(v, pair(next));
+            next += 1;
+        })
+        .unwrap()
+        > 0
+    {}
+    assert_eq!(next, n);
+    assert!(wait_exit(&mut peer, 60).success());
+}
