@@ -101,13 +101,14 @@
 //! waiter ever needs (for example the last message of a run) is recovered by
 //! [`Producer::recover_dead`] / [`Consumer::recover_dead`].
 //!
-//! **Closing.** Any handle can close the ring. A producer checks the closed
-//! flag *after* its claim, both SeqCst; a consumer that finds the ring empty
-//! loads the flag, then `enqueue`, both SeqCst. So a position claimed after
-//! the consumer's `enqueue` load belongs to a producer that sees the flag and
-//! commits it as a skip: once a consumer sees "closed and drained" no message
-//! can arrive later. Dropping a [`Grant`] without committing also commits a
-//! skip, so an abandoned grant never wedges the ring.
+//! **Closing.** Any handle can close the ring: it sets a sticky bit in the
+//! `enqueue` word itself ([`MPMC_CLOSED`]). A producer claims with a CAS that
+//! expects the bit clear, so no position is claimed after the close; a
+//! consumer that finds its position unclaimed in a value of that same word
+//! carrying the bit knows nothing more will arrive: end of stream. One word
+//! decides, so no ordering between two variables is involved. Dropping a
+//! [`Grant`] without committing commits a skip, so an abandoned grant never
+//! wedges the ring.
 //!
 //! **Untrusted memory.** Counters must stay below 2^62 and never go back;
 //! a sequence must be one of the values the slot can hold for the position
@@ -128,7 +129,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::header::{
-    self, CLAIM_NONE, FLAG_POISONED, Geometry, Header, MPMC_POSITION_LIMIT, MpmcControl, Participant, RingKind,
+    self, CLAIM_NONE, FLAG_POISONED, Geometry, Header, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, Participant,
+    RingKind,
 };
 #[cfg(doc)]
 use crate::header::{MPMC_MAX_PARTICIPANTS, mpmc_slot_stride};
@@ -273,6 +275,8 @@ enum Claim {
     Held { pos: u64, seq: u64 },
     /// Consumers only: the ring is closed and drained.
     End,
+    /// Producers only: the ring is closed.
+    Closed,
 }
 
 /// A slot the waiter found claimed, and when to next check its claimant.
@@ -400,7 +404,7 @@ impl Shared {
     fn stats(&self) -> Stats {
         let c = self.ctl();
         Stats {
-            enqueued: c.enqueue.load(Ordering::Relaxed),
+            enqueued: c.enqueue.load(Ordering::Relaxed) & !MPMC_CLOSED,
             dequeued: c.dequeue.load(Ordering::Relaxed),
             lost_producer_died: c.shared.lost_producer_died.load(Ordering::Relaxed),
             lost_consumer_died: c.shared.lost_consumer_died.load(Ordering::Relaxed),
@@ -409,12 +413,17 @@ impl Shared {
     }
 
     fn close(&self) {
-        // SeqCst: pairs with the SeqCst load of `closed` after a producer's
-        // claim and the SeqCst loads in a consumer's end-of-stream check (see
-        // "Closing" in the module docs).
-        self.ctl().shared.closed.store(1, Ordering::SeqCst);
+        // Relaxed: the close is decided by this word alone (see "Closing" in
+        // the module docs); as a read-modify-write it also keeps the release
+        // sequences of the producers' claim CASes going.
+        self.ctl().enqueue.fetch_or(MPMC_CLOSED, Ordering::Relaxed);
         self.ctl().not_empty.notify();
         self.ctl().not_full.notify();
+    }
+
+    fn is_closed(&self) -> bool {
+        // Relaxed: a snapshot for the caller.
+        self.ctl().enqueue.load(Ordering::Relaxed) & MPMC_CLOSED != 0
     }
 }
 
@@ -461,22 +470,25 @@ impl Core {
         self.sh.poison(what)
     }
 
-    /// Load our side's counter (Acquire) and check it.
+    /// Load our side's counter (Acquire) and check it. For producers the
+    /// closed bit is returned apart.
     #[inline]
-    fn load_pos(&mut self, side: Side) -> Result<u64> {
+    fn load_pos(&mut self, side: Side) -> Result<(u64, bool)> {
         let c = match side {
             Side::Enq => &self.ctl().enqueue,
             Side::Deq => &self.ctl().dequeue,
         };
         // Acquire: pairs with the SeqCst CAS of the handle that moved the
         // counter, so its claim record is visible (see `live_claimant`).
-        let p = c.load(Ordering::Acquire);
+        let raw = c.load(Ordering::Acquire);
+        let closed = side == Side::Enq && raw & MPMC_CLOSED != 0;
+        let p = if side == Side::Enq { raw & !MPMC_CLOSED } else { raw };
         if p >= MPMC_POSITION_LIMIT || p < self.last_pos {
             let name = if side == Side::Enq { "enqueue" } else { "dequeue" };
             return Err(self.poison(format!("{name} counter {p} impossible (last seen {})", self.last_pos)));
         }
         self.last_pos = p;
-        Ok(p)
+        Ok((p, closed))
     }
 
     /// Record in our entry that we are about to claim `pos..pos + n`.
@@ -512,7 +524,10 @@ impl Core {
         self.check_poison()?;
         let n = self.sh.slots;
         for _ in 0..CLAIM_RETRIES {
-            let q = self.load_pos(Side::Enq)?;
+            let (q, closed) = self.load_pos(Side::Enq)?;
+            if closed {
+                return Ok(Claim::Closed);
+            }
             // Acquire: pairs with the Release store that freed the slot (a
             // consumer's release, a recovery, or initialisation): reads of
             // the old payload happen before our writes.
@@ -525,8 +540,8 @@ impl Core {
                 }
                 self.set_claim(Side::Enq, q, k);
                 // SeqCst: releases our claim record to recoverers (which
-                // load the counter with Acquire) and orders the claim before
-                // our SeqCst load of `closed` (see "Closing").
+                // load the counter with Acquire). Fails if the ring was
+                // closed meanwhile (the closed bit is set).
                 if self.ctl().enqueue.compare_exchange(q, q + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                     self.last_pos = q + k;
                     return Ok(Claim::Got { pos: q, n: k });
@@ -534,24 +549,22 @@ impl Core {
                 self.clear_claim(Side::Enq);
                 continue;
             }
-            // Not free. Decide what it means only if the counter did not
-            // move around the sequence load. Acquire: keeps this load after
-            // the sequence load, which synchronised with its store.
+            // Not free. Read the consumers' counter, then ours again: if ours
+            // did not move, the sequence and `d` were both read while it was
+            // `q`, and the slot's state can be judged.
+            // Acquire: pairs with the consumers' SeqCst CAS, so a claim
+            // record is visible to `live_claimant`.
+            let d = self.ctl().dequeue.load(Ordering::Acquire);
+            // Acquire: keeps this re-read after the two loads above.
             if self.ctl().enqueue.load(Ordering::Acquire) != q {
                 continue;
+            }
+            if d > q || q.saturating_sub(n) > d {
+                return Err(self.poison(format!("dequeue counter {d} impossible for enqueue counter {q}")));
             }
             if q >= n && s & !SKIP == q - n + 1 {
                 // Message q - n is still in the slot: not taken yet (full),
                 // or taken and being read.
-                // Acquire: pairs with the consumer's SeqCst CAS, so its claim
-                // record is visible to `live_claimant`.
-                let d = self.ctl().dequeue.load(Ordering::Acquire);
-                if self.ctl().enqueue.load(Ordering::Acquire) != q {
-                    continue;
-                }
-                if d > q || d < q - n {
-                    return Err(self.poison(format!("dequeue counter {d} impossible for enqueue counter {q}")));
-                }
                 return Ok(if d == q - n { Claim::Wait } else { Claim::Held { pos: q - n, seq: s } });
             }
             if q >= n && s == q - n {
@@ -571,7 +584,7 @@ impl Core {
         self.check_poison()?;
         let n = self.sh.slots;
         for _ in 0..CLAIM_RETRIES {
-            let p = self.load_pos(Side::Deq)?;
+            let (p, _) = self.load_pos(Side::Deq)?;
             // Acquire: pairs with the producer's Release store of the
             // sequence in `commit_slot` (or a recovery's CAS): the length and
             // payload are visible.
@@ -592,20 +605,19 @@ impl Core {
                 self.clear_claim(Side::Deq);
                 continue;
             }
-            // Acquire: keeps this re-read after the sequence load.
+            // Not ready. Read the producers' counter, then ours again (as in
+            // `claim_enq`). Acquire: pairs with the producers' SeqCst CAS, so
+            // a claim record is visible to `live_claimant`.
+            let e_word = self.ctl().enqueue.load(Ordering::Acquire);
+            // Acquire: keeps this re-read after the two loads above.
             if self.ctl().dequeue.load(Ordering::Acquire) != p {
                 continue;
             }
+            let (e, closed) = (e_word & !MPMC_CLOSED, e_word & MPMC_CLOSED != 0);
+            if e < p || e - p > n {
+                return Err(self.poison(format!("enqueue counter {e} impossible for dequeue counter {p}")));
+            }
             if s == p {
-                // Acquire: pairs with the producers' SeqCst CAS, so a claim
-                // record is visible to `live_claimant`.
-                let e = self.ctl().enqueue.load(Ordering::Acquire);
-                if self.ctl().dequeue.load(Ordering::Acquire) != p {
-                    continue;
-                }
-                if e < p || e - p > n {
-                    return Err(self.poison(format!("enqueue counter {e} impossible for dequeue counter {p}")));
-                }
                 if e > p {
                     return Ok(Claim::Held { pos: p, seq: s });
                 }
@@ -615,15 +627,9 @@ impl Core {
                 let slot = p & (n - 1);
                 return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for dequeue position {p}")));
             }
-            // Empty. End of stream if closed and nothing was claimed since.
-            // SeqCst (both loads): pair with the SeqCst store in `close` and
-            // the producers' SeqCst CAS and `closed` load (see "Closing").
-            if self.ctl().shared.closed.load(Ordering::SeqCst) == 0 {
-                return Ok(Claim::Wait);
-            }
-            if self.ctl().enqueue.load(Ordering::SeqCst) == p {
-                return Ok(Claim::End);
-            }
+            // Empty. If the same value of `enqueue` says closed, no position
+            // will ever be claimed again: end of stream.
+            return Ok(if closed && e == p { Claim::End } else { Claim::Wait });
         }
         Ok(Claim::Wait)
     }

@@ -82,6 +82,12 @@ impl Core {
         Err(Error::TooManyParticipants { segment: sh.name.clone(), max: MPMC_MAX_PARTICIPANTS })
     }
 
+    /// The process this handle belongs to, for a sibling handle.
+    pub(super) fn process(&self) -> ProcessId {
+        // Under loom, "processes" are the fake pids of `loom_ring`.
+        if cfg!(loom) { ProcessId { pid: self.pid, start_time: 0 } } else { ProcessId::current() }
+    }
+
     /// Give our entry back.
     pub(super) fn detach(&mut self) {
         self.clear_claim(Side::Enq);
@@ -229,7 +235,7 @@ impl Core {
             // Acquire (all three): pair with the handles' SeqCst counter
             // CASes, so their claim records are visible to `live_claimant`.
             let d = ctl.dequeue.load(Ordering::Acquire);
-            let e = ctl.enqueue.load(Ordering::Acquire);
+            let e = ctl.enqueue.load(Ordering::Acquire) & !crate::header::MPMC_CLOSED;
             if ctl.dequeue.load(Ordering::Acquire) == d {
                 stable = Some((d, e));
                 break;
