@@ -32,6 +32,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Peer, TempSeg, peer_role, spawn_peer};
@@ -81,32 +82,51 @@ fn untag(t: u64) -> (usize, u64) {
 }
 
 /// The shared log: word 0 is the start flag, then one block per child.
+///
+/// Every store is Release and every load Acquire: a reader that sees a word
+/// also sees what its writer logged before it (the parent reads the logs
+/// after the children exited or were killed, which orders them anyway).
 struct Log(Segment);
 
 impl Log {
     fn len() -> u64 {
         ((1 + (PRODUCERS + CONSUMERS) * BLOCK) * 8) as u64
     }
-    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+    fn word(&self, i: usize) -> &AtomicU64 {
         assert!((i + 1) * 8 <= self.0.len());
         // SAFETY: in bounds (checked), 8-aligned in a page-aligned mapping this Log keeps alive; AtomicU64 has no invalid bit patterns.
-        unsafe { &*(self.0.as_ptr().add(i * 8) as *const std::sync::atomic::AtomicU64) }
+        unsafe { &*(self.0.as_ptr().add(i * 8) as *const AtomicU64) }
     }
-    fn block(&self, child: usize, i: usize) -> &std::sync::atomic::AtomicU64 {
+    fn slot(&self, child: usize, i: usize) -> &AtomicU64 {
         self.word(1 + child * BLOCK + i)
     }
-    fn go(&self) -> &std::sync::atomic::AtomicU64 {
-        self.word(0)
+    fn put(&self, child: usize, i: usize, v: u64) {
+        // Release: pairs with the Acquire load in `get` (see the type docs).
+        self.slot(child, i).store(v, Ordering::Release);
+    }
+    fn or(&self, child: usize, i: usize, bits: u64) {
+        // Release: as in `put`.
+        self.slot(child, i).fetch_or(bits, Ordering::Release);
+    }
+    fn get(&self, child: usize, i: usize) -> u64 {
+        // Acquire: pairs with the Release stores in `put` and `or`.
+        self.slot(child, i).load(Ordering::Acquire)
+    }
+    fn start(&self) {
+        // Release: pairs with the Acquire load in `started`.
+        self.word(0).store(1, Ordering::Release);
+    }
+    fn started(&self) -> bool {
+        // Acquire: pairs with the Release store in `start`.
+        self.word(0).load(Ordering::Acquire) != 0
     }
 }
 
-use std::sync::atomic::Ordering::{Acquire, Release};
-
 /// Wait for the parent's start flag.
 fn ready_and_wait(log: &Log, child: usize) {
-    log.block(child, READY).store(1, Release);
+    log.put(child, READY, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while log.go().load(Acquire) == 0 {
+    while !log.started() {
         assert!(Instant::now() < deadline, "never started");
         std::thread::sleep(Duration::from_micros(20));
     }
@@ -166,17 +186,17 @@ fn crash_peer() {
                         // Work on the message in place for a while: a wide
                         // window between claim and commit.
                         let mut g = tx.grant().unwrap();
-                        log.block(child, HOLDING).store(1, Release);
+                        log.put(child, HOLDING, 1);
                         g[..MSG].copy_from_slice(&msg(id, i));
                         spin(rng.below(40));
                         g.commit(MSG).unwrap();
-                        log.block(child, HOLDING).store(0, Release);
+                        log.put(child, HOLDING, 0);
                         i += 1;
                     } else {
                         tx.send(&msg(id, i)).unwrap();
                         i += 1;
                     }
-                    log.block(child, COMMITTED).store(i, Release);
+                    log.put(child, COMMITTED, i);
                 }
                 if rng.below(8) == 0 {
                     std::thread::sleep(Duration::from_micros(rng.below(40)));
@@ -192,7 +212,7 @@ fn crash_peer() {
                 if batch && rng.below(2) == 0 {
                     let got = rx
                         .recv_batch(BATCH as usize, |m| {
-                            log.block(child, ENTRIES + n).store(tag_of(m), Release);
+                            log.put(child, ENTRIES + n, tag_of(m));
                             n += 1;
                         })
                         .unwrap();
@@ -201,19 +221,19 @@ fn crash_peer() {
                     }
                 } else {
                     let Some(m) = rx.recv_timeout(Duration::from_secs(60)).unwrap() else { break };
-                    log.block(child, ENTRIES + n).store(tag_of(&m), Release);
+                    log.put(child, ENTRIES + n, tag_of(&m));
                     n += 1;
                     // Work on it in place for a while before releasing it.
                     if rng.below(4) != 0 {
-                        log.block(child, HOLDING).store(1, Release);
+                        log.put(child, HOLDING, 1);
                         spin(rng.below(40));
                     }
                     drop(m);
-                    log.block(child, HOLDING).store(0, Release);
+                    log.put(child, HOLDING, 0);
                 }
                 // Released: mark the entries done.
                 for j in first..n {
-                    log.block(child, ENTRIES + j).fetch_or(DONE, Release);
+                    log.or(child, ENTRIES + j, DONE);
                 }
             }
         }
@@ -268,12 +288,12 @@ fn trial(t: u64, rng: &mut Rng, totals: &mut Totals) {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (0..kids.len()).any(|c| log.block(c, READY).load(Acquire) == 0) {
+    while (0..kids.len()).any(|c| log.get(c, READY) == 0) {
         assert!(Instant::now() < deadline, "trial {t}: children never got ready");
         std::thread::sleep(Duration::from_micros(100));
     }
     let victims = victims(t, rng);
-    log.go().store(1, Release);
+    log.start();
     // A run takes a few milliseconds: kill somewhere inside it.
     // Half the trials aim: after the delay, wait (briefly) until the victim
     // is working on a claimed slot.
@@ -282,7 +302,7 @@ fn trial(t: u64, rng: &mut Rng, totals: &mut Totals) {
     for &v in &victims {
         std::thread::sleep(Duration::from_micros(rng.below(4000)));
         let until = Instant::now() + Duration::from_millis(20);
-        while aim && log.block(v, HOLDING).load(Acquire) == 0 && Instant::now() < until {
+        while aim && log.get(v, HOLDING) == 0 && Instant::now() < until {
             std::hint::spin_loop();
         }
         kids[v].as_mut().unwrap().0.kill().unwrap();
@@ -345,13 +365,13 @@ fn trial(t: u64, rng: &mut Rng, totals: &mut Totals) {
     assert!(s.recovered >= s.lost_producer_died + s.lost_consumer_died);
 
     // Read the logs.
-    let committed: Vec<u64> = (0..PRODUCERS).map(|c| log.block(c, COMMITTED).load(Acquire)).collect();
+    let committed: Vec<u64> = (0..PRODUCERS).map(|c| log.get(c, COMMITTED)).collect();
     let mut delivered = HashSet::new();
     let mut not_done = 0;
     for c in PRODUCERS..PRODUCERS + CONSUMERS {
         let mut last = [None::<u64>; PRODUCERS];
         for j in 0..BLOCK - ENTRIES {
-            let e = log.block(c, ENTRIES + j).load(Acquire);
+            let e = log.get(c, ENTRIES + j);
             if e == 0 {
                 break;
             }

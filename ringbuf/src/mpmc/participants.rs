@@ -22,7 +22,10 @@ impl Core {
     /// holder is dead.
     pub(super) fn attach(sh: Arc<Shared>, me: ProcessId, policy: WaitPolicy) -> Result<Core> {
         let ctl = sh.ctl();
-        for (i, e) in ctl.participants.iter().enumerate() {
+        // First pass: free entries only (no liveness checks, which read
+        // /proc); second pass: entries of dead holders.
+        let passes = (0..2).flat_map(|pass| ctl.participants.iter().enumerate().map(move |(i, e)| (pass, i, e)));
+        for (pass, i, e) in passes {
             // Acquire: pairs with the Release stores and CASes of the word in
             // `attach` and `detach`, so the start time read below is the
             // holder's (or newer).
@@ -30,6 +33,7 @@ impl Core {
             let (pid, generation, state) = participant_fields(w);
             let free = match state {
                 PARTICIPANT_FREE => true,
+                _ if pass == 0 => false,
                 // Half-attached: only its attacher (the pid in the word) may
                 // finish it; take it over only once that process is dead.
                 PARTICIPANT_ATTACHING => !sh.is_alive(pid, 0),
