@@ -106,7 +106,9 @@
 //! expects the bit clear, so no position is claimed after the close; a
 //! consumer that finds its position unclaimed in a value of that same word
 //! carrying the bit knows nothing more will arrive: end of stream. One word
-//! decides, so no ordering between two variables is involved. Dropping a
+//! decides, so no ordering between two variables is involved. Dropping
+//! handles does not close the ring (producers come and go; a dead one never
+//! says goodbye): end of stream is always an explicit close. Dropping a
 //! [`Grant`] without committing commits a skip, so an abandoned grant never
 //! wedges the ring.
 //!
