@@ -226,13 +226,13 @@ fn open_memfd(file: &[u8]) -> Opened {
     (tx, rx)
 }
 
-/// Whether the header passes every check `Snapshot::problems` makes (any
-/// known ring kind).
+/// Whether an SPSC header passes every check an opener and
+/// `Snapshot::problems` make.
 fn header_ok(s: &Snapshot) -> bool {
     s.magic == MAGIC
         && s.state == STATE_READY
         && s.abi_version == ABI_VERSION
-        && RingKind::from_u32(s.kind).is_some()
+        && RingKind::from_u32(s.kind) == Some(RingKind::Spsc)
         && NotifierKind::from_u32(s.notifier).is_some()
         && s.header_len as usize == HEADER_LEN
         && header::check_capacity(s.capacity).is_ok()
@@ -249,13 +249,14 @@ fn check_open(snap: &Snapshot, problems: &[String], tx: &shmring::Result<Produce
     for e in [tx.as_ref().err(), rx.as_ref().err()].into_iter().flatten() {
         assert!(!e.to_string().is_empty());
     }
+    if RingKind::from_u32(snap.kind).is_some_and(|k| k != RingKind::Spsc) {
+        // Another ring kind, whose header rules differ: it must not open as SPSC.
+        assert!(tx.is_err() && rx.is_err(), "a ring of another kind was opened as SPSC: {snap:?}");
+        return;
+    }
     if !header_ok(snap) {
         assert!(!problems.is_empty(), "inspect finds nothing wrong with a header that open must refuse: {snap:?}");
         assert!(tx.is_err() && rx.is_err(), "a damaged header was accepted: {snap:?}");
-        return;
-    }
-    if RingKind::from_u32(snap.kind) != Some(RingKind::Spsc) {
-        assert!(tx.is_err() && rx.is_err(), "a ring of another kind was opened as SPSC: {snap:?}");
         return;
     }
     // The header is fine: only the role words and positions may refuse us.

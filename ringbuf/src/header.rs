@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! 0      Header           as above; `slot_size` and `slot_count` are set
-//! 256    MpmcControl      enqueue | dequeue | closed + statistics | 2 eventcounts
+//! 256    MpmcControl      enqueue (+ closed bit) | dequeue | statistics | 2 eventcounts
 //!                         | participant table (64 entries), each on its own
 //!                         128-byte line
 //! 12288  data region      `slot_count` slots of `mpmc_slot_stride(slot_size)`
@@ -60,6 +60,9 @@ pub const MPMC_MAX_SLOT_SIZE: u32 = 1 << 24;
 /// one read from shared memory is corruption. Bit 63 of a sequence word marks
 /// a slot to skip.
 pub const MPMC_POSITION_LIMIT: u64 = 1 << 62;
+/// Bit of the MPMC `enqueue` word set (for good) when the ring is closed:
+/// producers claim with a CAS that expects it clear.
+pub const MPMC_CLOSED: u64 = 1 << 62;
 /// Offset of the control block from the start of the segment.
 pub const CONTROL_OFFSET: usize = 256;
 /// Smallest data region, in bytes.
@@ -387,12 +390,10 @@ impl Default for Participant {
     }
 }
 
-/// MPMC words that change rarely: the closed flag, the participant high-water
-/// mark and the loss statistics. Statistics are Relaxed counters.
+/// MPMC words that change rarely: the participant high-water mark and the
+/// loss statistics. Statistics are Relaxed counters.
 #[repr(C)]
 pub struct MpmcShared {
-    /// Non-zero once any handle closed the ring.
-    pub closed: AtomicU32,
     /// One more than the highest participant index ever taken; recovery scans
     /// only entries below it.
     pub high_water: AtomicU32,
@@ -409,7 +410,8 @@ pub struct MpmcShared {
 /// The MPMC ring's shared words, each group on its own 128-byte line.
 #[repr(C)]
 pub struct MpmcControl {
-    /// Next position a producer claims (positions ever claimed by producers).
+    /// Next position a producer claims (positions ever claimed by
+    /// producers), plus [`MPMC_CLOSED`] once the ring is closed.
     pub enqueue: CachePadded<AtomicU64>,
     /// Next position a consumer claims (positions ever claimed by consumers).
     pub dequeue: CachePadded<AtomicU64>,
@@ -430,7 +432,6 @@ impl MpmcControl {
             enqueue: CachePadded::new(AtomicU64::new(0)),
             dequeue: CachePadded::new(AtomicU64::new(0)),
             shared: CachePadded::new(MpmcShared {
-                closed: AtomicU32::new(0),
                 high_water: AtomicU32::new(0),
                 lost_producer_died: AtomicU64::new(0),
                 lost_consumer_died: AtomicU64::new(0),
@@ -649,12 +650,13 @@ pub struct Snapshot {
 /// The MPMC control words of a [`Snapshot`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MpmcSnapshot {
-    /// Positions claimed by producers (messages and skipped slots).
+    /// Positions claimed by producers (messages and skipped slots), without
+    /// the closed bit.
     pub enqueue: u64,
     /// Positions claimed by consumers.
     pub dequeue: u64,
-    /// Closed flag word.
-    pub closed: u32,
+    /// Whether the ring is closed (the [`MPMC_CLOSED`] bit of `enqueue`).
+    pub closed: bool,
     /// Participant table high-water mark.
     pub high_water: u32,
     /// Messages lost because their producer died mid-write.
@@ -701,6 +703,7 @@ mod snapshot_impl {
             let kind = u32_at(page, offset_of!(Header, kind));
             if kind == RingKind::Mpmc as u32 {
                 let sh = c + offset_of!(MpmcControl, shared);
+                let enqueue = u64_at(page, c + offset_of!(MpmcControl, enqueue));
                 let mut snap = Snapshot {
                     file_len,
                     kind,
@@ -709,9 +712,9 @@ mod snapshot_impl {
                         waiters(c + offset_of!(MpmcControl, not_full)),
                     ),
                     mpmc: Some(MpmcSnapshot {
-                        enqueue: u64_at(page, c + offset_of!(MpmcControl, enqueue)),
+                        enqueue: enqueue & !MPMC_CLOSED,
                         dequeue: u64_at(page, c + offset_of!(MpmcControl, dequeue)),
-                        closed: u32_at(page, sh + offset_of!(MpmcShared, closed)),
+                        closed: enqueue & MPMC_CLOSED != 0,
                         high_water: u32_at(page, sh + offset_of!(MpmcShared, high_water)),
                         lost_producer_died: u64_at(page, sh + offset_of!(MpmcShared, lost_producer_died)),
                         lost_consumer_died: u64_at(page, sh + offset_of!(MpmcShared, lost_consumer_died)),

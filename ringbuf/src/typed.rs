@@ -17,7 +17,11 @@
 //!
 //! The default ring is SPSC ([`spsc::Producer`] / [`spsc::Consumer`]). There,
 //! [`Sender::send_batch`] writes many values as one run of records with one
-//! header, the fastest way to stream small values.
+//! header, the fastest way to stream small values. Name the MPMC ends to
+//! share one channel between many processes:
+//! `Sender<T, mpmc::Producer>` / `Receiver<T, mpmc::Consumer>`, created with
+//! [`MpmcOptions`] (the slot size must hold a `T`). An MPMC stream ends when a
+//! handle closes the ring ([`mpmc::Producer::close_ring`]).
 //!
 //! ```
 //! # fn main() -> shmring::Result<()> {
@@ -57,6 +61,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::{Error, Result};
 use crate::header::RecordType;
+use crate::mpmc::{self, MpmcOptions};
 use crate::segment::Location;
 use crate::spsc::{self, RingOptions};
 
@@ -86,6 +91,8 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::spsc::Producer {}
     impl Sealed for crate::spsc::Consumer {}
+    impl Sealed for crate::mpmc::Producer {}
+    impl Sealed for crate::mpmc::Consumer {}
 }
 
 /// A ring end that can carry typed values. Implemented by the ring handles
@@ -154,6 +161,53 @@ impl End for spsc::Consumer {
     }
     fn open_or_create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
         spsc::open_or_create_role(loc, &typed_opts(opts, ty))
+    }
+}
+
+macro_rules! mpmc_end {
+    ($T:ty) => {
+        impl End for $T {
+            type Options = MpmcOptions;
+            fn segment_name(&self) -> &str {
+                self.name()
+            }
+            fn create_typed(loc: &Location, opts: &MpmcOptions, ty: RecordType) -> Result<Self> {
+                <$T>::create_typed(loc, opts, ty)
+            }
+            fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
+                <$T>::open_typed(loc, ty)
+            }
+            fn open_or_create_typed(loc: &Location, opts: &MpmcOptions, ty: RecordType) -> Result<Self> {
+                <$T>::open_or_create_typed(loc, opts, ty)
+            }
+        }
+    };
+}
+mpmc_end!(mpmc::Producer);
+mpmc_end!(mpmc::Consumer);
+
+impl SendEnd for mpmc::Producer {
+    fn send_bytes(&mut self, bytes: &[u8], wait: Wait) -> Result<()> {
+        match wait {
+            Wait::Block => self.send(bytes),
+            Wait::Try => self.try_send(bytes),
+            Wait::For(t) => self.send_timeout(bytes, t),
+        }
+    }
+}
+
+impl RecvEnd for mpmc::Consumer {
+    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let rec = match wait {
+            Wait::Block => self.recv()?,
+            Wait::Try => self.try_recv()?,
+            Wait::For(t) => self.recv_timeout(t)?,
+        };
+        Ok(rec.map(|r| f(&r)))
+    }
+
+    fn recv_batch_bytes(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize> {
+        self.recv_batch(max, f)
     }
 }
 

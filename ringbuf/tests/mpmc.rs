@@ -300,7 +300,7 @@ fn snapshot_shows_the_mpmc_counters() {
     assert!(s.problems().is_empty(), "{:?}", s.problems());
     assert_eq!((s.slot_size, s.slot_count, s.header_len as usize), (8, 4, MPMC_HEADER_LEN));
     let m = s.mpmc.unwrap();
-    assert_eq!((m.enqueue, m.dequeue, m.closed, m.high_water), (2, 1, 0, 2));
+    assert_eq!((m.enqueue, m.dequeue, m.closed, m.high_water), (2, 1, false, 2));
     assert_eq!(m.fill(s.slot_count), Some(1));
     assert_eq!((m.lost_producer_died, m.lost_consumer_died, m.recovered), (0, 0, 0));
     // Impossible counters are reported.
@@ -718,9 +718,10 @@ fn overlong_length_word_is_corrupted() {
 
 #[test]
 fn impossible_counters_are_corrupted() {
-    let cases: [(&str, usize, u64); 4] = [
+    let cases: [(&str, usize, u64); 5] = [
         ("enqueue far ahead", std::mem::offset_of!(MpmcControl, enqueue), 1000),
-        ("enqueue beyond 2^62", std::mem::offset_of!(MpmcControl, enqueue), 1 << 62),
+        ("enqueue beyond 2^62", std::mem::offset_of!(MpmcControl, enqueue), 1 << 63),
+        ("closed far ahead", std::mem::offset_of!(MpmcControl, enqueue), header::MPMC_CLOSED | 1000),
         ("dequeue beyond 2^62", std::mem::offset_of!(MpmcControl, dequeue), u64::MAX),
         ("dequeue ahead of enqueue", std::mem::offset_of!(MpmcControl, dequeue), 3),
     ];

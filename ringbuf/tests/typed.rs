@@ -129,3 +129,24 @@ fn values_cross_processes() {
     assert_eq!(next, n);
     assert!(wait_exit(&mut peer, 60).success());
 }
+
+#[test]
+fn typed_channels_over_mpmc() {
+    use shmring::mpmc::{self, MpmcOptions};
+    let seg = TempSeg::new("typed-mpmc");
+    let opts = MpmcOptions::new().slot_size(16).slot_count(64);
+    assert!(matches!(Sender::<[u64; 3], mpmc::Producer>::create(&seg.0, &opts), Err(Error::InvalidArgument(_))));
+    assert!(!seg.0.exists(), "a refused create leaves nothing behind");
+    let mut tx: Sender<Pair, mpmc::Producer> = Sender::create(&seg.0, &opts).unwrap();
+    let mut tx2: Sender<Pair, mpmc::Producer> = Sender::open(&seg.0).unwrap();
+    let mut rx: Receiver<Pair, mpmc::Consumer> = Receiver::open(&seg.0).unwrap();
+    assert!(matches!(Receiver::<Triple, mpmc::Consumer>::open(&seg.0), Err(Error::TypeMismatch { .. })));
+    let mut got = Vec::new();
+    for i in 0..1000 {
+        if i % 2 == 0 { tx.send(&pair(i)) } else { tx2.send_batch(&[pair(i)]) }.unwrap();
+        got.push(rx.recv().unwrap().unwrap());
+    }
+    tx.get_mut().close_ring();
+    assert_eq!(rx.recv().unwrap(), None);
+    assert_eq!(got, (0..1000).map(pair).collect::<Vec<_>>());
+}

@@ -11,8 +11,8 @@ use super::{
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
-use crate::liveness::ProcessId;
 use crate::segment::{Location, Segment};
+#[cfg(loom)]
 use crate::sync::Ordering;
 use crate::wait::WaitPolicy;
 
@@ -81,7 +81,7 @@ impl Consumer {
                     }
                     Claim::Held { pos, seq } if core.on_held(Side::Enq, pos, seq) => continue,
                     Claim::Held { .. } => {}
-                    Claim::Wait => core.stuck = None,
+                    Claim::Wait | Claim::Closed => core.stuck = None,
                 }
                 break;
             }

@@ -101,13 +101,16 @@
 //! waiter ever needs (for example the last message of a run) is recovered by
 //! [`Producer::recover_dead`] / [`Consumer::recover_dead`].
 //!
-//! **Closing.** Any handle can close the ring. A producer checks the closed
-//! flag *after* its claim, both SeqCst; a consumer that finds the ring empty
-//! loads the flag, then `enqueue`, both SeqCst. So a position claimed after
-//! the consumer's `enqueue` load belongs to a producer that sees the flag and
-//! commits it as a skip: once a consumer sees "closed and drained" no message
-//! can arrive later. Dropping a [`Grant`] without committing also commits a
-//! skip, so an abandoned grant never wedges the ring.
+//! **Closing.** Any handle can close the ring: it sets a sticky bit in the
+//! `enqueue` word itself ([`MPMC_CLOSED`]). A producer claims with a CAS that
+//! expects the bit clear, so no position is claimed after the close; a
+//! consumer that finds its position unclaimed in a value of that same word
+//! carrying the bit knows nothing more will arrive: end of stream. One word
+//! decides, so no ordering between two variables is involved. Dropping
+//! handles does not close the ring (producers come and go; a dead one never
+//! says goodbye): end of stream is always an explicit close. Dropping a
+//! [`Grant`] without committing commits a skip, so an abandoned grant never
+//! wedges the ring.
 //!
 //! **Untrusted memory.** Counters must stay below 2^62 and never go back;
 //! a sequence must be one of the values the slot can hold for the position
@@ -124,12 +127,10 @@
 use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::header::{
-    self, CLAIM_NONE, FLAG_POISONED, Geometry, Header, MPMC_POSITION_LIMIT, MpmcControl, Participant, RingKind,
-};
+use crate::header::{self, FLAG_POISONED, Geometry, Header, MPMC_CLOSED, MpmcControl, RingKind};
 #[cfg(doc)]
 use crate::header::{MPMC_MAX_PARTICIPANTS, mpmc_slot_stride};
 use crate::liveness::ProcessId;
@@ -137,11 +138,14 @@ use crate::region::Region;
 use crate::ring;
 use crate::segment::{CreateOptions, Location, Segment};
 use crate::sync::{AtomicU64, Ordering};
-use crate::wait::{Attempt, EventCount, WaitPolicy, block_on};
+use crate::wait::{EventCount, WaitPolicy};
 
 mod consumer;
+mod handle;
 mod participants;
 mod producer;
+
+use handle::{Claim, Core, Deadline, Ec, Side, Stuck};
 
 pub use consumer::{Consumer, Record};
 pub use producer::{Grant, Producer};
@@ -171,6 +175,8 @@ pub struct MpmcOptions {
     mode: u32,
     ready_timeout: Duration,
     policy: WaitPolicy,
+    /// Record type of a typed ring (set by `typed`), checked before attaching.
+    pub(crate) record: Option<header::RecordType>,
 }
 
 impl Default for MpmcOptions {
@@ -181,6 +187,7 @@ impl Default for MpmcOptions {
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
             policy: WaitPolicy::default(),
+            record: None,
         }
     }
 }
@@ -221,8 +228,19 @@ impl MpmcOptions {
         self.slot_size.next_multiple_of(8)
     }
 
+    fn typed(mut self, ty: header::RecordType) -> Self {
+        self.record = Some(ty);
+        self
+    }
+
     fn geometry(&self) -> Result<Geometry> {
-        Geometry::mpmc(self.slot_size, self.slot_count)
+        let g = Geometry::mpmc(self.slot_size, self.slot_count)?.with_record(self.record);
+        if let Some(r) = &self.record
+            && r.size > g.slot_size
+        {
+            return Err(Error::InvalidArgument(format!("a {r} does not fit a slot of {} bytes", g.slot_size)));
+        }
+        Ok(g)
     }
 }
 
@@ -241,73 +259,6 @@ pub struct Stats {
     /// Slots recovered from dead claimants, of both kinds (including slots
     /// that held no message).
     pub recovered: u64,
-}
-
-/// Which counter a claim is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    /// Producers, on `enqueue`.
-    Enq,
-    /// Consumers, on `dequeue`.
-    Deq,
-}
-
-impl Side {
-    fn claim_words(self, p: &Participant) -> (&AtomicU64, &AtomicU64) {
-        match self {
-            Side::Enq => (&p.enq_start, &p.enq_count),
-            Side::Deq => (&p.deq_start, &p.deq_count),
-        }
-    }
-}
-
-/// What a claim attempt found.
-enum Claim {
-    /// Positions `pos..pos + n` are ours.
-    Got { pos: u64, n: u64 },
-    /// Nothing to claim yet: the ring is full (producer) or empty (consumer).
-    Wait,
-    /// The slot needed next is claimed by someone who has not finished: on
-    /// the consumers' side for a producer, on the producers' side for a
-    /// consumer. `pos` is the claimed position, `seq` the slot's sequence.
-    Held { pos: u64, seq: u64 },
-    /// Consumers only: the ring is closed and drained.
-    End,
-}
-
-/// A slot the waiter found claimed, and when to next check its claimant.
-#[derive(Clone, Copy)]
-// Under loom only its presence matters (time does not pass in a model).
-#[cfg_attr(loom, allow(dead_code))]
-struct Stuck {
-    pos: u64,
-    seq: u64,
-    #[cfg(not(loom))]
-    next_scan: Instant,
-}
-
-/// How long a call may wait.
-#[derive(Clone, Copy)]
-enum Deadline {
-    /// Not at all.
-    Now,
-    /// Without bound.
-    Never,
-    /// Until then.
-    At(Instant),
-}
-
-impl Deadline {
-    fn after(t: Duration) -> Deadline {
-        Deadline::At(Instant::now() + t)
-    }
-}
-
-/// Which eventcount a wait parks on.
-#[derive(Clone, Copy)]
-enum Ec {
-    NotEmpty,
-    NotFull,
 }
 
 /// What every handle of one mapping shares: pointers into it, kept alive by
@@ -400,7 +351,7 @@ impl Shared {
     fn stats(&self) -> Stats {
         let c = self.ctl();
         Stats {
-            enqueued: c.enqueue.load(Ordering::Relaxed),
+            enqueued: c.enqueue.load(Ordering::Relaxed) & !MPMC_CLOSED,
             dequeued: c.dequeue.load(Ordering::Relaxed),
             lost_producer_died: c.shared.lost_producer_died.load(Ordering::Relaxed),
             lost_consumer_died: c.shared.lost_consumer_died.load(Ordering::Relaxed),
@@ -409,330 +360,24 @@ impl Shared {
     }
 
     fn close(&self) {
-        // SeqCst: pairs with the SeqCst load of `closed` after a producer's
-        // claim and the SeqCst loads in a consumer's end-of-stream check (see
-        // "Closing" in the module docs).
-        self.ctl().shared.closed.store(1, Ordering::SeqCst);
+        // Relaxed: the close is decided by this word alone (see "Closing" in
+        // the module docs); as a read-modify-write it also keeps the release
+        // sequences of the producers' claim CASes going.
+        self.ctl().enqueue.fetch_or(MPMC_CLOSED, Ordering::Relaxed);
         self.ctl().not_empty.notify();
         self.ctl().not_full.notify();
     }
-}
 
-/// The state one handle keeps, for either role.
-struct Core {
-    sh: Arc<Shared>,
-    /// Index of our participant entry.
-    me: usize,
-    /// Our pid as recorded in the entry.
-    pid: u32,
-    policy: WaitPolicy,
-    poisoned: bool,
-    /// Last count stored in our entry's claim count word.
-    claim_count: u64,
-    /// Last value seen of our side's counter (counters never go back).
-    last_pos: u64,
-    stuck: Option<Stuck>,
-    /// Under loom: this handle's "process" died; do nothing on drop.
-    #[cfg(loom)]
-    dead: bool,
-}
-
-impl Core {
-    #[inline]
-    fn ctl(&self) -> &MpmcControl {
-        self.sh.ctl()
-    }
-
-    #[inline]
-    fn entry(&self) -> &Participant {
-        &self.sh.ctl().participants[self.me]
-    }
-
-    #[inline]
-    fn check_poison(&self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
-        }
-        Ok(())
-    }
-
-    fn poison(&mut self, what: String) -> Error {
-        self.poisoned = true;
-        self.sh.poison(what)
-    }
-
-    /// Load our side's counter (Acquire) and check it.
-    #[inline]
-    fn load_pos(&mut self, side: Side) -> Result<u64> {
-        let c = match side {
-            Side::Enq => &self.ctl().enqueue,
-            Side::Deq => &self.ctl().dequeue,
-        };
-        // Acquire: pairs with the SeqCst CAS of the handle that moved the
-        // counter, so its claim record is visible (see `live_claimant`).
-        let p = c.load(Ordering::Acquire);
-        if p >= MPMC_POSITION_LIMIT || p < self.last_pos {
-            let name = if side == Side::Enq { "enqueue" } else { "dequeue" };
-            return Err(self.poison(format!("{name} counter {p} impossible (last seen {})", self.last_pos)));
-        }
-        self.last_pos = p;
-        Ok(p)
-    }
-
-    /// Record in our entry that we are about to claim `pos..pos + n`.
-    #[inline]
-    fn set_claim(&mut self, side: Side, pos: u64, n: u64) {
-        let (start, count) = side.claim_words(&self.sh.ctl().participants[self.me]);
-        if n != self.claim_count {
-            // Release: pairs with the Acquire load in `live_claimant`; a
-            // recoverer that reads this count (made after our previous claim
-            // was cleared) also sees that claim's sequence stores.
-            count.store(n, Ordering::Release);
-            self.claim_count = n;
-        }
-        // Release: pairs with the Acquire load in `live_claimant`, as above
-        // for the previous claim's sequence stores. (The new record itself
-        // is published by the SeqCst CAS that follows.)
-        start.store(pos, Ordering::Release);
-    }
-
-    /// Record that we claim nothing; call after the last sequence store of
-    /// the claimed range.
-    #[inline]
-    fn clear_claim(&self, side: Side) {
-        let (start, _) = side.claim_words(self.entry());
-        // Release: pairs with the Acquire load in `live_claimant`: a
-        // recoverer that reads the cleared record sees our sequence stores,
-        // so its recovery CAS fails.
-        start.store(CLAIM_NONE, Ordering::Release);
-    }
-
-    /// Producers: try to claim up to `want` (1..=slots) consecutive free slots.
-    fn claim_enq(&mut self, want: u64) -> Result<Claim> {
-        self.check_poison()?;
-        let n = self.sh.slots;
-        for _ in 0..CLAIM_RETRIES {
-            let q = self.load_pos(Side::Enq)?;
-            // Acquire: pairs with the Release store that freed the slot (a
-            // consumer's release, a recovery, or initialisation): reads of
-            // the old payload happen before our writes.
-            let s = self.sh.seq(q).load(Ordering::Acquire);
-            if s == q {
-                let mut k = 1;
-                // Acquire: as above, for each further slot.
-                while k < want && self.sh.seq(q + k).load(Ordering::Acquire) == q + k {
-                    k += 1;
-                }
-                self.set_claim(Side::Enq, q, k);
-                // SeqCst: releases our claim record to recoverers (which
-                // load the counter with Acquire) and orders the claim before
-                // our SeqCst load of `closed` (see "Closing").
-                if self.ctl().enqueue.compare_exchange(q, q + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                    self.last_pos = q + k;
-                    return Ok(Claim::Got { pos: q, n: k });
-                }
-                self.clear_claim(Side::Enq);
-                continue;
-            }
-            // Not free. Decide what it means only if the counter did not
-            // move around the sequence load. Acquire: keeps this load after
-            // the sequence load, which synchronised with its store.
-            if self.ctl().enqueue.load(Ordering::Acquire) != q {
-                continue;
-            }
-            if q >= n && s & !SKIP == q - n + 1 {
-                // Message q - n is still in the slot: not taken yet (full),
-                // or taken and being read.
-                // Acquire: pairs with the consumer's SeqCst CAS, so its claim
-                // record is visible to `live_claimant`.
-                let d = self.ctl().dequeue.load(Ordering::Acquire);
-                if self.ctl().enqueue.load(Ordering::Acquire) != q {
-                    continue;
-                }
-                if d > q || d < q - n {
-                    return Err(self.poison(format!("dequeue counter {d} impossible for enqueue counter {q}")));
-                }
-                return Ok(if d == q - n { Claim::Wait } else { Claim::Held { pos: q - n, seq: s } });
-            }
-            if q >= n && s == q - n {
-                // The previous lap's producer has not committed yet: full.
-                // Consumers recover the slot if it died.
-                return Ok(Claim::Wait);
-            }
-            let slot = q & (n - 1);
-            return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for enqueue position {q}")));
-        }
-        Ok(Claim::Wait)
-    }
-
-    /// Consumers: try to claim up to `want` (1..=slots) consecutive ready
-    /// slots (messages or skips).
-    fn claim_deq(&mut self, want: u64) -> Result<Claim> {
-        self.check_poison()?;
-        let n = self.sh.slots;
-        for _ in 0..CLAIM_RETRIES {
-            let p = self.load_pos(Side::Deq)?;
-            // Acquire: pairs with the producer's Release store of the
-            // sequence in `commit_slot` (or a recovery's CAS): the length and
-            // payload are visible.
-            let s = self.sh.seq(p).load(Ordering::Acquire);
-            if s & !SKIP == p + 1 {
-                let mut k = 1;
-                // Acquire: as above, for each further slot.
-                while k < want && self.sh.seq(p + k).load(Ordering::Acquire) & !SKIP == p + k + 1 {
-                    k += 1;
-                }
-                self.set_claim(Side::Deq, p, k);
-                // SeqCst: releases our claim record to recoverers (which
-                // load the counter with Acquire).
-                if self.ctl().dequeue.compare_exchange(p, p + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                    self.last_pos = p + k;
-                    return Ok(Claim::Got { pos: p, n: k });
-                }
-                self.clear_claim(Side::Deq);
-                continue;
-            }
-            // Acquire: keeps this re-read after the sequence load.
-            if self.ctl().dequeue.load(Ordering::Acquire) != p {
-                continue;
-            }
-            if s == p {
-                // Acquire: pairs with the producers' SeqCst CAS, so a claim
-                // record is visible to `live_claimant`.
-                let e = self.ctl().enqueue.load(Ordering::Acquire);
-                if self.ctl().dequeue.load(Ordering::Acquire) != p {
-                    continue;
-                }
-                if e < p || e - p > n {
-                    return Err(self.poison(format!("enqueue counter {e} impossible for dequeue counter {p}")));
-                }
-                if e > p {
-                    return Ok(Claim::Held { pos: p, seq: s });
-                }
-            } else if !(p >= n && s & !SKIP == p - n + 1) {
-                // (That case: the slot still holds message p - n, being
-                // read, so the producer of p cannot have claimed it: empty.)
-                let slot = p & (n - 1);
-                return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for dequeue position {p}")));
-            }
-            // Empty. End of stream if closed and nothing was claimed since.
-            // SeqCst (both loads): pair with the SeqCst store in `close` and
-            // the producers' SeqCst CAS and `closed` load (see "Closing").
-            if self.ctl().shared.closed.load(Ordering::SeqCst) == 0 {
-                return Ok(Claim::Wait);
-            }
-            if self.ctl().enqueue.load(Ordering::SeqCst) == p {
-                return Ok(Claim::End);
-            }
-        }
-        Ok(Claim::Wait)
-    }
-
-    /// Run `step` until it returns a value, waiting on `which` per the wait
-    /// policy until `deadline`. While a needed slot is claimed (`stuck`),
-    /// wake-ups come at least every [`STUCK_POLL`].
-    fn wait<T>(
-        &mut self,
-        which: Ec,
-        deadline: Deadline,
-        mut step: impl FnMut(&mut Core) -> Result<Option<T>>,
-    ) -> Result<T> {
-        if let Some(v) = step(self)? {
-            return Ok(v);
-        }
-        let until = match deadline {
-            Deadline::Now => {
-                return Err(Error::WouldBlock { full: matches!(which, Ec::NotFull) });
-            }
-            Deadline::Never => None,
-            Deadline::At(t) => Some(t),
-        };
-        let sh = self.sh.clone();
-        let ec = sh.ec(which);
-        loop {
-            let fast = self.stuck.is_some();
-            let policy =
-                if fast { self.policy.check_interval(STUCK_POLL.min(self.policy.interval())) } else { self.policy };
-            let got = block_on(
-                &policy,
-                ec,
-                until,
-                || Error::Timeout,
-                |_| {
-                    if let Some(v) = step(self)? {
-                        return Ok(Attempt::Ready(Some(v)));
-                    }
-                    // Switch the wake-up cadence when a claimed slot shows up or
-                    // goes away. (Under loom time does not pass: never switch.)
-                    if !cfg!(loom) && self.stuck.is_some() != fast {
-                        return Ok(Attempt::Ready(None));
-                    }
-                    Ok(Attempt::NotYet)
-                },
-            )?;
-            if let Some(v) = got {
-                self.stuck = None;
-                return Ok(v);
-            }
-        }
-    }
-
-    /// Write the length word and publish the slot of `pos` to consumers.
-    #[inline]
-    fn commit_slot(&self, pos: u64, len: usize, skip: bool) {
-        let off = self.sh.slot_off(pos);
-        self.sh.region.store_word(off + 8, len as u64, Ordering::Relaxed);
-        let seq = if skip { (pos + 1) | SKIP } else { pos + 1 };
-        // Release: pairs with the consumers' Acquire load of the sequence in
-        // `claim_deq`: the length word and payload written before are
-        // visible to the consumer that sees it.
-        self.sh.seq(pos).store(seq, Ordering::Release);
-    }
-
-    /// Give the slot of `pos` back to producers (one lap later).
-    #[inline]
-    fn release_slot(&self, pos: u64) {
-        // Release: pairs with the Acquire sequence load in `claim_enq` of the
-        // producer of `pos + slots`: our reads of the payload happen before
-        // it overwrites them.
-        self.sh.seq(pos).store(pos + self.sh.slots, Ordering::Release);
-    }
-
-    /// The message in the claimed slot of `pos`: `Some((payload offset,
-    /// length))`, or `None` for a skipped position.
-    fn slot_message(&mut self, pos: u64) -> Result<Option<(usize, usize)>> {
-        // Relaxed: we read this value with Acquire before our claim, and only
-        // its claimant (us) may change it now.
-        let s = self.sh.seq(pos).load(Ordering::Relaxed);
-        if s == (pos + 1) | SKIP {
-            return Ok(None);
-        }
-        let off = self.sh.slot_off(pos);
-        let len = self.sh.region.load_word(off + 8, Ordering::Relaxed);
-        if s != pos + 1 || len > self.sh.slot_size as u64 {
-            return Err(self.poison(format!(
-                "claimed slot {} has sequence {s:#x} and length {len} (position {pos}, slot size {})",
-                pos & (self.sh.slots - 1),
-                self.sh.slot_size
-            )));
-        }
-        Ok(Some((off + header::MPMC_SLOT_META as usize, len as usize)))
-    }
-}
-
-impl Drop for Core {
-    fn drop(&mut self) {
-        #[cfg(loom)]
-        if self.dead {
-            return;
-        }
-        self.detach();
+    fn is_closed(&self) -> bool {
+        // Relaxed: a snapshot for the caller.
+        self.ctl().enqueue.load(Ordering::Relaxed) & MPMC_CLOSED != 0
     }
 }
 
 /// Build the shared view of an initialised, validated MPMC segment.
-fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Arc<Shared>> {
-    let g = ring::wait_ready(&seg, ready_timeout, RingKind::Mpmc)?;
+fn shared_from_segment(seg: Segment, opts: &MpmcOptions) -> Result<Arc<Shared>> {
+    let g = ring::wait_ready(&seg, opts.ready_timeout, RingKind::Mpmc)?;
+    ring::check_record_type(&seg, &g, opts.record.as_ref())?;
     let base = seg.as_ptr();
     let capacity = g.capacity as usize;
     // SAFETY: wait_ready validated the mapping is header_len + capacity bytes with header_len = MPMC_HEADER_LEN >= CONTROL_OFFSET + size_of::<MpmcControl>() (const-asserted in header.rs); the offset is 128-aligned.
@@ -755,7 +400,12 @@ fn shared_from_segment(seg: Segment, ready_timeout: Duration) -> Result<Arc<Shar
         #[cfg(not(loom))]
         data,
         #[cfg(loom)]
-        seqs: (0..g.slot_count as usize).map(|i| AtomicU64::new(region.load_word(i * stride))).collect(),
+        seqs: (0..g.slot_count as usize)
+            .map(|i| {
+                // SAFETY: slot `i` of the validated data region is in bounds and 8-aligned; under loom nobody else runs yet.
+                AtomicU64::new(unsafe { std::ptr::read(data.add(i * stride) as *const u64) })
+            })
+            .collect(),
         #[cfg(loom)]
         dead: Vec::new(),
         region,
@@ -808,7 +458,7 @@ pub fn create_memfd(label: &str, opts: &MpmcOptions) -> Result<Segment> {
 
 /// Attach a handle to the mapping of `seg`; with `expect`, check its geometry.
 fn core_from_segment(seg: Segment, opts: &MpmcOptions, expect: bool) -> Result<Core> {
-    let sh = shared_from_segment(seg, opts.ready_timeout)?;
+    let sh = shared_from_segment(seg, opts)?;
     if expect {
         let g = opts.geometry()?;
         if u64::from(g.slot_count) != sh.slots || g.slot_size as usize != sh.slot_size {
@@ -832,8 +482,12 @@ fn create_core(loc: &Location, opts: &MpmcOptions) -> Result<Core> {
 }
 
 fn open_core(loc: &Location) -> Result<Core> {
-    let opts = MpmcOptions::default();
-    core_from_segment(ring::open_segment(loc, opts.ready_timeout)?, &opts, false)
+    open_core_with(loc, &MpmcOptions::default())
+}
+
+/// Open with `opts`' ready timeout, wait policy and record type; any geometry.
+fn open_core_with(loc: &Location, opts: &MpmcOptions) -> Result<Core> {
+    core_from_segment(ring::open_segment(loc, opts.ready_timeout)?, opts, false)
 }
 
 fn open_or_create_core(loc: &Location, opts: &MpmcOptions) -> Result<Core> {

@@ -22,7 +22,10 @@ impl Core {
     /// holder is dead.
     pub(super) fn attach(sh: Arc<Shared>, me: ProcessId, policy: WaitPolicy) -> Result<Core> {
         let ctl = sh.ctl();
-        for (i, e) in ctl.participants.iter().enumerate() {
+        // First pass: free entries only (no liveness checks, which read
+        // /proc); second pass: entries of dead holders.
+        let passes = (0..2).flat_map(|pass| ctl.participants.iter().enumerate().map(move |(i, e)| (pass, i, e)));
+        for (pass, i, e) in passes {
             // Acquire: pairs with the Release stores and CASes of the word in
             // `attach` and `detach`, so the start time read below is the
             // holder's (or newer).
@@ -30,6 +33,7 @@ impl Core {
             let (pid, generation, state) = participant_fields(w);
             let free = match state {
                 PARTICIPANT_FREE => true,
+                _ if pass == 0 => false,
                 // Half-attached: only its attacher (the pid in the word) may
                 // finish it; take it over only once that process is dead.
                 PARTICIPANT_ATTACHING => !sh.is_alive(pid, 0),
@@ -80,6 +84,12 @@ impl Core {
             });
         }
         Err(Error::TooManyParticipants { segment: sh.name.clone(), max: MPMC_MAX_PARTICIPANTS })
+    }
+
+    /// The process this handle belongs to, for a sibling handle.
+    pub(super) fn process(&self) -> ProcessId {
+        // Under loom, "processes" are the fake pids of `loom_ring`.
+        if cfg!(loom) { ProcessId { pid: self.pid, start_time: 0 } } else { ProcessId::current() }
     }
 
     /// Give our entry back.
@@ -229,7 +239,7 @@ impl Core {
             // Acquire (all three): pair with the handles' SeqCst counter
             // CASes, so their claim records are visible to `live_claimant`.
             let d = ctl.dequeue.load(Ordering::Acquire);
-            let e = ctl.enqueue.load(Ordering::Acquire);
+            let e = ctl.enqueue.load(Ordering::Acquire) & !crate::header::MPMC_CLOSED;
             if ctl.dequeue.load(Ordering::Acquire) == d {
                 stable = Some((d, e));
                 break;

@@ -5,8 +5,8 @@ use super::{
     open_or_create_core,
 };
 use crate::error::{Error, Result};
-use crate::liveness::ProcessId;
 use crate::segment::{Location, Segment};
+#[cfg(loom)]
 use crate::sync::Ordering;
 use crate::wait::WaitPolicy;
 use std::time::Duration;
@@ -89,8 +89,7 @@ macro_rules! handle_common {
 
         /// Whether some handle closed the ring.
         pub fn is_closed(&self) -> bool {
-            // Relaxed: a snapshot for the caller.
-            self.core.ctl().shared.closed.load(Ordering::Relaxed) != 0
+            self.core.sh.is_closed()
         }
 
         /// Recover every slot left claimed by a dead process, wherever it is
@@ -109,7 +108,7 @@ macro_rules! handle_common {
         /// # Errors
         /// [`Error::TooManyParticipants`] if the table is full.
         pub fn new_producer(&self) -> Result<Producer> {
-            Ok(Producer { core: Core::attach(self.core.sh.clone(), ProcessId::current(), self.core.policy)? })
+            Ok(Producer { core: Core::attach(self.core.sh.clone(), self.core.process(), self.core.policy)? })
         }
 
         /// Attach a consumer to the same mapping.
@@ -117,7 +116,7 @@ macro_rules! handle_common {
         /// # Errors
         /// [`Error::TooManyParticipants`] if the table is full.
         pub fn new_consumer(&self) -> Result<Consumer> {
-            Ok(Consumer { core: Core::attach(self.core.sh.clone(), ProcessId::current(), self.core.policy)? })
+            Ok(Consumer { core: Core::attach(self.core.sh.clone(), self.core.process(), self.core.policy)? })
         }
 
         /// Create a new ring at `loc` and attach to it.
@@ -148,6 +147,25 @@ macro_rules! handle_common {
         /// existing ring's slot size or count differs from `opts`.
         pub fn open_or_create(loc: &Location, opts: &MpmcOptions) -> Result<$T> {
             Ok($T { core: open_or_create_core(loc, opts)? })
+        }
+
+        /// `create` for a ring typed with `ty` (see `typed`).
+        pub(crate) fn create_typed(loc: &Location, opts: &MpmcOptions, ty: crate::header::RecordType) -> Result<$T> {
+            Ok($T { core: crate::mpmc::create_core(loc, &opts.typed(ty))? })
+        }
+
+        /// `open` checking the ring is typed with `ty` before attaching.
+        pub(crate) fn open_typed(loc: &Location, ty: crate::header::RecordType) -> Result<$T> {
+            Ok($T { core: crate::mpmc::open_core_with(loc, &MpmcOptions::default().typed(ty))? })
+        }
+
+        /// `open_or_create` for a ring typed with `ty`.
+        pub(crate) fn open_or_create_typed(
+            loc: &Location,
+            opts: &MpmcOptions,
+            ty: crate::header::RecordType,
+        ) -> Result<$T> {
+            Ok($T { core: crate::mpmc::open_or_create_core(loc, &opts.typed(ty))? })
         }
 
         /// Attach to an already mapped segment (e.g. a memfd received from
@@ -198,18 +216,14 @@ impl Producer {
                 match core.claim_enq(want)? {
                     Claim::Got { pos, n } => {
                         core.stuck = None;
-                        core.closed_after_claim(pos, n)?;
                         return Ok(Some((pos, n)));
                     }
+                    Claim::Closed => return Err(Error::Closed(core.sh.name.clone())),
                     Claim::Held { pos, seq } if core.on_held(Side::Deq, pos, seq) => continue,
                     Claim::Held { .. } => {}
                     Claim::Wait | Claim::End => core.stuck = None,
                 }
                 break;
-            }
-            // Relaxed: only ends the wait; a claim re-checks with SeqCst.
-            if core.ctl().shared.closed.load(Ordering::Relaxed) != 0 {
-                return Err(Error::Closed(core.sh.name.clone()));
             }
             Ok(None)
         })
@@ -313,26 +327,6 @@ impl Producer {
         self.core.clear_claim(Side::Enq);
         self.core.ctl().not_empty.notify();
         Ok(k as usize)
-    }
-}
-
-impl Core {
-    /// Right after a producer's claim: if the ring is closed, give the
-    /// positions back as skips and fail.
-    fn closed_after_claim(&mut self, pos: u64, n: u64) -> Result<()> {
-        // SeqCst: pairs with the SeqCst store in `close` and the consumers'
-        // SeqCst loads in `claim_deq`; our claim CAS is SeqCst too, so either
-        // we see the flag or the consumer's end-of-stream check sees our
-        // claim (see "Closing" in the module docs).
-        if self.ctl().shared.closed.load(Ordering::SeqCst) == 0 {
-            return Ok(());
-        }
-        for i in 0..n {
-            self.commit_slot(pos + i, 0, true);
-        }
-        self.clear_claim(Side::Enq);
-        self.ctl().not_empty.notify();
-        Err(Error::Closed(self.sh.name.clone()))
     }
 }
 

@@ -1,0 +1,389 @@
+//! The state of one handle and the slot protocol: claim positions, commit
+//! and release slots, wait. See the `mpmc` module docs for the reasoning.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{CLAIM_RETRIES, SKIP, STUCK_POLL, Shared};
+use crate::error::{Error, Result};
+use crate::header::{self, CLAIM_NONE, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, Participant};
+use crate::sync::{AtomicU64, Ordering};
+use crate::wait::{Attempt, WaitPolicy, block_on};
+
+/// Which counter a claim is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// Producers, on `enqueue`.
+    Enq,
+    /// Consumers, on `dequeue`.
+    Deq,
+}
+
+impl Side {
+    pub(super) fn claim_words(self, p: &Participant) -> (&AtomicU64, &AtomicU64) {
+        match self {
+            Side::Enq => (&p.enq_start, &p.enq_count),
+            Side::Deq => (&p.deq_start, &p.deq_count),
+        }
+    }
+}
+
+/// What a claim attempt found.
+pub(super) enum Claim {
+    /// Positions `pos..pos + n` are ours.
+    Got { pos: u64, n: u64 },
+    /// Nothing to claim yet: the ring is full (producer) or empty (consumer).
+    Wait,
+    /// The slot needed next is claimed by someone who has not finished: on
+    /// the consumers' side for a producer, on the producers' side for a
+    /// consumer. `pos` is the claimed position, `seq` the slot's sequence.
+    Held { pos: u64, seq: u64 },
+    /// Consumers only: the ring is closed and drained.
+    End,
+    /// Producers only: the ring is closed.
+    Closed,
+}
+
+/// A slot the waiter found claimed, and when to next check its claimant.
+#[derive(Clone, Copy)]
+// Under loom only its presence matters (time does not pass in a model).
+#[cfg_attr(loom, allow(dead_code))]
+pub(super) struct Stuck {
+    pub(super) pos: u64,
+    pub(super) seq: u64,
+    #[cfg(not(loom))]
+    pub(super) next_scan: Instant,
+}
+
+/// How long a call may wait.
+#[derive(Clone, Copy)]
+pub(super) enum Deadline {
+    /// Not at all.
+    Now,
+    /// Without bound.
+    Never,
+    /// Until then.
+    At(Instant),
+}
+
+impl Deadline {
+    pub(super) fn after(t: Duration) -> Deadline {
+        Deadline::At(Instant::now() + t)
+    }
+}
+
+/// Which eventcount a wait parks on.
+#[derive(Clone, Copy)]
+pub(super) enum Ec {
+    NotEmpty,
+    NotFull,
+}
+
+/// The state one handle keeps, for either role.
+pub(super) struct Core {
+    pub(super) sh: Arc<Shared>,
+    /// Index of our participant entry.
+    pub(super) me: usize,
+    /// Our pid as recorded in the entry.
+    pub(super) pid: u32,
+    pub(super) policy: WaitPolicy,
+    pub(super) poisoned: bool,
+    /// Last count stored in our entry's claim count word.
+    pub(super) claim_count: u64,
+    /// Last value seen of our side's counter (counters never go back).
+    pub(super) last_pos: u64,
+    pub(super) stuck: Option<Stuck>,
+    /// Under loom: this handle's "process" died; do nothing on drop.
+    #[cfg(loom)]
+    pub(super) dead: bool,
+}
+
+impl Core {
+    #[inline]
+    pub(super) fn ctl(&self) -> &MpmcControl {
+        self.sh.ctl()
+    }
+
+    #[inline]
+    pub(super) fn entry(&self) -> &Participant {
+        &self.sh.ctl().participants[self.me]
+    }
+
+    #[inline]
+    pub(super) fn check_poison(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn poison(&mut self, what: String) -> Error {
+        self.poisoned = true;
+        self.sh.poison(what)
+    }
+
+    /// Load our side's counter (Acquire) and check it. For producers the
+    /// closed bit is returned apart.
+    #[inline]
+    pub(super) fn load_pos(&mut self, side: Side) -> Result<(u64, bool)> {
+        let c = match side {
+            Side::Enq => &self.ctl().enqueue,
+            Side::Deq => &self.ctl().dequeue,
+        };
+        // Acquire: pairs with the SeqCst CAS of the handle that moved the
+        // counter, so its claim record is visible (see `live_claimant`).
+        let raw = c.load(Ordering::Acquire);
+        let closed = side == Side::Enq && raw & MPMC_CLOSED != 0;
+        let p = if side == Side::Enq { raw & !MPMC_CLOSED } else { raw };
+        if p >= MPMC_POSITION_LIMIT || p < self.last_pos {
+            let name = if side == Side::Enq { "enqueue" } else { "dequeue" };
+            return Err(self.poison(format!("{name} counter {p} impossible (last seen {})", self.last_pos)));
+        }
+        self.last_pos = p;
+        Ok((p, closed))
+    }
+
+    /// Record in our entry that we are about to claim `pos..pos + n`.
+    #[inline]
+    pub(super) fn set_claim(&mut self, side: Side, pos: u64, n: u64) {
+        let (start, count) = side.claim_words(&self.sh.ctl().participants[self.me]);
+        if n != self.claim_count {
+            // Release: pairs with the Acquire load in `live_claimant`; a
+            // recoverer that reads this count (made after our previous claim
+            // was cleared) also sees that claim's sequence stores.
+            count.store(n, Ordering::Release);
+            self.claim_count = n;
+        }
+        // Release: pairs with the Acquire load in `live_claimant`, as above
+        // for the previous claim's sequence stores. (The new record itself
+        // is published by the SeqCst CAS that follows.)
+        start.store(pos, Ordering::Release);
+    }
+
+    /// Record that we claim nothing; call after the last sequence store of
+    /// the claimed range.
+    #[inline]
+    pub(super) fn clear_claim(&self, side: Side) {
+        let (start, _) = side.claim_words(self.entry());
+        // Release: pairs with the Acquire load in `live_claimant`: a
+        // recoverer that reads the cleared record sees our sequence stores,
+        // so its recovery CAS fails.
+        start.store(CLAIM_NONE, Ordering::Release);
+    }
+
+    /// Producers: try to claim up to `want` (1..=slots) consecutive free slots.
+    pub(super) fn claim_enq(&mut self, want: u64) -> Result<Claim> {
+        self.check_poison()?;
+        let n = self.sh.slots;
+        for _ in 0..CLAIM_RETRIES {
+            let (q, closed) = self.load_pos(Side::Enq)?;
+            if closed {
+                return Ok(Claim::Closed);
+            }
+            // Acquire: pairs with the Release store that freed the slot (a
+            // consumer's release, a recovery, or initialisation): reads of
+            // the old payload happen before our writes.
+            let s = self.sh.seq(q).load(Ordering::Acquire);
+            if s == q {
+                let mut k = 1;
+                // Acquire: as above, for each further slot.
+                while k < want && self.sh.seq(q + k).load(Ordering::Acquire) == q + k {
+                    k += 1;
+                }
+                self.set_claim(Side::Enq, q, k);
+                // SeqCst: releases our claim record to recoverers (which
+                // load the counter with Acquire). Fails if the ring was
+                // closed meanwhile (the closed bit is set).
+                if self.ctl().enqueue.compare_exchange(q, q + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                    self.last_pos = q + k;
+                    return Ok(Claim::Got { pos: q, n: k });
+                }
+                self.clear_claim(Side::Enq);
+                continue;
+            }
+            // Not free. Read the consumers' counter, then ours again: if ours
+            // did not move, the sequence and `d` were both read while it was
+            // `q`, and the slot's state can be judged.
+            // Acquire: pairs with the consumers' SeqCst CAS, so a claim
+            // record is visible to `live_claimant`.
+            let d = self.ctl().dequeue.load(Ordering::Acquire);
+            // Acquire: keeps this re-read after the two loads above.
+            if self.ctl().enqueue.load(Ordering::Acquire) != q {
+                continue;
+            }
+            if d > q || q.saturating_sub(n) > d {
+                return Err(self.poison(format!("dequeue counter {d} impossible for enqueue counter {q}")));
+            }
+            if q >= n && s & !SKIP == q - n + 1 {
+                // Message q - n is still in the slot: not taken yet (full),
+                // or taken and being read.
+                return Ok(if d == q - n { Claim::Wait } else { Claim::Held { pos: q - n, seq: s } });
+            }
+            if q >= n && s == q - n {
+                // The previous lap's producer has not committed yet: full.
+                // Consumers recover the slot if it died.
+                return Ok(Claim::Wait);
+            }
+            let slot = q & (n - 1);
+            return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for enqueue position {q}")));
+        }
+        Ok(Claim::Wait)
+    }
+
+    /// Consumers: try to claim up to `want` (1..=slots) consecutive ready
+    /// slots (messages or skips).
+    pub(super) fn claim_deq(&mut self, want: u64) -> Result<Claim> {
+        self.check_poison()?;
+        let n = self.sh.slots;
+        for _ in 0..CLAIM_RETRIES {
+            let (p, _) = self.load_pos(Side::Deq)?;
+            // Acquire: pairs with the producer's Release store of the
+            // sequence in `commit_slot` (or a recovery's CAS): the length and
+            // payload are visible.
+            let s = self.sh.seq(p).load(Ordering::Acquire);
+            if s & !SKIP == p + 1 {
+                let mut k = 1;
+                // Acquire: as above, for each further slot.
+                while k < want && self.sh.seq(p + k).load(Ordering::Acquire) & !SKIP == p + k + 1 {
+                    k += 1;
+                }
+                self.set_claim(Side::Deq, p, k);
+                // SeqCst: releases our claim record to recoverers (which
+                // load the counter with Acquire).
+                if self.ctl().dequeue.compare_exchange(p, p + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                    self.last_pos = p + k;
+                    return Ok(Claim::Got { pos: p, n: k });
+                }
+                self.clear_claim(Side::Deq);
+                continue;
+            }
+            // Not ready. Read the producers' counter, then ours again (as in
+            // `claim_enq`). Acquire: pairs with the producers' SeqCst CAS, so
+            // a claim record is visible to `live_claimant`.
+            let e_word = self.ctl().enqueue.load(Ordering::Acquire);
+            // Acquire: keeps this re-read after the two loads above.
+            if self.ctl().dequeue.load(Ordering::Acquire) != p {
+                continue;
+            }
+            let (e, closed) = (e_word & !MPMC_CLOSED, e_word & MPMC_CLOSED != 0);
+            if e < p || e - p > n {
+                return Err(self.poison(format!("enqueue counter {e} impossible for dequeue counter {p}")));
+            }
+            if s == p {
+                if e > p {
+                    return Ok(Claim::Held { pos: p, seq: s });
+                }
+            } else if !(p >= n && s & !SKIP == p - n + 1) {
+                // (That case: the slot still holds message p - n, being
+                // read, so the producer of p cannot have claimed it: empty.)
+                let slot = p & (n - 1);
+                return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for dequeue position {p}")));
+            }
+            // Empty. If the same value of `enqueue` says closed, no position
+            // will ever be claimed again: end of stream.
+            return Ok(if closed && e == p { Claim::End } else { Claim::Wait });
+        }
+        Ok(Claim::Wait)
+    }
+
+    /// Run `step` until it returns a value, waiting on `which` per the wait
+    /// policy until `deadline`. While a needed slot is claimed (`stuck`),
+    /// wake-ups come at least every [`STUCK_POLL`].
+    pub(super) fn wait<T>(
+        &mut self,
+        which: Ec,
+        deadline: Deadline,
+        mut step: impl FnMut(&mut Core) -> Result<Option<T>>,
+    ) -> Result<T> {
+        if let Some(v) = step(self)? {
+            return Ok(v);
+        }
+        let until = match deadline {
+            Deadline::Now => {
+                return Err(Error::WouldBlock { full: matches!(which, Ec::NotFull) });
+            }
+            Deadline::Never => None,
+            Deadline::At(t) => Some(t),
+        };
+        let sh = self.sh.clone();
+        let ec = sh.ec(which);
+        loop {
+            let fast = self.stuck.is_some();
+            let policy =
+                if fast { self.policy.check_interval(STUCK_POLL.min(self.policy.interval())) } else { self.policy };
+            let got = block_on(
+                &policy,
+                ec,
+                until,
+                || Error::Timeout,
+                |_| {
+                    if let Some(v) = step(self)? {
+                        return Ok(Attempt::Ready(Some(v)));
+                    }
+                    // Switch the wake-up cadence when a claimed slot shows up or
+                    // goes away. (Under loom time does not pass: never switch.)
+                    if !cfg!(loom) && self.stuck.is_some() != fast {
+                        return Ok(Attempt::Ready(None));
+                    }
+                    Ok(Attempt::NotYet)
+                },
+            )?;
+            if let Some(v) = got {
+                self.stuck = None;
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Write the length word and publish the slot of `pos` to consumers.
+    #[inline]
+    pub(super) fn commit_slot(&self, pos: u64, len: usize, skip: bool) {
+        let off = self.sh.slot_off(pos);
+        self.sh.region.store_word(off + 8, len as u64, Ordering::Relaxed);
+        let seq = if skip { (pos + 1) | SKIP } else { pos + 1 };
+        // Release: pairs with the consumers' Acquire load of the sequence in
+        // `claim_deq`: the length word and payload written before are
+        // visible to the consumer that sees it.
+        self.sh.seq(pos).store(seq, Ordering::Release);
+    }
+
+    /// Give the slot of `pos` back to producers (one lap later).
+    #[inline]
+    pub(super) fn release_slot(&self, pos: u64) {
+        // Release: pairs with the Acquire sequence load in `claim_enq` of the
+        // producer of `pos + slots`: our reads of the payload happen before
+        // it overwrites them.
+        self.sh.seq(pos).store(pos + self.sh.slots, Ordering::Release);
+    }
+
+    /// The message in the claimed slot of `pos`: `Some((payload offset,
+    /// length))`, or `None` for a skipped position.
+    pub(super) fn slot_message(&mut self, pos: u64) -> Result<Option<(usize, usize)>> {
+        // Relaxed: we read this value with Acquire before our claim, and only
+        // its claimant (us) may change it now.
+        let s = self.sh.seq(pos).load(Ordering::Relaxed);
+        if s == (pos + 1) | SKIP {
+            return Ok(None);
+        }
+        let off = self.sh.slot_off(pos);
+        let len = self.sh.region.load_word(off + 8, Ordering::Relaxed);
+        if s != pos + 1 || len > self.sh.slot_size as u64 {
+            return Err(self.poison(format!(
+                "claimed slot {} has sequence {s:#x} and length {len} (position {pos}, slot size {})",
+                pos & (self.sh.slots - 1),
+                self.sh.slot_size
+            )));
+        }
+        Ok(Some((off + header::MPMC_SLOT_META as usize, len as usize)))
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        #[cfg(loom)]
+        if self.dead {
+            return;
+        }
+        self.detach();
+    }
+}
