@@ -45,21 +45,41 @@ enum Cmd {
     /// List shmring segments in /dev/shm: name, kind, capacity, fill,
     /// creator, status.
     ///
+    /// KIND is `spsc` or `mpmc`. CAPACITY is the data size for SPSC and
+    /// `SLOTS x SLOT-SIZE B` for MPMC; FILL is bytes waiting for SPSC and
+    /// messages waiting (enqueued - dequeued) for MPMC.
+    ///
     /// Status is `alive` (a process is attached), `waiting` (nobody attached
     /// right now: data may be waiting for a reader, or a ring for its first
     /// user), `stale` (an attached process died, or the stream is finished on
     /// both sides) or `damaged` (the header is impossible; see `inspect`).
+    /// An MPMC segment is `alive` if any process in its participant table is
+    /// alive, `stale` if processes are recorded there but all of them died
+    /// without detaching, `waiting` if the table is empty.
     /// Files in /dev/shm that are not shmring segments are not shown.
+    /// With --json, MPMC rows also carry the slot geometry, counters, closed
+    /// flag, loss statistics and participant counts.
     Ls(LsArgs),
     /// Print a segment's header, positions and attached processes, and say
     /// plainly what is wrong with it if anything is.
     ///
-    /// Reads the first page with plain reads: never maps, never writes, never
+    /// For both kinds, prints the record type of a typed ring (name, size,
+    /// alignment, fingerprint). For MPMC, also the slot size and count, the
+    /// enqueue and dequeue counters, the closed flag, the loss statistics
+    /// (messages lost because a producer or a consumer died, slots
+    /// recovered) and the participant table: every recorded process, alive
+    /// or dead, with the positions it is claiming.
+    ///
+    /// Reads the header with plain reads: never maps, never writes, never
     /// crashes on a damaged segment. Exit status: 0 healthy, 2 damaged,
     /// 1 cannot be read.
     Inspect(InspectArgs),
     /// Remove segments by name or path, or every stale one.
     ///
+    /// Stale means what `ls` shows as `stale`: for SPSC, an attached process
+    /// died or both sides closed; for MPMC, processes are recorded in the
+    /// participant table and none of them is alive (an MPMC ring that
+    /// nobody has attached to is `waiting` and is kept).
     /// Refuses to remove something that is not a shmring segment unless
     /// --force. Processes that still have the segment mapped keep working;
     /// the memory is freed when the last one exits.
@@ -144,7 +164,7 @@ struct RmArgs {
     /// Remove the mmap'd file at this path.
     #[arg(long, value_name = "FILE")]
     path: Vec<PathBuf>,
-    /// Remove every segment in /dev/shm whose status is `stale`.
+    /// Remove every segment in /dev/shm whose status is `stale` (see `ls`).
     #[arg(long)]
     stale: bool,
     /// Remove even if it does not look like a shmring segment.

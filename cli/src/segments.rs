@@ -1,6 +1,17 @@
 //! `ls`, `inspect` and `rm`: look at segments without trusting them.
+//!
+//! Everything here reads the segment with plain reads (never maps it, never
+//! writes to it) and treats every byte as possibly hostile: header words,
+//! counters and the MPMC participant table are bound-checked before use, and
+//! anything impossible is reported in plain words.
 
-use shmring::header::{self, ROLE_ATTACHED, ROLE_CLOSED, Snapshot};
+use std::io::Read;
+use std::mem::offset_of;
+
+use shmring::header::{
+    self, CONTROL_OFFSET, Header, MPMC_HEADER_LEN, MPMC_MAX_PARTICIPANTS, MpmcControl, PARTICIPANT_ATTACHED,
+    PARTICIPANT_ATTACHING, PARTICIPANT_FREE, Participant, ROLE_ATTACHED, ROLE_CLOSED, RecordType, RingKind, Snapshot,
+};
 use shmring::segment::{list_shm, read_first_page};
 use shmring::{Error, Location, ProcessId};
 
@@ -32,36 +43,264 @@ fn role_alive(role: (u32, u32, u64)) -> Option<bool> {
     (role.0 == ROLE_ATTACHED).then(|| alive(role.1, role.2))
 }
 
-pub fn status(s: &Snapshot) -> Status {
-    let problems = s.problems();
-    if s.state != header::STATE_READY && s.magic == header::MAGIC {
-        return if alive(s.creator_pid, s.creator_start_time) { Status::Waiting } else { Status::Stale };
-    }
-    if !problems.is_empty() {
-        return Status::Damaged;
-    }
-    let roles = [role_alive(s.producer), role_alive(s.consumer)];
-    if roles.contains(&Some(false)) {
-        return Status::Stale;
-    }
-    if roles.contains(&Some(true)) {
-        return Status::Alive;
-    }
-    if s.producer.0 == ROLE_CLOSED && s.consumer.0 == ROLE_CLOSED {
-        return Status::Stale;
-    }
-    Status::Waiting
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4).and_then(|s| s.try_into().ok()).map_or(0, u32::from_ne_bytes)
 }
 
-/// Read a segment's header; `Ok(None)` if it is not a shmring segment.
-fn snapshot(loc: &Location) -> Result<Option<Snapshot>, Error> {
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_ne_bytes)
+}
+
+/// The record type words of the header (typed rings), decoded and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TypeInfo {
+    /// A ring of bytes: all type words are zero.
+    Untyped,
+    /// A typed ring: size and alignment in bytes, fingerprint, name.
+    Typed { size: u32, align: u32, fingerprint: u64, name: String },
+    /// The words cannot describe a type; what is wrong.
+    Impossible(String),
+}
+
+fn type_info(page: &[u8]) -> TypeInfo {
+    let size = u32_at(page, offset_of!(Header, type_size));
+    let align = u32_at(page, offset_of!(Header, type_align));
+    let fingerprint = u64_at(page, offset_of!(Header, type_fingerprint));
+    if size == 0 && align == 0 && fingerprint == 0 {
+        return TypeInfo::Untyped;
+    }
+    if !align.is_power_of_two() || size % align != 0 || fingerprint == 0 {
+        return TypeInfo::Impossible(format!(
+            "record type words impossible: size {size}, align {align}, fingerprint {fingerprint:#x}"
+        ));
+    }
+    let start = offset_of!(Header, type_name);
+    let raw = page.get(start..start + RecordType::NAME_MAX).unwrap_or(&[]);
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let name = match std::str::from_utf8(&raw[..end]) {
+        Ok(s) if s.chars().all(|c| !c.is_control()) => s.to_owned(),
+        _ => "(name not readable text)".to_owned(),
+    };
+    TypeInfo::Typed { size, align, fingerprint, name }
+}
+
+impl TypeInfo {
+    fn describe(&self) -> String {
+        match self {
+            TypeInfo::Untyped => "none (a ring of bytes)".into(),
+            TypeInfo::Typed { size, align, fingerprint, name } => {
+                format!("{name} ({size} bytes, align {align}, fingerprint {fingerprint:#018x})")
+            }
+            TypeInfo::Impossible(what) => format!("impossible ({what})"),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            TypeInfo::Untyped | TypeInfo::Impossible(_) => serde_json::Value::Null,
+            TypeInfo::Typed { size, align, fingerprint, name } => serde_json::json!({
+                "name": name, "size_bytes": size, "align_bytes": align, "fingerprint": format!("{fingerprint:#018x}"),
+            }),
+        }
+    }
+}
+
+/// One recorded (non-free) entry of an MPMC participant table.
+#[derive(Debug, Clone)]
+struct Entry {
+    index: usize,
+    pid: u32,
+    state: u32,
+    alive: bool,
+    /// Enqueue positions being claimed: (first, count).
+    enq: Option<(u64, u64)>,
+    /// Dequeue positions being claimed: (first, count).
+    deq: Option<(u64, u64)>,
+}
+
+/// The participant table of an MPMC segment, or why it could not be read.
+#[derive(Debug, Clone, Default)]
+struct Participants {
+    entries: Vec<Entry>,
+    /// Problems found in the table (unknown states, unreadable bytes).
+    problems: Vec<String>,
+}
+
+impl Participants {
+    fn live(&self) -> usize {
+        self.entries.iter().filter(|e| e.alive).count()
+    }
+
+    fn dead(&self) -> usize {
+        self.entries.len() - self.live()
+    }
+}
+
+fn claim(start: u64, count: u64) -> Option<(u64, u64)> {
+    (start != header::CLAIM_NONE && count != 0).then_some((start, count))
+}
+
+/// Decode the participant table from the first `MPMC_HEADER_LEN` bytes of
+/// an MPMC segment. Every entry is read (not only those below the
+/// high-water mark, which may be garbage).
+fn participants(head: &[u8]) -> Participants {
+    let mut out = Participants::default();
+    let base = CONTROL_OFFSET + offset_of!(MpmcControl, participants);
+    // The table is the last field; each entry is padded to the same size.
+    let stride = (size_of::<MpmcControl>() - offset_of!(MpmcControl, participants)) / MPMC_MAX_PARTICIPANTS;
+    if head.len() < base + stride * MPMC_MAX_PARTICIPANTS {
+        out.problems.push(format!(
+            "participant table unreadable: only {} of the {MPMC_HEADER_LEN} header bytes could be read",
+            head.len()
+        ));
+        return out;
+    }
+    for index in 0..MPMC_MAX_PARTICIPANTS {
+        let at = base + index * stride;
+        let word = u64_at(head, at + offset_of!(Participant, word));
+        let (pid, _generation, state) = header::participant_fields(word);
+        let start_time = u64_at(head, at + offset_of!(Participant, start_time));
+        let alive = match state {
+            PARTICIPANT_FREE => continue,
+            // Start time not written yet: the pid alone decides.
+            PARTICIPANT_ATTACHING => alive(pid, 0),
+            PARTICIPANT_ATTACHED => alive(pid, start_time),
+            other => {
+                out.problems.push(format!("participant entry {index} has unknown state {other}"));
+                continue;
+            }
+        };
+        out.entries.push(Entry {
+            index,
+            pid,
+            state,
+            alive,
+            enq: claim(
+                u64_at(head, at + offset_of!(Participant, enq_start)),
+                u64_at(head, at + offset_of!(Participant, enq_count)),
+            ),
+            deq: claim(
+                u64_at(head, at + offset_of!(Participant, deq_start)),
+                u64_at(head, at + offset_of!(Participant, deq_count)),
+            ),
+        });
+    }
+    out
+}
+
+/// Everything `ls`, `inspect` and `rm` know about one segment.
+struct View {
+    snap: Snapshot,
+    ty: TypeInfo,
+    /// MPMC segments only.
+    parts: Option<Participants>,
+}
+
+impl View {
+    fn is_mpmc(&self) -> bool {
+        self.snap.mpmc.is_some()
+    }
+
+    /// The library's checks plus the record type and participant table.
+    fn problems(&self) -> Vec<String> {
+        let mut p = self.snap.problems();
+        if self.snap.magic != header::MAGIC {
+            return p;
+        }
+        match &self.ty {
+            TypeInfo::Impossible(what) => p.push(what.clone()),
+            TypeInfo::Typed { size, .. } if self.is_mpmc() && *size > self.snap.slot_size => {
+                p.push(format!("record type of {size} bytes does not fit a slot of {} bytes", self.snap.slot_size))
+            }
+            _ => {}
+        }
+        if let Some(parts) = &self.parts {
+            p.extend(parts.problems.iter().cloned());
+        }
+        p
+    }
+
+    fn status(&self) -> Status {
+        let s = &self.snap;
+        if s.state != header::STATE_READY && s.magic == header::MAGIC {
+            return if alive(s.creator_pid, s.creator_start_time) { Status::Waiting } else { Status::Stale };
+        }
+        if !self.problems().is_empty() {
+            return Status::Damaged;
+        }
+        if let Some(parts) = &self.parts {
+            // MPMC: alive if anyone recorded is alive; stale if entries are
+            // recorded but every holder is dead; waiting if nobody is attached.
+            return if parts.live() > 0 {
+                Status::Alive
+            } else if parts.dead() > 0 {
+                Status::Stale
+            } else {
+                Status::Waiting
+            };
+        }
+        let roles = [role_alive(s.producer), role_alive(s.consumer)];
+        if roles.contains(&Some(false)) {
+            return Status::Stale;
+        }
+        if roles.contains(&Some(true)) {
+            return Status::Alive;
+        }
+        if s.producer.0 == ROLE_CLOSED && s.consumer.0 == ROLE_CLOSED {
+            return Status::Stale;
+        }
+        Status::Waiting
+    }
+
+    /// MPMC fill in messages: enqueued - dequeued, clamped to `0..=slot_count`.
+    fn mpmc_fill(&self) -> Option<u64> {
+        let m = self.snap.mpmc.as_ref()?;
+        Some(m.enqueue.saturating_sub(m.dequeue).min(u64::from(self.snap.slot_count)))
+    }
+}
+
+/// Read the bytes before an MPMC segment's data region (header, control
+/// block, participant table): at most `MPMC_HEADER_LEN` bytes, fewer if the
+/// file is shorter.
+fn read_mpmc_head(loc: &Location) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = match loc {
+        Location::Shm(name) => std::path::PathBuf::from(format!("/dev/shm{name}")),
+        Location::Path(p) => p.clone(),
+    };
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let mut buf = Vec::with_capacity(MPMC_HEADER_LEN);
+    file.take(MPMC_HEADER_LEN as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Read a segment's header (and an MPMC segment's participant table). The
+/// returned view may describe something that is not a shmring segment at
+/// all (check `snap.magic`).
+fn view(loc: &Location) -> Result<View, Error> {
     let (page, len) = read_first_page(loc)?;
-    let s = Snapshot::parse(&page, len);
-    Ok((s.magic == header::MAGIC).then_some(s))
+    let snap = Snapshot::parse(&page, len);
+    let ty = type_info(&page);
+    let parts = match (&snap.mpmc, snap.magic == header::MAGIC) {
+        (Some(_), true) => Some(match read_mpmc_head(loc) {
+            Ok(head) => participants(&head),
+            Err(e) => {
+                Participants { entries: Vec::new(), problems: vec![format!("participant table unreadable: {e}")] }
+            }
+        }),
+        _ => None,
+    };
+    Ok(View { snap, ty, parts })
+}
+
+/// A shmring segment's view; `Ok(None)` if it is not a shmring segment.
+fn snapshot(loc: &Location) -> Result<Option<View>, Error> {
+    let v = view(loc)?;
+    Ok((v.snap.magic == header::MAGIC).then_some(v))
 }
 
 fn kind_name(k: u32) -> String {
-    header::RingKind::from_u32(k).map_or_else(|| format!("?{k}"), |k| k.name().to_owned())
+    RingKind::from_u32(k).map_or_else(|| format!("?{k}"), |k| k.name().to_owned())
 }
 
 fn human(bytes: u64) -> String {
@@ -75,28 +314,49 @@ fn human(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
+fn json_row(loc: &Location, v: &View) -> serde_json::Value {
+    let s = &v.snap;
+    let mut row = serde_json::json!({
+        "name": loc.to_string(),
+        "kind": kind_name(s.kind),
+        "capacity_bytes": s.capacity,
+        "fill_bytes": if v.is_mpmc() { None } else { s.fill() },
+        "creator_pid": s.creator_pid,
+        "status": v.status().name(),
+        "record_type": v.ty.json(),
+    });
+    if let (Some(m), Some(obj)) = (&s.mpmc, row.as_object_mut()) {
+        let parts = v.parts.clone().unwrap_or_default();
+        let extra = serde_json::json!({
+            "slot_size_bytes": s.slot_size,
+            "slot_count": s.slot_count,
+            "fill_messages": v.mpmc_fill(),
+            "enqueued": m.enqueue,
+            "dequeued": m.dequeue,
+            "closed": m.closed,
+            "lost_producer_died": m.lost_producer_died,
+            "lost_consumer_died": m.lost_consumer_died,
+            "recovered_slots": m.recovered,
+            "participants_alive": parts.live(),
+            "participants_dead": parts.dead(),
+        });
+        if let Some(extra) = extra.as_object() {
+            obj.extend(extra.clone());
+        }
+    }
+    row
+}
+
 pub fn ls(json: bool) -> Result<u8, String> {
     let mut rows = Vec::new();
     for loc in list_shm().map_err(|e| e.to_string())? {
         // Objects we cannot read (other users', vanished) are skipped.
-        if let Ok(Some(s)) = snapshot(&loc) {
-            rows.push((loc, s));
+        if let Ok(Some(v)) = snapshot(&loc) {
+            rows.push((loc, v));
         }
     }
     if json {
-        let arr: Vec<_> = rows
-            .iter()
-            .map(|(loc, s)| {
-                serde_json::json!({
-                    "name": loc.to_string(),
-                    "kind": kind_name(s.kind),
-                    "capacity_bytes": s.capacity,
-                    "fill_bytes": s.fill(),
-                    "creator_pid": s.creator_pid,
-                    "status": status(s).name(),
-                })
-            })
-            .collect();
+        let arr: Vec<_> = rows.iter().map(|(loc, v)| json_row(loc, v)).collect();
         println!("{}", serde_json::Value::Array(arr));
         return Ok(0);
     }
@@ -104,17 +364,23 @@ pub fn ls(json: bool) -> Result<u8, String> {
         println!("no shmring segments in /dev/shm");
         return Ok(0);
     }
-    println!("{:<32} {:<5} {:>10} {:>10} {:>8}  STATUS", "NAME", "KIND", "CAPACITY", "FILL", "CREATOR");
-    for (loc, s) in &rows {
-        let fill = s.fill().map_or_else(|| "?".to_owned(), human);
+    println!("{:<32} {:<5} {:>14} {:>10} {:>8}  STATUS", "NAME", "KIND", "CAPACITY", "FILL", "CREATOR");
+    for (loc, v) in &rows {
+        let s = &v.snap;
+        let (capacity, fill) = if v.is_mpmc() {
+            let fill = v.mpmc_fill().map_or_else(|| "?".to_owned(), |f| format!("{f} msg"));
+            (format!("{} x {} B", s.slot_count, s.slot_size), fill)
+        } else {
+            (human(s.capacity), s.fill().map_or_else(|| "?".to_owned(), human))
+        };
         println!(
-            "{:<32} {:<5} {:>10} {:>10} {:>8}  {}",
+            "{:<32} {:<5} {:>14} {:>10} {:>8}  {}",
             loc.to_string(),
             kind_name(s.kind),
-            human(s.capacity),
+            capacity,
             fill,
             s.creator_pid,
-            status(s).name()
+            v.status().name()
         );
     }
     Ok(0)
@@ -133,26 +399,22 @@ fn role_line(name: &str, (state, pid, start): (u32, u32, u64)) -> String {
     }
 }
 
-pub fn inspect(loc: &Location) -> Result<u8, String> {
-    let (page, len) = read_first_page(loc).map_err(|e| e.to_string())?;
-    let s = Snapshot::parse(&page, len);
-    println!("segment      {loc}");
-    println!("file length  {} bytes", s.file_len);
-    if s.magic != header::MAGIC {
-        println!("problems:");
-        for p in s.problems() {
-            println!("  - {p}");
+fn entry_line(e: &Entry) -> String {
+    let state = if e.state == PARTICIPANT_ATTACHING { "attaching" } else { "attached" };
+    let life = if e.alive { "alive" } else { "DEAD (died without detaching)" };
+    let mut line = format!("  #{:<3} pid {:<8} {state}, {life}", e.index, e.pid);
+    for (what, c) in [("enqueue", e.enq), ("dequeue", e.deq)] {
+        if let Some((start, count)) = c {
+            line.push_str(&format!("; claiming {what} position{} {start}", if count == 1 { "" } else { "s" }));
+            if count > 1 {
+                line.push_str(&format!("..{}", start.saturating_add(count - 1)));
+            }
         }
-        return Ok(2);
     }
-    println!("magic        {:#018x} (ok)", s.magic);
-    println!("abi version  {}", s.abi_version);
-    println!("kind         {}", kind_name(s.kind));
-    println!("notifier     {}", if s.notifier == 1 { "futex".to_owned() } else { format!("?{}", s.notifier) });
-    println!(
-        "state        {}",
-        if s.state == header::STATE_READY { "ready".into() } else { format!("{} (not ready)", s.state) }
-    );
+    line
+}
+
+fn print_spsc(s: &Snapshot) {
     println!("capacity     {} bytes ({})", s.capacity, human(s.capacity));
     println!("total length {} bytes (header {} + data)", s.total_len, s.header_len);
     let creator = if alive(s.creator_pid, s.creator_start_time) { "alive" } else { "exited" };
@@ -165,9 +427,66 @@ pub fn inspect(loc: &Location) -> Result<u8, String> {
     }
     println!("{}", role_line("producer    ", s.producer));
     println!("{}", role_line("consumer    ", s.consumer));
+}
+
+fn print_mpmc(v: &View, m: &header::MpmcSnapshot) {
+    let s = &v.snap;
+    println!("slot size    {} bytes", s.slot_size);
+    println!("slot count   {}", s.slot_count);
+    println!("capacity     {} bytes ({}, slots with their metadata)", s.capacity, human(s.capacity));
+    println!("total length {} bytes (header {} + data)", s.total_len, s.header_len);
+    let creator = if alive(s.creator_pid, s.creator_start_time) { "alive" } else { "exited" };
+    println!("creator      pid {} ({creator})", s.creator_pid);
+    println!("enqueued     {} (positions claimed by producers)", m.enqueue);
+    println!("dequeued     {} (positions claimed by consumers)", m.dequeue);
+    match m.fill(s.slot_count) {
+        Some(f) => println!("fill         {f} of {} slots", s.slot_count),
+        None => println!("fill         impossible (enqueued - dequeued is not within 0..={})", s.slot_count),
+    }
+    println!("closed       {}", if m.closed { "yes (no more messages will be accepted)" } else { "no" });
+    println!("lost         {} message(s) because their producer died mid-write", m.lost_producer_died);
+    println!("lost         {} message(s) because their consumer died holding them", m.lost_consumer_died);
+    println!("recovered    {} slot(s) taken back from dead processes", m.recovered);
+    let parts = v.parts.clone().unwrap_or_default();
+    println!(
+        "participants {} alive, {} dead but still recorded (high-water mark {} of {MPMC_MAX_PARTICIPANTS})",
+        parts.live(),
+        parts.dead(),
+        m.high_water
+    );
+    for e in &parts.entries {
+        println!("{}", entry_line(e));
+    }
+}
+
+pub fn inspect(loc: &Location) -> Result<u8, String> {
+    let v = view(loc).map_err(|e| e.to_string())?;
+    let s = &v.snap;
+    println!("segment      {loc}");
+    println!("file length  {} bytes", s.file_len);
+    if s.magic != header::MAGIC {
+        println!("problems:");
+        for p in v.problems() {
+            println!("  - {p}");
+        }
+        return Ok(2);
+    }
+    println!("magic        {:#018x} (ok)", s.magic);
+    println!("abi version  {}", s.abi_version);
+    println!("kind         {}", kind_name(s.kind));
+    println!("notifier     {}", if s.notifier == 1 { "futex".to_owned() } else { format!("?{}", s.notifier) });
+    println!(
+        "state        {}",
+        if s.state == header::STATE_READY { "ready".into() } else { format!("{} (not ready)", s.state) }
+    );
+    println!("record type  {}", v.ty.describe());
+    match &s.mpmc {
+        Some(m) => print_mpmc(&v, m),
+        None => print_spsc(s),
+    }
     println!("parked       {} consumer(s), {} producer(s)", s.waiters.0, s.waiters.1);
-    println!("status       {}", status(&s).name());
-    let problems = s.problems();
+    println!("status       {}", v.status().name());
+    let problems = v.problems();
     if problems.is_empty() {
         println!("healthy");
         Ok(0)
@@ -208,14 +527,14 @@ pub fn rm(names: &[String], paths: &[std::path::PathBuf], stale: bool, force: bo
     }
     if stale {
         for loc in list_shm().map_err(|e| e.to_string())? {
-            if let Ok(Some(s)) = snapshot(&loc) {
-                if status(&s) == Status::Stale {
-                    match loc.unlink() {
-                        Ok(()) => println!("removed {loc} (stale)"),
-                        Err(e) => {
-                            eprintln!("shmring: {e}");
-                            failed += 1;
-                        }
+            if let Ok(Some(v)) = snapshot(&loc)
+                && v.status() == Status::Stale
+            {
+                match loc.unlink() {
+                    Ok(()) => println!("removed {loc} (stale)"),
+                    Err(e) => {
+                        eprintln!("shmring: {e}");
+                        failed += 1;
                     }
                 }
             }

@@ -278,3 +278,214 @@ fn bench_quick_json_has_every_row_and_key() {
     let spin = rows.iter().find(|r| r["transport"] == "shmring" && r["mode"] == "spin").unwrap();
     assert!(spin["rtt_p50_ns"].as_f64().unwrap() > 0.0);
 }
+
+// ---- MPMC and typed segments -------------------------------------------------
+
+use shmring::Location;
+use shmring::header::{CONTROL_OFFSET, MpmcControl, Participant};
+use shmring::mpmc::{self, MpmcOptions};
+use shmring::typed::{Receiver, Sender};
+
+/// Environment variable that turns `mpmc_child_entry` into a child process
+/// holding a message of the named MPMC ring.
+const CHILD_ENV: &str = "SHMRING_CLITEST_MPMC_HOLD";
+
+fn stdout_of(args: &[&str]) -> (Option<i32>, String) {
+    let out = run(args);
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ls_json_row(name: &Name) -> serde_json::Value {
+    let ls = run(&["ls", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let want = format!("/{}", name.0);
+    rows.as_array().unwrap().iter().find(|r| r["name"].as_str() == Some(&want)).cloned().unwrap_or_else(|| {
+        panic!("{want} not listed: {rows}");
+    })
+}
+
+fn ls_line(name: &Name) -> String {
+    let text = stdout_of(&["ls"]).1;
+    text.lines().find(|l| l.contains(&name.0)).unwrap_or_else(|| panic!("not listed:\n{text}")).to_owned()
+}
+
+#[test]
+fn ls_inspect_and_rm_understand_typed_mpmc_segments() {
+    let name = Name::new("mpmc");
+    let loc = Location::shm(&name.0);
+    let opts = MpmcOptions::new().slot_size(8).slot_count(16);
+    let mut tx: Sender<u64, mpmc::Producer> = Sender::create(&loc, &opts).unwrap();
+    let mut rx: Receiver<u64, mpmc::Consumer> = Receiver::open(&loc).unwrap();
+    for v in [10, 20, 30] {
+        tx.send(&v).unwrap();
+    }
+    assert_eq!(rx.recv().unwrap(), Some(10));
+
+    let line = ls_line(&name);
+    assert!(line.contains("mpmc") && line.contains("16 x 8 B") && line.contains("2 msg"), "{line}");
+    assert!(line.contains("alive"), "{line}");
+    let row = ls_json_row(&name);
+    assert_eq!(row["kind"], "mpmc");
+    assert_eq!(row["slot_count"], 16);
+    assert_eq!(row["slot_size_bytes"], 8);
+    assert_eq!(row["fill_messages"], 2);
+    assert_eq!(row["enqueued"], 3);
+    assert_eq!(row["dequeued"], 1);
+    assert_eq!(row["closed"], false);
+    assert_eq!(row["participants_alive"], 2);
+    assert_eq!(row["lost_consumer_died"], 0);
+    assert_eq!(row["record_type"]["name"], "u64");
+    assert_eq!(row["status"], "alive");
+
+    let (code, out) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(0), "{out}");
+    for want in [
+        "kind         mpmc",
+        "slot size    8 bytes",
+        "slot count   16",
+        "enqueued     3",
+        "dequeued     1",
+        "fill         2 of 16 slots",
+        "closed       no",
+        "record type  u64 (8 bytes, align 8, fingerprint 0x",
+        "participants 2 alive, 0 dead",
+        "lost         0 message(s) because their consumer died",
+        "healthy",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+    let me = format!("pid {:<8} attached, alive", std::process::id());
+    assert_eq!(out.matches(&me).count(), 2, "{out}");
+
+    tx.get_mut().close_ring();
+    let out = stdout_of(&["inspect", &name.0]).1;
+    assert!(out.contains("closed       yes"), "{out}");
+    assert_eq!(ls_json_row(&name)["closed"], true);
+
+    // Everyone detached cleanly: waiting, and `rm --stale` keeps it.
+    drop((tx, rx));
+    assert!(ls_line(&name).contains("waiting"));
+    let out = stdout_of(&["inspect", &name.0]).1;
+    assert!(out.contains("participants 0 alive, 0 dead"), "{out}");
+    run(&["rm", "--stale"]);
+    assert!(std::path::Path::new(&name.dev_path()).exists(), "rm --stale removed a waiting MPMC ring");
+    assert!(run(&["rm", &name.0]).status.success());
+    assert!(!std::path::Path::new(&name.dev_path()).exists());
+}
+
+#[test]
+fn inspect_prints_the_record_type_of_a_typed_spsc_ring() {
+    let name = Name::new("typedspsc");
+    let loc = Location::shm(&name.0);
+    let tx: Sender<u32> = Sender::create(&loc, &shmring::RingOptions::new().capacity(4096)).unwrap();
+    let (code, out) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("kind         spsc") && out.contains("record type  u32 (4 bytes, align 4"), "{out}");
+    assert_eq!(ls_json_row(&name)["record_type"]["size_bytes"], 4);
+    drop(tx);
+    let untyped = Name::new("untyped");
+    let p = shmring::spsc::Producer::create(&Location::shm(&untyped.0), &shmring::RingOptions::new()).unwrap();
+    assert!(stdout_of(&["inspect", &untyped.0]).1.contains("record type  none"));
+    drop(p);
+}
+
+/// Not a test on its own: the child process of
+/// `a_killed_mpmc_consumer_shows_as_dead_and_its_ring_as_stale`.
+#[test]
+fn mpmc_child_entry() {
+    let Ok(name) = std::env::var(CHILD_ENV) else { return };
+    let mut rx = mpmc::Consumer::open(&Location::shm(&name)).unwrap();
+    let rec = rx.recv().unwrap().unwrap();
+    println!("holding {} bytes", rec.len());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+    drop(rec);
+}
+
+#[test]
+fn a_killed_mpmc_consumer_shows_as_dead_and_its_ring_as_stale() {
+    let name = Name::new("mpmcdead");
+    let loc = Location::shm(&name.0);
+    let mut tx = mpmc::Producer::create(&loc, &MpmcOptions::new().slot_size(16).slot_count(4)).unwrap();
+    tx.send(b"job one").unwrap();
+    drop(tx);
+
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Proc(
+        Command::new(exe)
+            .args(["--exact", "mpmc_child_entry", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &name.0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("holding") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "child exited early");
+    }
+    let (code, text) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("pid {pid:<8} attached, alive; claiming dequeue position 0")), "{text}");
+    assert!(ls_line(&name).contains("alive"));
+
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let text = stdout_of(&["inspect", &name.0]).1;
+    assert!(text.contains("participants 0 alive, 1 dead"), "{text}");
+    assert!(text.contains(&format!("pid {pid:<8} attached, DEAD")), "{text}");
+    assert!(text.contains("status       stale"), "{text}");
+
+    // A survivor recovers the slot; the statistics say what was lost.
+    let mut tx = mpmc::Producer::open(&loc).unwrap();
+    assert_eq!(tx.recover_dead().unwrap(), 1);
+    drop(tx);
+    let text = stdout_of(&["inspect", &name.0]).1;
+    assert!(text.contains("lost         1 message(s) because their consumer died"), "{text}");
+    assert!(text.contains("recovered    1 slot(s)"), "{text}");
+    assert_eq!(ls_json_row(&name)["lost_consumer_died"], 1);
+
+    let rm = run(&["rm", "--stale"]);
+    assert!(String::from_utf8_lossy(&rm.stdout).contains(&name.0), "{rm:?}");
+    assert!(!std::path::Path::new(&name.dev_path()).exists());
+}
+
+#[test]
+fn damaged_mpmc_segments_are_explained_not_crashed_on() {
+    use std::os::unix::fs::FileExt;
+    let name = Name::new("mpmcbad");
+    let loc = Location::shm(&name.0);
+    drop(mpmc::Producer::create(&loc, &MpmcOptions::new().slot_size(8).slot_count(8)).unwrap());
+    let file = std::fs::OpenOptions::new().write(true).open(name.dev_path()).unwrap();
+    let ctl = CONTROL_OFFSET;
+    // Dequeue far ahead of enqueue, and a participant entry in state 3.
+    let dequeue = ctl + std::mem::offset_of!(MpmcControl, dequeue);
+    file.write_all_at(&1000u64.to_ne_bytes(), dequeue as u64).unwrap();
+    let entry = ctl + std::mem::offset_of!(MpmcControl, participants) + std::mem::offset_of!(Participant, word);
+    file.write_all_at(&((12345u64 << 32) | 3).to_ne_bytes(), entry as u64).unwrap();
+    let (code, out) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("positions impossible"), "{out}");
+    assert!(out.contains("participant entry 0 has unknown state 3"), "{out}");
+    assert!(out.contains("status       damaged"), "{out}");
+    assert_eq!(ls_json_row(&name)["status"], "damaged");
+
+    // Impossible geometry and record type words.
+    let slot_count = std::mem::offset_of!(shmring::header::Header, slot_count);
+    file.write_all_at(&u32::MAX.to_ne_bytes(), slot_count as u64).unwrap();
+    let type_align = std::mem::offset_of!(shmring::header::Header, type_align);
+    file.write_all_at(&3u32.to_ne_bytes(), type_align as u64).unwrap();
+    let (code, out) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("MPMC geometry impossible") && out.contains("record type words impossible"), "{out}");
+    assert!(ls_line(&name).contains("damaged"));
+
+    // Cut short inside the participant table.
+    file.set_len(5000).unwrap();
+    let (code, out) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("participant table unreadable"), "{out}");
+    assert!(run(&["rm", &name.0]).status.success());
+}
