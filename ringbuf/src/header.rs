@@ -107,12 +107,18 @@ impl RingKind {
     }
 }
 
-/// How a waiting side sleeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a waiting side sleeps: the notifier of every eventcount in a segment,
+/// chosen at creation and recorded in the header's `notifier` word (see
+/// `wait` for both protocols).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u32)]
 pub enum NotifierKind {
-    /// A shared futex on the eventcount's epoch word.
+    /// A shared futex on the eventcount's epoch word (the default).
+    #[default]
     Futex = 1,
+    /// A process-shared POSIX semaphore (`sem_init` with pshared = 1) stored
+    /// in the eventcount, next to its epoch word.
+    Semaphore = 2,
 }
 
 impl NotifierKind {
@@ -120,7 +126,16 @@ impl NotifierKind {
     pub fn from_u32(v: u32) -> Option<NotifierKind> {
         match v {
             1 => Some(NotifierKind::Futex),
+            2 => Some(NotifierKind::Semaphore),
             _ => None,
+        }
+    }
+
+    /// Lower-case name: `futex` or `semaphore`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifierKind::Futex => "futex",
+            NotifierKind::Semaphore => "semaphore",
         }
     }
 }

@@ -9,15 +9,43 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::header::{self, Geometry, Header, RingKind};
+use crate::header::{self, Geometry, Header, MpmcControl, NotifierKind, RingKind, SpscControl};
 use crate::liveness::ProcessId;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
+use crate::wait::EventCount;
+
+/// The two eventcounts of a segment of kind `kind`.
+///
+/// # Safety
+/// `seg` must be at least as long as the header of `kind` ([`header::HEADER_LEN`]
+/// for SPSC, [`header::MPMC_HEADER_LEN`] for MPMC).
+unsafe fn eventcounts(seg: &Segment, kind: RingKind) -> [&EventCount; 2] {
+    let ctl = seg.as_ptr().wrapping_add(header::CONTROL_OFFSET);
+    match kind {
+        RingKind::Spsc => {
+            // SAFETY: the caller guarantees HEADER_LEN bytes, which hold the control block (const-asserted in header.rs); the offset is 128-aligned and the block is made of atomics and eventcounts.
+            let c = unsafe { &*(ctl as *const SpscControl) };
+            [&*c.data_ready, &*c.space_free]
+        }
+        RingKind::Mpmc => {
+            // SAFETY: as above, with MPMC_HEADER_LEN bytes for the MPMC control block.
+            let c = unsafe { &*(ctl as *const MpmcControl) };
+            [&*c.not_empty, &*c.not_full]
+        }
+    }
+}
 
 /// Fill in the header of a freshly created, zero-filled segment of
-/// `g.total_len()` bytes and mark it READY. Whatever the ring needs
-/// initialised beyond zeroes must be written before this call.
-pub(crate) fn init_header(seg: &Segment, g: &Geometry) {
+/// `g.total_len()` bytes, set up its eventcounts to sleep with `notifier`
+/// (for a semaphore, `sem_init` with pshared = 1), and mark it READY.
+/// Whatever the ring needs initialised beyond zeroes must be written before
+/// this call.
+pub(crate) fn init_header(seg: &Segment, g: &Geometry, notifier: NotifierKind) {
+    // SAFETY: the segment was created `g.total_len()` bytes long, which includes the header of its kind.
+    for ec in unsafe { eventcounts(seg, g.kind) } {
+        ec.init(notifier);
+    }
     // SAFETY: the mapping is at least HEADER_LEN bytes (every geometry's header is) and page-aligned; the header is made of atomics.
     let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
     let me = ProcessId::current();
@@ -25,7 +53,7 @@ pub(crate) fn init_header(seg: &Segment, g: &Geometry) {
     h.abi_version.store(header::ABI_VERSION, Ordering::Relaxed);
     h.kind.store(g.kind as u32, Ordering::Relaxed);
     h.header_len.store(g.header_len as u32, Ordering::Relaxed);
-    h.notifier.store(header::NotifierKind::Futex as u32, Ordering::Relaxed);
+    h.notifier.store(notifier as u32, Ordering::Relaxed);
     h.capacity.store(g.capacity, Ordering::Relaxed);
     h.slot_size.store(g.slot_size, Ordering::Relaxed);
     h.slot_count.store(g.slot_count, Ordering::Relaxed);
@@ -41,12 +69,16 @@ pub(crate) fn init_header(seg: &Segment, g: &Geometry) {
 }
 
 /// Wait (at most `ready_timeout`) for the segment's creator to mark it READY,
-/// then validate the header against the mapping's length and check it holds
-/// a ring of kind `expected`.
+/// then validate the header against the mapping's length, check it holds
+/// a ring of kind `expected`, and check that every eventcount sleeps with
+/// the notifier the header names (handles use the eventcounts' own words, so
+/// the two must agree).
 ///
 /// # Errors
-/// [`Error::Corrupted`] for a segment shorter than a header or a header that
-/// does not add up, [`Error::BadMagic`], [`Error::NotReady`],
+/// [`Error::Corrupted`] for a segment shorter than a header, a header that
+/// does not add up (an unknown notifier word included), or an eventcount
+/// whose notifier word disagrees with the header's, [`Error::BadMagic`],
+/// [`Error::NotReady`],
 /// [`Error::VersionMismatch`], [`Error::KindMismatch`].
 pub(crate) fn wait_ready(seg: &Segment, ready_timeout: Duration, expected: RingKind) -> Result<Geometry> {
     let len = seg.len() as u64;
@@ -74,6 +106,20 @@ pub(crate) fn wait_ready(seg: &Segment, ready_timeout: Duration, expected: RingK
             found: g.kind.name().into(),
             expected: expected.name(),
         });
+    }
+    // `validate` checked the word names a known notifier.
+    let notifier = NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
+    // SAFETY: `validate` checked the mapping is `g.total_len()` bytes long, which includes the header of kind `g.kind`.
+    for ec in unsafe { eventcounts(seg, g.kind) } {
+        let word = ec.notifier_word();
+        // A futex eventcount's word may be 0 (zeroed) as well as 1: anything
+        // but "semaphore" sleeps on the futex.
+        if (word == NotifierKind::Semaphore as u32) != (notifier == NotifierKind::Semaphore) {
+            return Err(Error::corrupted(
+                seg.name(),
+                format!("an eventcount's notifier word is {word}, the header says {}", notifier.name()),
+            ));
+        }
     }
     Ok(g)
 }

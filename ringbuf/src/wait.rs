@@ -1,5 +1,5 @@
-//! Waiting: an eventcount on a shared futex, and the spin → yield → park
-//! policy.
+//! Waiting: an eventcount that sleeps on a shared futex or a process-shared
+//! semaphore, and the spin → yield → park policy.
 //!
 //! The eventcount follows the shape of folly's `EventCount` and Dmitry
 //! Vyukov's eventcount: a waiter registers, reads an epoch, re-checks its
@@ -24,14 +24,65 @@
 //! The futex is shared (no `FUTEX_PRIVATE_FLAG`): the word lives in a
 //! `MAP_SHARED` mapping used by several processes. Every park is bounded so the
 //! caller can check that its peer is still alive.
+//!
+//! # Notifiers
+//!
+//! The sleep itself is done by one of two notifiers, chosen when the segment
+//! is created ([`NotifierKind`], recorded in the header and copied into each
+//! eventcount before the segment is marked ready; openers check that the
+//! copies agree with the header):
+//!
+//! - [`NotifierKind::Futex`]: `futex_wait` on the epoch word, `futex_wake` of
+//!   every sleeper.
+//! - [`NotifierKind::Semaphore`]: a process-shared POSIX semaphore
+//!   (`sem_init` with pshared = 1) stored next to the epoch. `wait` returns at
+//!   once if the epoch moved since the key, else sleeps in `sem_timedwait`;
+//!   `notify` bumps the epoch and posts once per registered waiter (at most
+//!   [`MPMC_MAX_PARTICIPANTS`] times, so a garbage waiter count cannot keep
+//!   the notifier busy). A semaphore remembers posts, so a post that lands
+//!   between the waiter's epoch check and its sleep is not lost. A post
+//!   nobody consumes (its waiter found the condition true and cancelled, or
+//!   timed out) leaves the count raised: it only causes a later spurious
+//!   wake-up, after which the caller re-checks its condition and parks
+//!   again, as it does after any wake-up.
+//!
+//! The semaphore's deadline is absolute on `CLOCK_REALTIME` (`sem_clockwait`,
+//! which takes `CLOCK_MONOTONIC`, is not exposed by the `libc` crate for this
+//! target): setting the wall clock back lengthens a park that is under way.
+//!
+//! The semaphore is never destroyed (`sem_destroy`): the segment outlives any
+//! one handle and is shared with processes that may be sleeping on the
+//! semaphore at any moment, and destroying a semaphore someone waits on is
+//! undefined. A process-shared semaphore holds no resource outside its 32
+//! bytes (glibc keeps everything in the `sem_t`, and the kernel only hashes
+//! the futex address while someone sleeps), so unmapping the segment is all
+//! the clean-up it needs.
+//!
+//! The semaphore is plain bytes in a mapping other processes can write. A
+//! hostile peer that scribbles on its count can cause spurious wake-ups,
+//! missed wake-ups (each bounded by the park's timeout) or `EINVAL`, which
+//! are all treated as "re-check"; never memory unsafety, since glibc only
+//! reads and writes those 32 bytes of our own mapping and makes futex calls
+//! on them. One limit is glibc's, not ours: it passes the semaphore's flags
+//! word to the futex call as is, and ends the process with `abort()` ("The
+//! futex facility returned an unexpected error code") when the kernel
+//! rejects a garbage operation. So a peer that can write the segment can
+//! kill a process parked on a semaphore; the futex notifier has no such word.
+//! `tests/hostile.rs` checks both behaviours.
 
 use std::time::{Duration, Instant};
 
+use crate::header::{MPMC_MAX_PARTICIPANTS, NotifierKind};
 use crate::sync::{AtomicU32, Ordering, full_fence};
+
+/// Bytes reserved for the process-shared semaphore in every eventcount (a
+/// glibc `sem_t` on 64-bit targets).
+pub const SEM_BYTES: usize = 32;
 
 /// An eventcount: lets a consumer of some condition sleep without missing a
 /// wake-up, and lets the producer skip the wake-up system call when nobody
-/// sleeps. Lives in shared memory (`#[repr(C)]`, 8 bytes, valid when zeroed).
+/// sleeps. Lives in shared memory (`#[repr(C)]`, 48 bytes, aligned to 8;
+/// a zeroed one is a valid futex eventcount).
 #[repr(C)]
 pub struct EventCount {
     /// Futex word, bumped by every notify that finds waiters.
@@ -39,7 +90,44 @@ pub struct EventCount {
     /// Number of registered waiters. Untrusted: a hostile value only costs
     /// extra wake-up calls.
     waiters: AtomicU32,
+    /// [`NotifierKind`] as u32, copied from the header when the segment is
+    /// initialised; 0 (a zeroed eventcount) means futex. Anything but
+    /// [`NotifierKind::Semaphore`] uses the futex.
+    #[cfg(not(loom))]
+    notifier: AtomicU32,
+    /// The notifier under loom (fixed at construction).
+    #[cfg(loom)]
+    notifier: u32,
+    _reserved: u32,
+    /// The semaphore of [`NotifierKind::Semaphore`]; unused (zero) otherwise.
+    #[cfg(not(loom))]
+    sem: SemCell,
+    /// The modelled semaphore of [`NotifierKind::Semaphore`] under loom.
+    #[cfg(loom)]
+    sem: Option<sem::Semaphore>,
 }
+
+/// Storage for a `sem_t`: bytes other processes change behind our back, so
+/// they sit in an `UnsafeCell` and are only touched through `sem_*` calls.
+#[cfg(not(loom))]
+#[repr(C, align(8))]
+struct SemCell(std::cell::UnsafeCell<[u8; SEM_BYTES]>);
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<libc::sem_t>() == SEM_BYTES);
+    assert!(std::mem::align_of::<libc::sem_t>() <= std::mem::align_of::<SemCell>());
+    assert!(std::mem::offset_of!(EventCount, sem) % std::mem::align_of::<libc::sem_t>() == 0);
+    assert!(std::mem::offset_of!(EventCount, waiters) == EventCount::WAITERS_OFFSET);
+    assert!(std::mem::offset_of!(EventCount, notifier) == EventCount::NOTIFIER_OFFSET);
+    assert!(std::mem::size_of::<EventCount>() == 48);
+    // Eventcounts sit in 128-byte `CachePadded` cells.
+    assert!(std::mem::size_of::<EventCount>() <= 128);
+};
+
+// SAFETY: every field but `sem` is an atomic; the semaphore bytes are only accessed through the `sem_*` functions, which are safe to call from any number of threads (and processes) at once.
+#[cfg(not(loom))]
+unsafe impl Sync for EventCount {}
 
 impl Default for EventCount {
     fn default() -> Self {
@@ -50,10 +138,73 @@ impl Default for EventCount {
 impl EventCount {
     /// Offset of the waiter count inside the struct (for read-only inspection).
     pub const WAITERS_OFFSET: usize = 4;
+    /// Offset of the notifier word inside the struct.
+    pub const NOTIFIER_OFFSET: usize = 8;
 
-    /// A new eventcount with no waiters.
+    /// A new futex eventcount with no waiters.
     pub fn new() -> EventCount {
-        EventCount { epoch: AtomicU32::new(0), waiters: AtomicU32::new(0) }
+        EventCount {
+            epoch: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            #[cfg(not(loom))]
+            notifier: AtomicU32::new(NotifierKind::Futex as u32),
+            #[cfg(loom)]
+            notifier: NotifierKind::Futex as u32,
+            _reserved: 0,
+            #[cfg(not(loom))]
+            sem: SemCell(std::cell::UnsafeCell::new([0; SEM_BYTES])),
+            #[cfg(loom)]
+            sem: None,
+        }
+    }
+
+    /// A new eventcount with no waiters using `kind` (loom models only: a
+    /// real semaphore must be initialised where it will stay, see
+    /// [`EventCount::init`]).
+    #[cfg(loom)]
+    pub fn with_notifier(kind: NotifierKind) -> EventCount {
+        EventCount {
+            notifier: kind as u32,
+            sem: (kind == NotifierKind::Semaphore).then(sem::Semaphore::new),
+            ..EventCount::new()
+        }
+    }
+
+    /// Set up this eventcount, in a freshly created segment nobody else uses
+    /// yet, to sleep with `kind`: records the kind and, for a semaphore,
+    /// `sem_init`s it process-shared with a count of 0. Call before the
+    /// segment is marked ready (the Release store of READY publishes it).
+    #[cfg(not(loom))]
+    pub(crate) fn init(&self, kind: NotifierKind) {
+        if kind == NotifierKind::Semaphore {
+            sem::init(&self.sem);
+        }
+        // Relaxed: published by the Release store of READY in `init_header`.
+        self.notifier.store(kind as u32, Ordering::Relaxed);
+    }
+
+    /// The notifier this eventcount uses, from its own word (Relaxed
+    /// snapshot): [`NotifierKind::Semaphore`] if the word says so, else
+    /// [`NotifierKind::Futex`].
+    #[inline]
+    pub fn notifier(&self) -> NotifierKind {
+        let word = self.notifier_word();
+        if word == NotifierKind::Semaphore as u32 { NotifierKind::Semaphore } else { NotifierKind::Futex }
+    }
+
+    /// Under loom segments are never initialised (models build their
+    /// eventcounts with [`EventCount::with_notifier`]); kept so the segment
+    /// code compiles.
+    #[cfg(loom)]
+    pub(crate) fn init(&self, _kind: NotifierKind) {}
+
+    /// The raw notifier word (for the opener's check against the header).
+    pub(crate) fn notifier_word(&self) -> u32 {
+        #[cfg(not(loom))]
+        let word = self.notifier.load(Ordering::Relaxed);
+        #[cfg(loom)]
+        let word = self.notifier;
+        word
     }
 
     /// Register as a waiter and return the key to pass to [`EventCount::wait`].
@@ -65,7 +216,8 @@ impl EventCount {
         // Read the key before the fence, so it is ordered before the caller's
         // re-check: a key read after the fence may already include the bump
         // of a notify whose publication the re-check misses (a lost wake-up).
-        // Relaxed: the futex re-checks the value in the kernel.
+        // Relaxed: the futex re-checks the value in the kernel; the
+        // semaphore remembers posts made after our epoch check.
         let key = self.epoch.load(Ordering::Relaxed);
         // SeqCst fence: pairs with the fence in `notify`. Orders our
         // registration and key before the caller's re-check of its condition.
@@ -84,7 +236,16 @@ impl EventCount {
     /// [`EventCount::prepare_wait`] returned `key`. `None` waits without a
     /// bound. The caller re-checks its condition in all cases.
     pub fn wait(&self, key: u32, timeout: Option<Duration>) {
-        futex::wait(&self.epoch, key, timeout);
+        match self.notifier() {
+            NotifierKind::Futex => futex::wait(&self.epoch, key, timeout),
+            NotifierKind::Semaphore => {
+                // Relaxed: only saves a system call; a notify after this
+                // check posts the semaphore, which remembers it.
+                if self.epoch.load(Ordering::Relaxed) == key {
+                    self.sem_wait(timeout);
+                }
+            }
+        }
         self.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -95,20 +256,150 @@ impl EventCount {
         // SeqCst fence: pairs with the fence in `prepare_wait`. Orders the
         // caller's publication before our read of the waiter count.
         full_fence();
-        if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.notify_slow();
+        let waiters = self.waiters.load(Ordering::Relaxed);
+        if waiters != 0 {
+            self.notify_slow(waiters);
         }
     }
 
     #[cold]
-    fn notify_slow(&self) {
+    fn notify_slow(&self, waiters: u32) {
         self.epoch.fetch_add(1, Ordering::Relaxed);
-        futex::wake(&self.epoch);
+        match self.notifier() {
+            NotifierKind::Futex => futex::wake(&self.epoch),
+            NotifierKind::Semaphore => {
+                // One post per registered waiter; no more than can
+                // legitimately wait (a hostile count must not keep us here).
+                for _ in 0..waiters.min(MPMC_MAX_PARTICIPANTS as u32) {
+                    self.sem_post();
+                }
+            }
+        }
     }
 
     /// Whether some waiter is registered (Relaxed snapshot).
     pub fn has_waiters(&self) -> bool {
         self.waiters.load(Ordering::Relaxed) != 0
+    }
+
+    #[cfg(not(loom))]
+    fn sem_wait(&self, timeout: Option<Duration>) {
+        sem::wait(&self.sem, timeout);
+    }
+
+    #[cfg(not(loom))]
+    fn sem_post(&self) {
+        sem::post(&self.sem);
+    }
+
+    #[cfg(loom)]
+    fn sem_wait(&self, _timeout: Option<Duration>) {
+        // A word that says "semaphore" without one cannot happen under loom
+        // (`with_notifier` builds both together).
+        if let Some(s) = &self.sem {
+            s.wait();
+        }
+    }
+
+    #[cfg(loom)]
+    fn sem_post(&self) {
+        if let Some(s) = &self.sem {
+            s.post();
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod sem {
+    use super::*;
+
+    fn ptr(cell: &SemCell) -> *mut libc::sem_t {
+        cell.0.get() as *mut libc::sem_t
+    }
+
+    /// `sem_init(sem, pshared = 1, 0)`. Cannot fail for these arguments on
+    /// Linux (EINVAL is for a value above SEM_VALUE_MAX, ENOSYS for systems
+    /// without process-shared semaphores); were it to, waits would return at
+    /// once with EINVAL and the caller would poll at its check interval.
+    pub(super) fn init(cell: &SemCell) {
+        // SAFETY: `ptr` is 32 writable bytes aligned for a sem_t (const-asserted above), inside our mapping.
+        unsafe {
+            libc::sem_init(ptr(cell), 1, 0);
+        }
+    }
+
+    /// Wait for a post at most `timeout` (`None`: without a bound). Every
+    /// outcome (a post, ETIMEDOUT, EINTR, EINVAL from a scribbled semaphore)
+    /// means "re-check", so the result is ignored.
+    pub(super) fn wait(cell: &SemCell, timeout: Option<Duration>) {
+        let Some(d) = timeout else {
+            // SAFETY: as in `init`; the bytes may be garbage, which glibc only reads and writes in place.
+            unsafe {
+                libc::sem_wait(ptr(cell));
+            }
+            return;
+        };
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `now` is a live timespec the call fills in.
+        unsafe {
+            libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        }
+        // `time_t` and `c_long` are i64 on 64-bit targets only.
+        #[allow(clippy::useless_conversion)]
+        let mut nsec = i64::from(now.tv_nsec) + i64::from(d.subsec_nanos());
+        #[allow(clippy::useless_conversion)]
+        let mut sec = i64::from(now.tv_sec).saturating_add(d.as_secs().min(i32::MAX as u64) as i64);
+        if nsec >= 1_000_000_000 {
+            nsec -= 1_000_000_000;
+            sec = sec.saturating_add(1);
+        }
+        let deadline = libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as libc::c_long };
+        // SAFETY: as in `init`; `deadline` is a live timespec.
+        unsafe {
+            libc::sem_timedwait(ptr(cell), &deadline);
+        }
+    }
+
+    /// `sem_post`; EOVERFLOW (count at SEM_VALUE_MAX) and EINVAL are ignored:
+    /// the waiters that count would have woken are awake already or will
+    /// poll at their check interval.
+    pub(super) fn post(cell: &SemCell) {
+        // SAFETY: as in `init`.
+        unsafe {
+            libc::sem_post(ptr(cell));
+        }
+    }
+}
+
+#[cfg(loom)]
+mod sem {
+    //! loom model of a counting semaphore: a count under a mutex and a
+    //! condition variable. Timeouts are ignored so a lost wake-up shows up as
+    //! a deadlock.
+    use loom::sync::{Condvar, Mutex};
+
+    pub(crate) struct Semaphore {
+        count: Mutex<u32>,
+        posted: Condvar,
+    }
+
+    impl Semaphore {
+        pub(crate) fn new() -> Semaphore {
+            Semaphore { count: Mutex::new(0), posted: Condvar::new() }
+        }
+
+        pub(crate) fn wait(&self) {
+            let mut count = self.count.lock().unwrap();
+            while *count == 0 {
+                count = self.posted.wait(count).unwrap();
+            }
+            *count -= 1;
+        }
+
+        pub(crate) fn post(&self) {
+            *self.count.lock().unwrap() += 1;
+            self.posted.notify_one();
+        }
     }
 }
 
@@ -166,7 +457,8 @@ mod futex {
     }
 }
 
-/// How a blocking call waits: spin, then yield, then park on the futex.
+/// How a blocking call waits: spin, then yield, then park on the eventcount
+/// (with the segment's notifier, futex or semaphore).
 ///
 /// ```
 /// use shmring::WaitPolicy;
@@ -198,7 +490,7 @@ impl WaitPolicy {
         WaitPolicy { spin: u32::MAX, yields: 0, park: false, ..WaitPolicy::default() }
     }
 
-    /// Sleep on the futex as soon as the condition does not hold.
+    /// Park on the eventcount as soon as the condition does not hold.
     pub fn park() -> WaitPolicy {
         WaitPolicy { spin: 0, yields: 0, park: true, ..WaitPolicy::default() }
     }

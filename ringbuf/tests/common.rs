@@ -85,3 +85,39 @@ pub fn wait_exit(peer: &mut Peer, secs: u64) -> std::process::ExitStatus {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Define each test once per notifier: `fn name(kind) { body }` becomes a
+/// module `name` with tests `futex` and `semaphore` that run `body` with
+/// `kind` set to that [`shmring::header::NotifierKind`]. Attributes (docs)
+/// go on the module.
+#[allow(unused_macros)]
+macro_rules! for_each_notifier {
+    ($($(#[$attr:meta])* fn $name:ident($kind:ident) $body:block)*) => {$(
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($kind: shmring::header::NotifierKind) $body
+
+            #[test]
+            fn futex() {
+                run(shmring::header::NotifierKind::Futex)
+            }
+
+            #[test]
+            fn semaphore() {
+                run(shmring::header::NotifierKind::Semaphore)
+            }
+        }
+    )*};
+}
+
+/// Parse a notifier name as [`shmring::header::NotifierKind::name`] prints it.
+pub fn notifier_named(name: &str) -> shmring::header::NotifierKind {
+    match name {
+        "semaphore" => shmring::header::NotifierKind::Semaphore,
+        "futex" => shmring::header::NotifierKind::Futex,
+        other => panic!("unknown notifier {other}"),
+    }
+}

@@ -1,13 +1,16 @@
 //! Two real processes on one ring: the test binary re-executes itself as the
-//! peer (see `peer_main`).
+//! peer (see `peer_main`). Every test runs once per notifier (futex and
+//! semaphore); the blocking ones park, so the notifier does the waking.
 #![cfg(not(loom))]
 
+#[macro_use]
 mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use common::{Peer, TempSeg, peer_role, record, spawn_peer, wait_exit};
+use common::{Peer, TempSeg, notifier_named, peer_role, record, spawn_peer, wait_exit};
+use shmring::header::NotifierKind;
 use shmring::spsc::{Consumer, Producer};
 use shmring::{Error, Location, RingOptions, Segment, WaitPolicy};
 
@@ -29,8 +32,9 @@ fn peer_main() {
     let mut parts = arg.split(',');
     let loc_text = parts.next().unwrap().to_owned();
     let pol = policy(parts.next().unwrap_or("default"));
+    let kind = notifier_named(parts.next().unwrap_or("futex"));
     let loc = if let Some(p) = loc_text.strip_prefix("path:") { Location::path(p) } else { Location::shm(&loc_text) };
-    let opts = RingOptions::new().capacity(4096).wait_policy(pol);
+    let opts = RingOptions::new().capacity(4096).wait_policy(pol).notifier(kind);
     match role.as_str() {
         // Receive N records and check each one.
         "consume" => {
@@ -51,7 +55,9 @@ fn peer_main() {
         }
         // Send 10 records, then hang until killed.
         "produce-then-hang" => {
+            // Opened with default options: the notifier comes from the header.
             let mut tx = Producer::open(&loc).unwrap();
+            tx.set_wait_policy(pol);
             for i in 0..10 {
                 tx.send(&record(i)).unwrap();
             }
@@ -68,6 +74,7 @@ fn peer_main() {
             // SAFETY: the parent cleared CLOEXEC on this fd and passed its number.
             let seg = Segment::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, "inherited").unwrap();
             let mut rx = Consumer::attach(seg).unwrap();
+            rx.set_wait_policy(pol);
             let mut i = 0;
             while let Some(rec) = rx.recv().unwrap() {
                 assert_eq!(&*rec, &record(i)[..]);
@@ -85,129 +92,127 @@ fn produce_all(tx: &mut Producer) {
     }
 }
 
-fn stream_to_child(pol: &str) {
+fn opts(kind: NotifierKind) -> RingOptions {
+    RingOptions::new().capacity(4096).wait_policy(WaitPolicy::park()).notifier(kind)
+}
+
+fn stream_to_child(pol: &str, kind: NotifierKind) {
     let seg = TempSeg::new(pol);
-    let mut tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096).wait_policy(policy(pol))).unwrap();
-    let mut peer = spawn_peer("peer_main", "consume", &format!("{},{pol}", seg.name()));
+    let mut tx = Producer::create(&seg.0, &opts(kind).wait_policy(policy(pol))).unwrap();
+    let mut peer = spawn_peer("peer_main", "consume", &format!("{},{pol},{}", seg.name(), kind.name()));
     produce_all(&mut tx);
     drop(tx);
     assert!(wait_exit(&mut peer, 120).success(), "consumer process failed");
 }
 
-#[test]
-fn stream_varied_records_to_another_process_parking() {
-    stream_to_child("park");
-}
-
-#[test]
-fn stream_varied_records_to_another_process_spinning() {
-    stream_to_child("spin");
-}
-
-#[test]
-fn consumer_may_start_first_and_producer_may_be_the_child() {
-    let seg = TempSeg::new("first");
-    let opts = RingOptions::new().capacity(4096);
-    let mut rx = Consumer::open_or_create(&seg.0, &opts).unwrap();
-    let mut peer = spawn_peer("peer_main", "produce", &format!("{},default", seg.name()));
-    let mut i = 0;
-    while let Some(rec) = rx.recv().unwrap() {
-        assert_eq!(&*rec, &record(i)[..]);
-        i += 1;
+for_each_notifier! {
+    fn stream_varied_records_to_another_process_parking(kind) {
+        stream_to_child("park", kind);
     }
-    assert_eq!(i, N);
-    assert!(wait_exit(&mut peer, 60).success());
-}
 
-#[test]
-fn file_backed_ring_between_processes() {
-    let dir = std::env::temp_dir().join(format!("shmring-test-file-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ring");
-    let loc = Location::path(&path);
-    struct RmDir(std::path::PathBuf);
-    impl Drop for RmDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+    fn stream_varied_records_to_another_process_spinning(kind) {
+        stream_to_child("spin", kind);
+    }
+
+    fn consumer_may_start_first_and_producer_may_be_the_child(kind) {
+        let seg = TempSeg::new("first");
+        let mut rx = Consumer::open_or_create(&seg.0, &opts(kind)).unwrap();
+        let mut peer = spawn_peer("peer_main", "produce", &format!("{},park,{}", seg.name(), kind.name()));
+        let mut i = 0;
+        while let Some(rec) = rx.recv().unwrap() {
+            assert_eq!(&*rec, &record(i)[..]);
+            i += 1;
         }
+        assert_eq!(i, N);
+        assert!(wait_exit(&mut peer, 60).success());
     }
-    let _guard = RmDir(dir.clone());
-    let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    let mut peer = spawn_peer("peer_main", "consume", &format!("path:{},default", path.display()));
-    produce_all(&mut tx);
-    drop(tx);
-    assert!(wait_exit(&mut peer, 120).success());
-}
 
-#[test]
-fn memfd_ring_passed_to_child_by_inheritance() {
-    let seg = shmring::spsc::create_memfd("inherit", &RingOptions::new().capacity(4096)).unwrap();
-    let fd = seg.fd().as_raw_fd();
-    // Let the child inherit this one descriptor.
-    nix::fcntl::fcntl(seg.fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
-    let mut tx = Producer::attach(seg).unwrap();
-    let mut peer = spawn_peer("peer_main", "consume-fd", &format!("{fd},default"));
-    produce_all(&mut tx);
-    drop(tx);
-    assert!(wait_exit(&mut peer, 120).success());
-}
-
-#[test]
-fn killed_producer_is_reported_as_peer_died_quickly() {
-    let seg = TempSeg::new("deadprod");
-    let mut rx = Consumer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
-    let mut peer = spawn_peer("peer_main", "produce-then-hang", &format!("{},default", seg.name()));
-    for i in 0..10 {
-        let rec = rx.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
-        assert_eq!(&*rec, &record(i)[..]);
-    }
-    peer.0.kill().unwrap(); // SIGKILL: no chance to close
-    let t = Instant::now();
-    match rx.recv() {
-        Err(Error::PeerDied { role: "producer", pid, .. }) => assert_eq!(pid, peer.0.id()),
-        other => panic!("expected PeerDied, got {:?}", other.map(|r| r.map(|r| r.to_vec()))),
-    }
-    // The default policy checks every 100 ms; allow for a loaded machine.
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
-}
-
-#[test]
-fn killed_consumer_is_reported_to_a_blocked_producer() {
-    let seg = TempSeg::new("deadcons");
-    let mut tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
-    let mut peer: Peer = spawn_peer("peer_main", "consume-then-hang", &format!("{},default", seg.name()));
-    // Fill the ring; it blocks once the hanging consumer has attached.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match tx.send_timeout(&[7u8; 512], Duration::from_millis(200)) {
-            Ok(()) => {}
-            Err(Error::Timeout) => break,
-            Err(e) => panic!("unexpected {e}"),
+    fn file_backed_ring_between_processes(kind) {
+        let dir = std::env::temp_dir().join(format!("shmring-test-file-{}-{}", std::process::id(), kind.name()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ring");
+        let loc = Location::path(&path);
+        struct RmDir(std::path::PathBuf);
+        impl Drop for RmDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
         }
-        assert!(Instant::now() < deadline);
+        let _guard = RmDir(dir.clone());
+        let mut tx = Producer::create(&loc, &opts(kind)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let mut peer = spawn_peer("peer_main", "consume", &format!("path:{},park,{}", path.display(), kind.name()));
+        produce_all(&mut tx);
+        drop(tx);
+        assert!(wait_exit(&mut peer, 120).success());
     }
-    peer.0.kill().unwrap();
-    let t = Instant::now();
-    match tx.send(&[7u8; 512]) {
-        Err(Error::PeerDied { role: "consumer", .. }) => {}
-        other => panic!("expected PeerDied, got {other:?}"),
-    }
-    assert!(t.elapsed() < Duration::from_secs(5));
-}
 
-#[test]
-fn producer_sees_closed_when_consumer_drops() {
-    let seg = TempSeg::new("closed");
-    let opts = RingOptions::new().capacity(4096);
-    let mut tx = Producer::create(&seg.0, &opts).unwrap();
-    let rx = Consumer::open(&seg.0).unwrap();
-    drop(rx);
-    let err = loop {
-        if let Err(e) = tx.send_timeout(&[1u8; 100], Duration::from_secs(10)) {
-            break e;
+    fn memfd_ring_passed_to_child_by_inheritance(kind) {
+        let seg = shmring::spsc::create_memfd("inherit", &opts(kind)).unwrap();
+        let fd = seg.fd().as_raw_fd();
+        // Let the child inherit this one descriptor.
+        nix::fcntl::fcntl(seg.fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let mut tx = Producer::attach(seg).unwrap();
+        tx.set_wait_policy(WaitPolicy::park());
+        let mut peer = spawn_peer("peer_main", "consume-fd", &format!("{fd},park,{}", kind.name()));
+        produce_all(&mut tx);
+        drop(tx);
+        assert!(wait_exit(&mut peer, 120).success());
+    }
+
+    fn killed_producer_is_reported_as_peer_died_quickly(kind) {
+        let seg = TempSeg::new("deadprod");
+        let mut rx = Consumer::create(&seg.0, &opts(kind)).unwrap();
+        let mut peer = spawn_peer("peer_main", "produce-then-hang", &format!("{},park,{}", seg.name(), kind.name()));
+        for i in 0..10 {
+            let rec = rx.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+            assert_eq!(&*rec, &record(i)[..]);
         }
-    };
-    assert!(matches!(err, Error::Closed(_)), "{err}");
+        peer.0.kill().unwrap(); // SIGKILL: no chance to close
+        let t = Instant::now();
+        match rx.recv() {
+            Err(Error::PeerDied { role: "producer", pid, .. }) => assert_eq!(pid, peer.0.id()),
+            other => panic!("expected PeerDied, got {:?}", other.map(|r| r.map(|r| r.to_vec()))),
+        }
+        // The park policy checks every 100 ms; allow for a loaded machine.
+        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    }
+
+    fn killed_consumer_is_reported_to_a_blocked_producer(kind) {
+        let seg = TempSeg::new("deadcons");
+        let mut tx = Producer::create(&seg.0, &opts(kind)).unwrap();
+        let mut peer: Peer =
+            spawn_peer("peer_main", "consume-then-hang", &format!("{},park,{}", seg.name(), kind.name()));
+        // Fill the ring; it blocks once the hanging consumer has attached.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match tx.send_timeout(&[7u8; 512], Duration::from_millis(200)) {
+                Ok(()) => {}
+                Err(Error::Timeout) => break,
+                Err(e) => panic!("unexpected {e}"),
+            }
+            assert!(Instant::now() < deadline);
+        }
+        peer.0.kill().unwrap();
+        let t = Instant::now();
+        match tx.send(&[7u8; 512]) {
+            Err(Error::PeerDied { role: "consumer", .. }) => {}
+            other => panic!("expected PeerDied, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    fn producer_sees_closed_when_consumer_drops(kind) {
+        let seg = TempSeg::new("closed");
+        let mut tx = Producer::create(&seg.0, &opts(kind)).unwrap();
+        let rx = Consumer::open(&seg.0).unwrap();
+        drop(rx);
+        let err = loop {
+            if let Err(e) = tx.send_timeout(&[1u8; 100], Duration::from_secs(10)) {
+                break e;
+            }
+        };
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+    }
 }

@@ -16,7 +16,8 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 use shmring::EventCount;
-use shmring::spsc::{Consumer, Producer, loom_pair, record_size};
+use shmring::header::NotifierKind;
+use shmring::spsc::{Consumer, Producer, loom_pair, loom_pair_with, record_size};
 
 /// Explore `f` with the preemption bound from `LOOM_MAX_PREEMPTIONS`, or 2
 /// if unset (unbounded exploration of these models would not finish).
@@ -145,8 +146,36 @@ fn spsc_batch_then_close() {
 /// deadlock (the modelled futex has no timeout).
 #[test]
 fn eventcount_no_lost_wakeup() {
+    no_lost_wakeup(NotifierKind::Futex);
+}
+
+/// Model 5 — model 4 with the semaphore notifier: `wait` checks the epoch,
+/// then sleeps on a counting semaphore (modelled with a mutex and a
+/// condition variable, no timeout); `notify` bumps the epoch and posts once
+/// per registered waiter. A post the waiter does not consume (it cancelled)
+/// leaves a spurious wake-up for later, which the loop absorbs.
+#[test]
+fn semaphore_no_lost_wakeup() {
+    no_lost_wakeup(NotifierKind::Semaphore);
+}
+
+/// Model 6 — model 2 (a full ring: the producer parks for space, the
+/// consumer for data) with both eventcounts on semaphores.
+#[test]
+fn spsc_full_blocks_producer_semaphore() {
+    const LENS: &[usize] = &[16, 16, 0, 16];
     model(|| {
-        let ec = Arc::new(EventCount::new());
+        let (tx, mut rx) = loom_pair_with(32, NotifierKind::Semaphore);
+        let producer = thread::spawn(move || produce(tx, LENS));
+        consume_all(&mut rx, LENS);
+        producer.join().unwrap();
+    });
+}
+
+/// The waiter of models 4 and 5 against a notifier publishing two values.
+fn no_lost_wakeup(kind: NotifierKind) {
+    model(move || {
+        let ec = Arc::new(EventCount::with_notifier(kind));
         let value = Arc::new(AtomicU64::new(0));
         let notifier = {
             let (ec, value) = (ec.clone(), value.clone());

@@ -130,7 +130,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::header::{self, FLAG_POISONED, Geometry, Header, MPMC_CLOSED, MpmcControl, RingKind};
+use crate::header::{self, FLAG_POISONED, Geometry, Header, MPMC_CLOSED, MpmcControl, NotifierKind, RingKind};
 #[cfg(doc)]
 use crate::header::{MPMC_MAX_PARTICIPANTS, mpmc_slot_stride};
 use crate::liveness::ProcessId;
@@ -175,6 +175,7 @@ pub struct MpmcOptions {
     mode: u32,
     ready_timeout: Duration,
     policy: WaitPolicy,
+    notifier: NotifierKind,
     /// Record type of a typed ring (set by `typed`), checked before attaching.
     pub(crate) record: Option<header::RecordType>,
 }
@@ -187,6 +188,7 @@ impl Default for MpmcOptions {
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
             policy: WaitPolicy::default(),
+            notifier: NotifierKind::Futex,
             record: None,
         }
     }
@@ -194,7 +196,7 @@ impl Default for MpmcOptions {
 
 impl MpmcOptions {
     /// Defaults: 1024 slots of 64 bytes, mode 0600, 2 s ready timeout,
-    /// default wait policy.
+    /// default wait policy, futex notifier.
     pub fn new() -> MpmcOptions {
         MpmcOptions::default()
     }
@@ -222,6 +224,18 @@ impl MpmcOptions {
     pub fn wait_policy(mut self, p: WaitPolicy) -> Self {
         self.policy = p;
         self
+    }
+    /// How parked handles sleep and are woken, for a newly created segment
+    /// (default [`NotifierKind::Futex`]). Recorded in the header; every
+    /// handle, whatever its own options, uses what the segment's header
+    /// says, so this has no effect when opening an existing segment.
+    pub fn notifier(mut self, kind: NotifierKind) -> Self {
+        self.notifier = kind;
+        self
+    }
+    /// The configured notifier.
+    pub fn notifier_kind(&self) -> NotifierKind {
+        self.notifier
     }
     /// The slot size in bytes as the ring will record it (rounded up to 8).
     pub fn slot_size_bytes(&self) -> usize {
@@ -417,8 +431,9 @@ fn shared_from_segment(seg: Segment, opts: &MpmcOptions) -> Result<Arc<Shared>> 
     }))
 }
 
-/// Write the initial sequence numbers and the header of a new segment.
-fn init(seg: &Segment, g: &Geometry) {
+/// Write the initial sequence numbers and the header of a new segment whose
+/// eventcounts sleep with `notifier`.
+fn init(seg: &Segment, g: &Geometry, notifier: NotifierKind) {
     let stride = header::mpmc_slot_stride(g.slot_size) as usize;
     let data = seg.as_ptr().wrapping_add(g.header_len as usize);
     for i in 1..g.slot_count as usize {
@@ -427,7 +442,7 @@ fn init(seg: &Segment, g: &Geometry) {
         // Relaxed: published by the Release store of READY in `init_header`.
         w.store(i as u64, Ordering::Relaxed);
     }
-    ring::init_header(seg, g);
+    ring::init_header(seg, g, notifier);
 }
 
 /// Create and initialise an MPMC segment at `loc`, attaching nobody. Attach
@@ -439,7 +454,7 @@ fn init(seg: &Segment, g: &Geometry) {
 pub fn create_segment(loc: &Location, opts: &MpmcOptions) -> Result<Segment> {
     let g = opts.geometry()?;
     let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.mode })?;
-    init(&seg, &g);
+    init(&seg, &g, opts.notifier);
     Ok(seg)
 }
 
@@ -452,7 +467,7 @@ pub fn create_segment(loc: &Location, opts: &MpmcOptions) -> Result<Segment> {
 pub fn create_memfd(label: &str, opts: &MpmcOptions) -> Result<Segment> {
     let g = opts.geometry()?;
     let seg = Segment::create_memfd(label, g.total_len())?;
-    init(&seg, &g);
+    init(&seg, &g, opts.notifier);
     Ok(seg)
 }
 

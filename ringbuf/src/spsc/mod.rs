@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::header::{
-    self, FLAG_POISONED, Header, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot, SpscControl,
+    self, FLAG_POISONED, Header, NotifierKind, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot,
+    SpscControl,
 };
 use crate::liveness::ProcessId;
 use crate::region::Region;
@@ -110,6 +111,7 @@ pub struct RingOptions {
     mode: u32,
     ready_timeout: Duration,
     policy: WaitPolicy,
+    notifier: NotifierKind,
     /// Record type of a typed ring (set by `typed`), checked before a role is claimed.
     pub(crate) record: Option<header::RecordType>,
 }
@@ -121,13 +123,15 @@ impl Default for RingOptions {
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
             policy: WaitPolicy::default(),
+            notifier: NotifierKind::Futex,
             record: None,
         }
     }
 }
 
 impl RingOptions {
-    /// Defaults: 1 MiB capacity, mode 0600, 2 s ready timeout, default wait policy.
+    /// Defaults: 1 MiB capacity, mode 0600, 2 s ready timeout, default wait
+    /// policy, futex notifier.
     pub fn new() -> RingOptions {
         RingOptions::default()
     }
@@ -151,9 +155,21 @@ impl RingOptions {
         self.policy = p;
         self
     }
+    /// How parked handles sleep and are woken, for a newly created segment
+    /// (default [`NotifierKind::Futex`]). Recorded in the header; every
+    /// handle, whatever its own options, uses what the segment's header
+    /// says, so this has no effect when opening an existing segment.
+    pub fn notifier(mut self, kind: NotifierKind) -> Self {
+        self.notifier = kind;
+        self
+    }
     /// The configured capacity in bytes.
     pub fn capacity_bytes(&self) -> u64 {
         self.capacity
+    }
+    /// The configured notifier.
+    pub fn notifier_kind(&self) -> NotifierKind {
+        self.notifier
     }
 }
 
@@ -279,7 +295,7 @@ fn shared_from_segment(seg: Segment, opts: &RingOptions) -> Result<Shared> {
 pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
     let g = header::Geometry::spsc(opts.capacity)?.with_record(opts.record);
     let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.mode })?;
-    ring::init_header(&seg, &g);
+    ring::init_header(&seg, &g, opts.notifier);
     Ok(seg)
 }
 
@@ -291,7 +307,7 @@ pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
 pub fn create_memfd(label: &str, opts: &RingOptions) -> Result<Segment> {
     let g = header::Geometry::spsc(opts.capacity)?.with_record(opts.record);
     let seg = Segment::create_memfd(label, g.total_len())?;
-    ring::init_header(&seg, &g);
+    ring::init_header(&seg, &g, opts.notifier);
     Ok(seg)
 }
 
@@ -340,6 +356,13 @@ pub(crate) fn open_or_create_role<R: Role>(loc: &Location, opts: &RingOptions) -
 #[cfg(loom)]
 #[doc(hidden)]
 pub fn loom_pair(capacity: u64) -> (Producer, Consumer) {
+    loom_pair_with(capacity, NotifierKind::Futex)
+}
+
+/// As [`loom_pair`], with eventcounts that sleep with `notifier`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consumer) {
     struct Heap {
         ctl: Box<SpscControl>,
         _data: Vec<u64>,
@@ -352,7 +375,12 @@ pub fn loom_pair(capacity: u64) -> (Producer, Consumer) {
     let mut data = vec![0u64; words];
     let base = data.as_mut_ptr() as *mut u8;
     let shadow = Region::shadow(capacity as usize);
-    let heap = Arc::new(Heap { ctl: Box::new(SpscControl::new()), _data: data });
+    let ctl = SpscControl {
+        data_ready: crossbeam_utils::CachePadded::new(crate::wait::EventCount::with_notifier(notifier)),
+        space_free: crossbeam_utils::CachePadded::new(crate::wait::EventCount::with_notifier(notifier)),
+        ..SpscControl::new()
+    };
+    let heap = Arc::new(Heap { ctl: Box::new(ctl), _data: data });
     let ctl = NonNull::from(&*heap.ctl);
     let mk = |keep: Arc<Heap>| Shared {
         ctl,
