@@ -1,8 +1,11 @@
 //! The MPMC ring: single-process behaviour, real processes on one ring, and a
 //! hostile process scribbling on it. Peer processes re-execute this binary
-//! (see `peer_main`).
+//! (see `peer_main`). Every test runs once per notifier (futex and
+//! semaphore); peer processes open with default options, so they use the
+//! notifier the header names, and park when they wait.
 #![cfg(not(loom))]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -11,17 +14,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Peer, TempSeg, peer_role, spawn_peer, wait_exit};
-use shmring::header::{self, CONTROL_OFFSET, MPMC_HEADER_LEN, MpmcControl, Snapshot, mpmc_slot_stride};
+use shmring::header::{self, CONTROL_OFFSET, MPMC_HEADER_LEN, MpmcControl, NotifierKind, Snapshot, mpmc_slot_stride};
 use shmring::mpmc::{self, Consumer, MpmcOptions, Producer};
 use shmring::{Error, Location, RingOptions, Segment, WaitPolicy, spsc};
 
-fn opts(slot_size: usize, slots: usize) -> MpmcOptions {
-    MpmcOptions::new().slot_size(slot_size).slot_count(slots)
+fn opts(slot_size: usize, slots: usize, kind: NotifierKind) -> MpmcOptions {
+    MpmcOptions::new().slot_size(slot_size).slot_count(slots).notifier(kind)
 }
 
-fn ring(tag: &str, slot_size: usize, slots: usize) -> (TempSeg, Producer, Consumer) {
+/// A producer created with `kind` and a consumer opened with default
+/// options (it uses the notifier the header names).
+fn ring(tag: &str, slot_size: usize, slots: usize, kind: NotifierKind) -> (TempSeg, Producer, Consumer) {
     let seg = TempSeg::new(tag);
-    let tx = Producer::create(&seg.0, &opts(slot_size, slots)).unwrap();
+    let tx = Producer::create(&seg.0, &opts(slot_size, slots, kind)).unwrap();
     let rx = Consumer::open(&seg.0).unwrap();
     (seg, tx, rx)
 }
@@ -57,309 +62,328 @@ fn assert_corrupted<T>(r: shmring::Result<T>, what: &str) {
 // ---------------------------------------------------------------------------
 // Single process
 
-#[test]
-fn fifo_one_producer_one_consumer_with_wrap_around() {
-    let (_seg, mut tx, mut rx) = ring("fifo", 64, 8);
-    const N: u64 = 20_000;
-    let t = std::thread::spawn(move || {
-        for i in 0..N {
-            tx.send(&message(0, i, 64)).unwrap();
+for_each_notifier! {
+    fn fifo_one_producer_one_consumer_with_wrap_around(kind) {
+        let (_seg, mut tx, mut rx) = ring("fifo", 64, 8, kind);
+        const N: u64 = 20_000;
+        let t = std::thread::spawn(move || {
+            for i in 0..N {
+                tx.send(&message(0, i, 64)).unwrap();
+            }
+            tx.close_ring();
+        });
+        let mut next = 0;
+        while let Some(m) = rx.recv().unwrap() {
+            assert_eq!(check_message(&m, 64), (0, next));
+            next += 1;
+        }
+        assert_eq!(next, N);
+        t.join().unwrap();
+        let s = rx.stats();
+        assert_eq!((s.enqueued, s.dequeued, s.recovered), (N, N, 0));
+    }
+}
+
+for_each_notifier! {
+    fn full_empty_and_the_non_blocking_and_timeout_forms(kind) {
+        let (_seg, mut tx, mut rx) = ring("full", 8, 4, kind);
+        assert_eq!(rx.slot_size(), 8);
+        assert_eq!(rx.slot_count(), 4);
+        assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
+        let t = Instant::now();
+        assert!(matches!(rx.recv_timeout(Duration::from_millis(30)), Err(Error::Timeout)));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        for i in 0..4u8 {
+            tx.try_send(&[i; 8]).unwrap();
+        }
+        assert!(matches!(tx.try_send(b"x"), Err(Error::WouldBlock { full: true })));
+        assert!(matches!(tx.try_grant().err(), Some(Error::WouldBlock { full: true })));
+        let t = Instant::now();
+        assert!(matches!(tx.send_timeout(b"x", Duration::from_millis(30)), Err(Error::Timeout)));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        assert!(matches!(tx.grant_timeout(Duration::from_millis(1)).err(), Some(Error::Timeout)));
+        assert!(matches!(tx.send(&[0; 9]), Err(Error::InvalidArgument(_))), "longer than a slot");
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[0u8; 8]);
+        tx.send_timeout(b"late", Duration::from_secs(5)).unwrap();
+        for i in 1..4u8 {
+            assert_eq!(&*rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap(), &[i; 8]);
+        }
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"late");
+        assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
+    }
+}
+
+for_each_notifier! {
+    fn a_blocked_sender_wakes_when_a_slot_frees_and_a_blocked_receiver_when_a_message_comes(kind) {
+        let (_seg, mut tx, mut rx) = ring("block", 8, 2, kind);
+        tx.send(b"1").unwrap();
+        tx.send(b"2").unwrap();
+        let mut tx2 = tx.new_producer().unwrap();
+        tx2.set_wait_policy(WaitPolicy::park());
+        let t = std::thread::spawn(move || tx2.send(b"3").unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"1");
+        t.join().unwrap();
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"2");
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"3");
+        let mut rx2 = rx.new_consumer().unwrap();
+        rx2.set_wait_policy(WaitPolicy::park());
+        let t = std::thread::spawn(move || rx2.recv().unwrap().unwrap().to_vec());
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send(b"4").unwrap();
+        assert_eq!(t.join().unwrap(), b"4");
+    }
+}
+
+for_each_notifier! {
+    fn zero_copy_grant_and_commit(kind) {
+        let (_seg, mut tx, mut rx) = ring("grant", 20, 4, kind);
+        let mut g = tx.grant().unwrap();
+        assert_eq!(g.len(), 24, "a grant is the whole slot (20 rounded up to 24)");
+        g[..5].copy_from_slice(b"hello");
+        g.commit(5).unwrap();
+        let mut g = tx.grant().unwrap();
+        g.fill(7);
+        g.commit(24).unwrap();
+        let g = tx.grant().unwrap();
+        assert!(matches!(g.commit(25), Err(Error::InvalidArgument(_))));
+        tx.grant().unwrap().commit(0).unwrap();
+        let m = rx.recv().unwrap().unwrap();
+        assert_eq!((&*m, m.len(), m.is_empty()), (&b"hello"[..], 5, false));
+        drop(m);
+        assert_eq!(&*rx.recv().unwrap().unwrap(), &[7u8; 24]);
+        // The over-long commit was published as a skip; the empty message is real.
+        assert!(rx.recv().unwrap().unwrap().is_empty());
+        assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+    }
+}
+
+for_each_notifier! {
+    fn abandoned_grants_never_wedge_the_ring(kind) {
+        let (_seg, mut tx, mut rx) = ring("abandon", 8, 4, kind);
+        for round in 0..10u8 {
+            // More abandoned grants than slots, interleaved with real messages.
+            for _ in 0..6 {
+                let mut g = tx.grant_timeout(Duration::from_secs(5)).unwrap();
+                g[0] = 0xee;
+                drop(g);
+                // Consumers skip them, freeing the slots.
+                assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+            }
+            tx.send(&[round]).unwrap();
+            assert_eq!(&*rx.recv().unwrap().unwrap(), &[round]);
+        }
+        assert_eq!(rx.stats().recovered, 0);
+    }
+}
+
+for_each_notifier! {
+    fn batches_claim_several_slots_at_once(kind) {
+        let (_seg, mut tx, mut rx) = ring("batch", 8, 8, kind);
+        let msgs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1 + usize::from(i) % 8]).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+        assert_eq!(tx.send_batch(&[]).unwrap(), 0);
+        assert!(matches!(tx.send_batch(&[b"ok", &[0; 9]]), Err(Error::InvalidArgument(_))));
+        assert_eq!(tx.send_batch(&refs).unwrap(), 8, "all 8 free slots in one claim");
+        assert!(matches!(tx.try_send(b"x"), Err(Error::WouldBlock { full: true })));
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_batch(3, |m| got.push(m.to_vec())).unwrap(), 3);
+        assert_eq!(tx.send_batch(&refs[8..]).unwrap(), 3);
+        assert_eq!(rx.recv_batch(100, |m| got.push(m.to_vec())).unwrap(), 8);
+        let mut sent = 11;
+        while sent < refs.len() {
+            sent += tx.send_batch(&refs[sent..]).unwrap();
+            rx.recv_batch(2, |m| got.push(m.to_vec())).unwrap();
         }
         tx.close_ring();
-    });
-    let mut next = 0;
-    while let Some(m) = rx.recv().unwrap() {
-        assert_eq!(check_message(&m, 64), (0, next));
-        next += 1;
+        while rx.recv_batch(0, |m| got.push(m.to_vec())).unwrap() > 0 {}
+        assert_eq!(got, msgs);
+        // Skipped slots inside a batch are not passed to the callback.
+        let (_seg, mut tx, mut rx) = ring("batch-skip", 8, 8, kind);
+        tx.send(b"a").unwrap();
+        drop(tx.grant().unwrap());
+        tx.send(b"b").unwrap();
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_batch(8, |m| got.push(m.to_vec())).unwrap(), 2);
+        assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
     }
-    assert_eq!(next, N);
-    t.join().unwrap();
-    let s = rx.stats();
-    assert_eq!((s.enqueued, s.dequeued, s.recovered), (N, N, 0));
 }
 
-#[test]
-fn full_empty_and_the_non_blocking_and_timeout_forms() {
-    let (_seg, mut tx, mut rx) = ring("full", 8, 4);
-    assert_eq!(rx.slot_size(), 8);
-    assert_eq!(rx.slot_count(), 4);
-    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
-    let t = Instant::now();
-    assert!(matches!(rx.recv_timeout(Duration::from_millis(30)), Err(Error::Timeout)));
-    assert!(t.elapsed() >= Duration::from_millis(30));
-    for i in 0..4u8 {
-        tx.try_send(&[i; 8]).unwrap();
+for_each_notifier! {
+    fn close_then_drain_then_end_of_stream(kind) {
+        let (_seg, mut tx, mut rx) = ring("close", 8, 4, kind);
+        tx.send(b"1").unwrap();
+        tx.send(b"2").unwrap();
+        assert!(!rx.is_closed());
+        rx.close_ring(); // any handle may close
+        assert!(tx.is_closed());
+        assert!(matches!(tx.send(b"3"), Err(Error::Closed(_))));
+        assert!(matches!(tx.try_send(b"3"), Err(Error::Closed(_))));
+        assert!(matches!(tx.grant().err(), Some(Error::Closed(_))));
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"1");
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"2");
+        assert!(rx.recv().unwrap().is_none());
+        assert!(rx.try_recv().unwrap().is_none());
+        assert!(rx.recv_timeout(Duration::from_millis(1)).unwrap().is_none());
+        assert_eq!(rx.recv_batch(4, |_| ()).unwrap(), 0);
+        // The rejected sends claimed positions and gave them back as skips.
+        let s = rx.stats();
+        assert_eq!(s.enqueued, s.dequeued);
     }
-    assert!(matches!(tx.try_send(b"x"), Err(Error::WouldBlock { full: true })));
-    assert!(matches!(tx.try_grant().err(), Some(Error::WouldBlock { full: true })));
-    let t = Instant::now();
-    assert!(matches!(tx.send_timeout(b"x", Duration::from_millis(30)), Err(Error::Timeout)));
-    assert!(t.elapsed() >= Duration::from_millis(30));
-    assert!(matches!(tx.grant_timeout(Duration::from_millis(1)).err(), Some(Error::Timeout)));
-    assert!(matches!(tx.send(&[0; 9]), Err(Error::InvalidArgument(_))), "longer than a slot");
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[0u8; 8]);
-    tx.send_timeout(b"late", Duration::from_secs(5)).unwrap();
-    for i in 1..4u8 {
-        assert_eq!(&*rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap(), &[i; 8]);
+}
+
+for_each_notifier! {
+    fn close_wakes_blocked_senders_and_receivers(kind) {
+        let (_seg, tx, rx) = ring("close-wake", 8, 2, kind);
+        // A receiver parked on the empty ring.
+        let mut rx2 = rx.new_consumer().unwrap();
+        rx2.set_wait_policy(WaitPolicy::park());
+        let waiting_rx = std::thread::spawn(move || rx2.recv().map(|r| r.is_none()));
+        std::thread::sleep(Duration::from_millis(50));
+        tx.close_ring();
+        assert!(waiting_rx.join().unwrap().unwrap(), "end of stream");
+        // A sender parked on a full ring.
+        let (_seg, mut tx, rx) = ring("close-wake2", 8, 2, kind);
+        tx.send(b"a").unwrap();
+        tx.send(b"b").unwrap();
+        let mut tx2 = tx.new_producer().unwrap();
+        tx2.set_wait_policy(WaitPolicy::park());
+        let waiting_tx = std::thread::spawn(move || tx2.send(b"c"));
+        std::thread::sleep(Duration::from_millis(50));
+        rx.close_ring();
+        assert!(matches!(waiting_tx.join().unwrap(), Err(Error::Closed(_))));
+        let _ = rx;
+        drop(tx);
     }
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"late");
-    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
 }
 
-#[test]
-fn a_blocked_sender_wakes_when_a_slot_frees_and_a_blocked_receiver_when_a_message_comes() {
-    let (_seg, mut tx, mut rx) = ring("block", 8, 2);
-    tx.send(b"1").unwrap();
-    tx.send(b"2").unwrap();
-    let mut tx2 = tx.new_producer().unwrap();
-    tx2.set_wait_policy(WaitPolicy::park());
-    let t = std::thread::spawn(move || tx2.send(b"3").unwrap());
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"1");
-    t.join().unwrap();
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"2");
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"3");
-    let mut rx2 = rx.new_consumer().unwrap();
-    rx2.set_wait_policy(WaitPolicy::park());
-    let t = std::thread::spawn(move || rx2.recv().unwrap().unwrap().to_vec());
-    std::thread::sleep(Duration::from_millis(50));
-    tx.send(b"4").unwrap();
-    assert_eq!(t.join().unwrap(), b"4");
-}
-
-#[test]
-fn zero_copy_grant_and_commit() {
-    let (_seg, mut tx, mut rx) = ring("grant", 20, 4);
-    let mut g = tx.grant().unwrap();
-    assert_eq!(g.len(), 24, "a grant is the whole slot (20 rounded up to 24)");
-    g[..5].copy_from_slice(b"hello");
-    g.commit(5).unwrap();
-    let mut g = tx.grant().unwrap();
-    g.fill(7);
-    g.commit(24).unwrap();
-    let g = tx.grant().unwrap();
-    assert!(matches!(g.commit(25), Err(Error::InvalidArgument(_))));
-    tx.grant().unwrap().commit(0).unwrap();
-    let m = rx.recv().unwrap().unwrap();
-    assert_eq!((&*m, m.len(), m.is_empty()), (&b"hello"[..], 5, false));
-    drop(m);
-    assert_eq!(&*rx.recv().unwrap().unwrap(), &[7u8; 24]);
-    // The over-long commit was published as a skip; the empty message is real.
-    assert!(rx.recv().unwrap().unwrap().is_empty());
-    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
-}
-
-#[test]
-fn abandoned_grants_never_wedge_the_ring() {
-    let (_seg, mut tx, mut rx) = ring("abandon", 8, 4);
-    for round in 0..10u8 {
-        // More abandoned grants than slots, interleaved with real messages.
-        for _ in 0..6 {
-            let mut g = tx.grant_timeout(Duration::from_secs(5)).unwrap();
-            g[0] = 0xee;
-            drop(g);
-            // Consumers skip them, freeing the slots.
-            assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+for_each_notifier! {
+    fn wrong_geometry_and_invalid_options_are_refused(kind) {
+        let seg = TempSeg::new("geom");
+        let _tx = Producer::create(&seg.0, &opts(32, 8, kind)).unwrap();
+        for (size, count) in [(64, 8), (32, 16), (16, 8)] {
+            match Consumer::open_or_create(&seg.0, &opts(size, count, kind)) {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains("slots"), "{m}"),
+                other => panic!("{size}x{count}: expected InvalidArgument, got {:?}", other.err()),
+            }
         }
-        tx.send(&[round]).unwrap();
-        assert_eq!(&*rx.recv().unwrap().unwrap(), &[round]);
+        // Rounding to a multiple of 8 makes 30 the same as 32.
+        Consumer::open_or_create(&seg.0, &opts(30, 8, kind)).unwrap();
+        let bad = TempSeg::new("geom-bad");
+        let geometries = [(0, 8), (8, 3), (8, 1), (8, 0), (1 << 25, 2), (1 << 20, 1 << 12)];
+        for o in geometries.map(|(size, count)| opts(size, count, kind)) {
+            assert!(matches!(Producer::create(&bad.0, &o), Err(Error::InvalidArgument(_))));
+            assert!(!bad.0.exists());
+        }
+        // A header whose geometry does not add up is corruption.
+        let a = Segment::open(&seg.0).unwrap();
+        let slot_size_off = std::mem::offset_of!(header::Header, slot_size);
+        // SAFETY: in bounds of our own mapping.
+        unsafe { std::ptr::write_volatile(a.as_ptr().add(slot_size_off) as *mut u32, 12) };
+        assert_corrupted(Consumer::open(&seg.0), "slot size 12");
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(a.as_ptr().add(slot_size_off) as *mut u32, 64) };
+        assert_corrupted(Consumer::open(&seg.0), "slot size not matching capacity");
     }
-    assert_eq!(rx.stats().recovered, 0);
 }
 
-#[test]
-fn batches_claim_several_slots_at_once() {
-    let (_seg, mut tx, mut rx) = ring("batch", 8, 8);
-    let msgs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1 + usize::from(i) % 8]).collect();
-    let refs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
-    assert_eq!(tx.send_batch(&[]).unwrap(), 0);
-    assert!(matches!(tx.send_batch(&[b"ok", &[0; 9]]), Err(Error::InvalidArgument(_))));
-    assert_eq!(tx.send_batch(&refs).unwrap(), 8, "all 8 free slots in one claim");
-    assert!(matches!(tx.try_send(b"x"), Err(Error::WouldBlock { full: true })));
-    let mut got = Vec::new();
-    assert_eq!(rx.recv_batch(3, |m| got.push(m.to_vec())).unwrap(), 3);
-    assert_eq!(tx.send_batch(&refs[8..]).unwrap(), 3);
-    assert_eq!(rx.recv_batch(100, |m| got.push(m.to_vec())).unwrap(), 8);
-    let mut sent = 11;
-    while sent < refs.len() {
-        sent += tx.send_batch(&refs[sent..]).unwrap();
-        rx.recv_batch(2, |m| got.push(m.to_vec())).unwrap();
-    }
-    tx.close_ring();
-    while rx.recv_batch(0, |m| got.push(m.to_vec())).unwrap() > 0 {}
-    assert_eq!(got, msgs);
-    // Skipped slots inside a batch are not passed to the callback.
-    let (_seg, mut tx, mut rx) = ring("batch-skip", 8, 8);
-    tx.send(b"a").unwrap();
-    drop(tx.grant().unwrap());
-    tx.send(b"b").unwrap();
-    let mut got = Vec::new();
-    assert_eq!(rx.recv_batch(8, |m| got.push(m.to_vec())).unwrap(), 2);
-    assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
-}
-
-#[test]
-fn close_then_drain_then_end_of_stream() {
-    let (_seg, mut tx, mut rx) = ring("close", 8, 4);
-    tx.send(b"1").unwrap();
-    tx.send(b"2").unwrap();
-    assert!(!rx.is_closed());
-    rx.close_ring(); // any handle may close
-    assert!(tx.is_closed());
-    assert!(matches!(tx.send(b"3"), Err(Error::Closed(_))));
-    assert!(matches!(tx.try_send(b"3"), Err(Error::Closed(_))));
-    assert!(matches!(tx.grant().err(), Some(Error::Closed(_))));
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"1");
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"2");
-    assert!(rx.recv().unwrap().is_none());
-    assert!(rx.try_recv().unwrap().is_none());
-    assert!(rx.recv_timeout(Duration::from_millis(1)).unwrap().is_none());
-    assert_eq!(rx.recv_batch(4, |_| ()).unwrap(), 0);
-    // The rejected sends claimed positions and gave them back as skips.
-    let s = rx.stats();
-    assert_eq!(s.enqueued, s.dequeued);
-}
-
-#[test]
-fn close_wakes_blocked_senders_and_receivers() {
-    let (_seg, tx, rx) = ring("close-wake", 8, 2);
-    // A receiver parked on the empty ring.
-    let mut rx2 = rx.new_consumer().unwrap();
-    rx2.set_wait_policy(WaitPolicy::park());
-    let waiting_rx = std::thread::spawn(move || rx2.recv().map(|r| r.is_none()));
-    std::thread::sleep(Duration::from_millis(50));
-    tx.close_ring();
-    assert!(waiting_rx.join().unwrap().unwrap(), "end of stream");
-    // A sender parked on a full ring.
-    let (_seg, mut tx, rx) = ring("close-wake2", 8, 2);
-    tx.send(b"a").unwrap();
-    tx.send(b"b").unwrap();
-    let mut tx2 = tx.new_producer().unwrap();
-    tx2.set_wait_policy(WaitPolicy::park());
-    let waiting_tx = std::thread::spawn(move || tx2.send(b"c"));
-    std::thread::sleep(Duration::from_millis(50));
-    rx.close_ring();
-    assert!(matches!(waiting_tx.join().unwrap(), Err(Error::Closed(_))));
-    let _ = rx;
-    drop(tx);
-}
-
-#[test]
-fn wrong_geometry_and_invalid_options_are_refused() {
-    let seg = TempSeg::new("geom");
-    let _tx = Producer::create(&seg.0, &opts(32, 8)).unwrap();
-    for (size, count) in [(64, 8), (32, 16), (16, 8)] {
-        match Consumer::open_or_create(&seg.0, &opts(size, count)) {
-            Err(Error::InvalidArgument(m)) => assert!(m.contains("slots"), "{m}"),
-            other => panic!("{size}x{count}: expected InvalidArgument, got {:?}", other.err()),
+for_each_notifier! {
+    fn kinds_are_checked_both_ways(kind) {
+        let seg = TempSeg::new("kind-s");
+        let _s = spsc::Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+        match Consumer::open(&seg.0) {
+            Err(Error::KindMismatch { found, expected, .. }) => {
+                assert_eq!((found.as_str(), expected), ("spsc", "mpmc"))
+            }
+            other => panic!("expected KindMismatch, got {:?}", other.err()),
+        }
+        assert!(matches!(Producer::open_or_create(&seg.0, &opts(8, 4, kind)), Err(Error::KindMismatch { .. })));
+        let seg = TempSeg::new("kind-m");
+        let _m = Producer::create(&seg.0, &opts(8, 4, kind)).unwrap();
+        match spsc::Consumer::open(&seg.0) {
+            Err(Error::KindMismatch { found, expected, .. }) => {
+                assert_eq!((found.as_str(), expected), ("mpmc", "spsc"))
+            }
+            other => panic!("expected KindMismatch, got {:?}", other.err()),
         }
     }
-    // Rounding to a multiple of 8 makes 30 the same as 32.
-    Consumer::open_or_create(&seg.0, &opts(30, 8)).unwrap();
-    let bad = TempSeg::new("geom-bad");
-    for o in [opts(0, 8), opts(8, 3), opts(8, 1), opts(8, 0), opts(1 << 25, 2), opts(1 << 20, 1 << 12)] {
-        assert!(matches!(Producer::create(&bad.0, &o), Err(Error::InvalidArgument(_))));
-        assert!(!bad.0.exists());
-    }
-    // A header whose geometry does not add up is corruption.
-    let a = Segment::open(&seg.0).unwrap();
-    let slot_size_off = std::mem::offset_of!(header::Header, slot_size);
-    // SAFETY: in bounds of our own mapping.
-    unsafe { std::ptr::write_volatile(a.as_ptr().add(slot_size_off) as *mut u32, 12) };
-    assert_corrupted(Consumer::open(&seg.0), "slot size 12");
-    // SAFETY: as above.
-    unsafe { std::ptr::write_volatile(a.as_ptr().add(slot_size_off) as *mut u32, 64) };
-    assert_corrupted(Consumer::open(&seg.0), "slot size not matching capacity");
 }
 
-#[test]
-fn kinds_are_checked_both_ways() {
-    let seg = TempSeg::new("kind-s");
-    let _s = spsc::Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
-    match Consumer::open(&seg.0) {
-        Err(Error::KindMismatch { found, expected, .. }) => assert_eq!((found.as_str(), expected), ("spsc", "mpmc")),
-        other => panic!("expected KindMismatch, got {:?}", other.err()),
-    }
-    assert!(matches!(Producer::open_or_create(&seg.0, &opts(8, 4)), Err(Error::KindMismatch { .. })));
-    let seg = TempSeg::new("kind-m");
-    let _m = Producer::create(&seg.0, &opts(8, 4)).unwrap();
-    match spsc::Consumer::open(&seg.0) {
-        Err(Error::KindMismatch { found, expected, .. }) => assert_eq!((found.as_str(), expected), ("mpmc", "spsc")),
-        other => panic!("expected KindMismatch, got {:?}", other.err()),
+for_each_notifier! {
+    fn snapshot_shows_the_mpmc_counters(kind) {
+        let (seg, mut tx, mut rx) = ring("snap", 8, 4, kind);
+        tx.send(b"a").unwrap();
+        tx.send(b"b").unwrap();
+        drop(rx.recv().unwrap());
+        let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
+        let s = Snapshot::parse(&page, len);
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        assert_eq!((s.slot_size, s.slot_count, s.header_len as usize), (8, 4, MPMC_HEADER_LEN));
+        let m = s.mpmc.unwrap();
+        assert_eq!((m.enqueue, m.dequeue, m.closed, m.high_water), (2, 1, false, 2));
+        assert_eq!(m.fill(s.slot_count), Some(1));
+        assert_eq!((m.lost_producer_died, m.lost_consumer_died, m.recovered), (0, 0, 0));
+        // Impossible counters are reported.
+        let a = Segment::open(&seg.0).unwrap();
+        let enq = CONTROL_OFFSET + std::mem::offset_of!(MpmcControl, enqueue);
+        // SAFETY: in bounds of our own mapping.
+        unsafe { std::ptr::write_volatile(a.as_ptr().add(enq) as *mut u64, 100) };
+        let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
+        assert!(Snapshot::parse(&page, len).problems().iter().any(|p| p.contains("exceeds 4 slots")));
     }
 }
 
-#[test]
-fn snapshot_shows_the_mpmc_counters() {
-    let (seg, mut tx, mut rx) = ring("snap", 8, 4);
-    tx.send(b"a").unwrap();
-    tx.send(b"b").unwrap();
-    drop(rx.recv().unwrap());
-    let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
-    let s = Snapshot::parse(&page, len);
-    assert!(s.problems().is_empty(), "{:?}", s.problems());
-    assert_eq!((s.slot_size, s.slot_count, s.header_len as usize), (8, 4, MPMC_HEADER_LEN));
-    let m = s.mpmc.unwrap();
-    assert_eq!((m.enqueue, m.dequeue, m.closed, m.high_water), (2, 1, false, 2));
-    assert_eq!(m.fill(s.slot_count), Some(1));
-    assert_eq!((m.lost_producer_died, m.lost_consumer_died, m.recovered), (0, 0, 0));
-    // Impossible counters are reported.
-    let a = Segment::open(&seg.0).unwrap();
-    let enq = CONTROL_OFFSET + std::mem::offset_of!(MpmcControl, enqueue);
-    // SAFETY: in bounds of our own mapping.
-    unsafe { std::ptr::write_volatile(a.as_ptr().add(enq) as *mut u64, 100) };
-    let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
-    assert!(Snapshot::parse(&page, len).problems().iter().any(|p| p.contains("exceeds 4 slots")));
-}
-
-#[test]
-fn file_backing() {
-    let dir = std::env::temp_dir().join(format!("shmring-test-mpmc-file-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct RmDir(PathBuf);
-    impl Drop for RmDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+for_each_notifier! {
+    fn file_backing(kind) {
+        let dir = std::env::temp_dir().join(format!("shmring-test-mpmc-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        struct RmDir(PathBuf);
+        impl Drop for RmDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _guard = RmDir(dir.clone());
+        let loc = Location::path(dir.join("ring"));
+        let mut tx = Producer::create(&loc, &opts(16, 4, kind)).unwrap();
+        let mut rx = Consumer::open(&loc).unwrap();
+        let total = std::fs::metadata(dir.join("ring")).unwrap().len();
+        assert_eq!(total, MPMC_HEADER_LEN as u64 + 4 * mpmc_slot_stride(16));
+        for i in 0..10u8 {
+            tx.send(&[i; 3]).unwrap();
+            assert_eq!(&*rx.recv().unwrap().unwrap(), &[i; 3]);
         }
     }
-    let _guard = RmDir(dir.clone());
-    let loc = Location::path(dir.join("ring"));
-    let mut tx = Producer::create(&loc, &opts(16, 4)).unwrap();
-    let mut rx = Consumer::open(&loc).unwrap();
-    let total = std::fs::metadata(dir.join("ring")).unwrap().len();
-    assert_eq!(total, MPMC_HEADER_LEN as u64 + 4 * mpmc_slot_stride(16));
-    for i in 0..10u8 {
-        tx.send(&[i; 3]).unwrap();
-        assert_eq!(&*rx.recv().unwrap().unwrap(), &[i; 3]);
+}
+
+for_each_notifier! {
+    fn memfd_backing(kind) {
+        let seg = mpmc::create_memfd("mpmc-test", &opts(16, 4, kind)).unwrap();
+        let dup = seg.fd().try_clone_to_owned().unwrap();
+        let mut tx = Producer::attach(seg).unwrap();
+        let mut rx = Consumer::attach(Segment::from_fd(dup, "dup").unwrap()).unwrap();
+        tx.send(b"via memfd").unwrap();
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"via memfd");
+        assert!(rx.name().starts_with("fd:"));
     }
 }
 
-#[test]
-fn memfd_backing() {
-    let seg = mpmc::create_memfd("mpmc-test", &opts(16, 4)).unwrap();
-    let dup = seg.fd().try_clone_to_owned().unwrap();
-    let mut tx = Producer::attach(seg).unwrap();
-    let mut rx = Consumer::attach(Segment::from_fd(dup, "dup").unwrap()).unwrap();
-    tx.send(b"via memfd").unwrap();
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"via memfd");
-    assert!(rx.name().starts_with("fd:"));
-}
-
-#[test]
-fn participant_table_full_and_freed() {
-    let (_seg, tx, rx) = ring("table", 8, 2);
-    let mut more = Vec::new();
-    let err = loop {
-        match tx.new_consumer() {
-            Ok(c) => more.push(c),
-            Err(e) => break e,
-        }
-    };
-    assert!(matches!(err, Error::TooManyParticipants { max: 64, .. }), "{err}");
-    assert_eq!(more.len(), 62);
-    more.pop();
-    let _again = rx.new_producer().unwrap();
-    assert!(matches!(rx.new_producer(), Err(Error::TooManyParticipants { .. })));
+for_each_notifier! {
+    fn participant_table_full_and_freed(kind) {
+        let (_seg, tx, rx) = ring("table", 8, 2, kind);
+        let mut more = Vec::new();
+        let err = loop {
+            match tx.new_consumer() {
+                Ok(c) => more.push(c),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Error::TooManyParticipants { max: 64, .. }), "{err}");
+        assert_eq!(more.len(), 62);
+        more.pop();
+        let _again = rx.new_producer().unwrap();
+        assert!(matches!(rx.new_producer(), Err(Error::TooManyParticipants { .. })));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -381,6 +405,7 @@ fn peer_main() {
         // produce LOC ID COUNT: send COUNT tagged messages, batches now and then.
         "produce" => {
             let mut tx = Producer::open(&parse_loc(parts[0])).unwrap();
+            tx.set_wait_policy(WaitPolicy::park());
             let (id, n): (u32, u64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
             let mut i = 0;
             while i < n {
@@ -402,6 +427,7 @@ fn peer_main() {
         // sequence) pairs in arrival order to OUTFILE.
         "consume" => {
             let mut rx = Consumer::open(&parse_loc(parts[0])).unwrap();
+            rx.set_wait_policy(WaitPolicy::park());
             let mut got: Vec<u8> = Vec::new();
             let mut k = 0u64;
             loop {
@@ -443,6 +469,7 @@ fn peer_main() {
         // recv-then-hang LOC: receive one message and hang holding it.
         "recv-then-hang" => {
             let mut rx = Consumer::open(&parse_loc(parts[0])).unwrap();
+            rx.set_wait_policy(WaitPolicy::park());
             let _m = rx.recv().unwrap().unwrap();
             std::thread::sleep(Duration::from_secs(600));
         }
@@ -457,6 +484,7 @@ fn peer_main() {
             // SAFETY: the parent cleared CLOEXEC on this fd and passed its number.
             let seg = Segment::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, "inherited").unwrap();
             let mut rx = Consumer::attach(seg).unwrap();
+            rx.set_wait_policy(WaitPolicy::park());
             let n: u64 = parts[1].parse().unwrap();
             for i in 0..n {
                 let m = rx.recv().unwrap().unwrap();
@@ -499,9 +527,9 @@ fn read_pairs(f: &TempFile) -> Vec<(u32, u64)> {
 /// `producers` producer processes × `consumers` consumer processes; every
 /// message exactly once, in order per producer as each consumer sees it.
 /// Returns the throughput in messages per second.
-fn many_to_many(producers: u32, consumers: usize, per_producer: u64) -> f64 {
+fn many_to_many(producers: u32, consumers: usize, per_producer: u64, kind: NotifierKind) -> f64 {
     let seg = TempSeg::new("m2m");
-    let mut ctl = Producer::create(&seg.0, &opts(SLOT, 256)).unwrap();
+    let mut ctl = Producer::create(&seg.0, &opts(SLOT, 256, kind)).unwrap();
     let outs: Vec<TempFile> = (0..consumers).map(|_| TempFile::new("out")).collect();
     let t0 = Instant::now();
     let mut cons: Vec<Peer> =
@@ -536,29 +564,32 @@ fn many_to_many(producers: u32, consumers: usize, per_producer: u64) -> f64 {
     (u64::from(producers) * per_producer) as f64 / elapsed.as_secs_f64()
 }
 
-#[test]
-fn two_producer_processes_two_consumer_processes_exactly_once_in_order() {
-    let rate = many_to_many(2, 2, 50_000);
-    eprintln!("mpmc 2p2c across processes: {:.2} M msg/s (64-byte slots, incl. process start)", rate / 1e6);
-}
-
-#[test]
-fn one_producer_process_one_consumer_process() {
-    let rate = many_to_many(1, 1, 100_000);
-    eprintln!("mpmc 1p1c across processes: {:.2} M msg/s (64-byte slots, incl. process start)", rate / 1e6);
-}
-
-#[test]
-fn memfd_ring_passed_to_a_child_by_inheritance() {
-    let seg = mpmc::create_memfd("inherit", &opts(SLOT, 8)).unwrap();
-    let fd = seg.fd().as_raw_fd();
-    nix::fcntl::fcntl(seg.fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
-    let mut tx = Producer::attach(seg).unwrap();
-    let mut peer = spawn_peer("peer_main", "consume-fd", &format!("{fd},1000"));
-    for i in 0..1000 {
-        tx.send(&message(7, i, SLOT)).unwrap();
+for_each_notifier! {
+    fn two_producer_processes_two_consumer_processes_exactly_once_in_order(kind) {
+        let rate = many_to_many(2, 2, 50_000, kind);
+        eprintln!("mpmc 2p2c across processes: {:.2} M msg/s (64-byte slots, incl. process start)", rate / 1e6);
     }
-    assert!(wait_exit(&mut peer, 60).success());
+}
+
+for_each_notifier! {
+    fn one_producer_process_one_consumer_process(kind) {
+        let rate = many_to_many(1, 1, 100_000, kind);
+        eprintln!("mpmc 1p1c across processes: {:.2} M msg/s (64-byte slots, incl. process start)", rate / 1e6);
+    }
+}
+
+for_each_notifier! {
+    fn memfd_ring_passed_to_a_child_by_inheritance(kind) {
+        let seg = mpmc::create_memfd("inherit", &opts(SLOT, 8, kind)).unwrap();
+        let fd = seg.fd().as_raw_fd();
+        nix::fcntl::fcntl(seg.fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let mut tx = Producer::attach(seg).unwrap();
+        let mut peer = spawn_peer("peer_main", "consume-fd", &format!("{fd},1000"));
+        for i in 0..1000 {
+            tx.send(&message(7, i, SLOT)).unwrap();
+        }
+        assert!(wait_exit(&mut peer, 60).success());
+    }
 }
 
 /// Wait until the ring has `n` more enqueued positions than `base`.
@@ -570,97 +601,101 @@ fn wait_enqueued(rx: &Consumer, n: u64) {
     }
 }
 
-#[test]
-fn a_slow_but_alive_producer_keeps_its_slot() {
-    let (seg, _tx, mut rx) = ring("slow", SLOT, 4);
-    let mut peer = spawn_peer("peer_main", "hold-grant", &format!("{},700", seg.name()));
-    wait_enqueued(&rx, 1);
-    // Far longer than the recovery grace: the claimant is alive, so no theft.
-    assert!(matches!(rx.recv_timeout(Duration::from_millis(300)), Err(Error::Timeout)));
-    assert_eq!(rx.recover_dead().unwrap(), 0);
-    assert_eq!(&*rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(), b"slow");
-    assert_eq!(rx.stats().recovered, 0);
-    assert!(wait_exit(&mut peer, 30).success());
-}
-
-#[test]
-fn a_producer_killed_holding_a_grant_is_recovered_quickly() {
-    let (seg, mut tx, mut rx) = ring("kill-prod", SLOT, 4);
-    let mut peer = spawn_peer("peer_main", "grant-then-hang", &format!("{},", seg.name()));
-    wait_enqueued(&rx, 1);
-    tx.send(b"after").unwrap();
-    peer.0.kill().unwrap();
-    let t = Instant::now();
-    assert_eq!(&*rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(), b"after");
-    let took = t.elapsed();
-    eprintln!("dead producer's slot recovered after {took:?}");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    let s = rx.stats();
-    assert_eq!((s.lost_producer_died, s.lost_consumer_died, s.recovered), (1, 0, 1));
-    let _ = peer.0.wait();
-}
-
-#[test]
-fn a_consumer_killed_holding_a_message_is_recovered_quickly() {
-    let (seg, mut tx, mut rx) = ring("kill-cons", SLOT, 2);
-    let mut peer = spawn_peer("peer_main", "recv-then-hang", &format!("{},", seg.name()));
-    tx.send(b"held").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rx.stats().dequeued < 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(1));
+for_each_notifier! {
+    fn a_slow_but_alive_producer_keeps_its_slot(kind) {
+        let (seg, _tx, mut rx) = ring("slow", SLOT, 4, kind);
+        let mut peer = spawn_peer("peer_main", "hold-grant", &format!("{},700", seg.name()));
+        wait_enqueued(&rx, 1);
+        // Far longer than the recovery grace: the claimant is alive, so no theft.
+        assert!(matches!(rx.recv_timeout(Duration::from_millis(300)), Err(Error::Timeout)));
+        assert_eq!(rx.recover_dead().unwrap(), 0);
+        assert_eq!(&*rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(), b"slow");
+        assert_eq!(rx.stats().recovered, 0);
+        assert!(wait_exit(&mut peer, 30).success());
     }
-    tx.send(b"1").unwrap();
-    // The ring is full now: slot of "held" is the one the next send needs.
-    peer.0.kill().unwrap();
-    let t = Instant::now();
-    tx.send_timeout(b"2", Duration::from_secs(10)).unwrap();
-    let took = t.elapsed();
-    eprintln!("dead consumer's slot recovered after {took:?}");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"1");
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"2");
-    let s = rx.stats();
-    assert_eq!((s.lost_producer_died, s.lost_consumer_died, s.recovered), (0, 1, 1));
-    let _ = peer.0.wait();
 }
 
-#[test]
-fn recover_dead_sweeps_slots_nobody_waits_for_and_dead_entries_are_reused() {
-    let (seg, mut tx, mut rx) = ring("sweep", SLOT, 4);
-    // Entries: 0 tx, 1 rx, 2 the holder (killed below), 3 a live child.
-    let mut holder = spawn_peer("peer_main", "recv-then-hang", &format!("{},", seg.name()));
-    tx.send(b"held").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rx.stats().dequeued < 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(1));
+for_each_notifier! {
+    fn a_producer_killed_holding_a_grant_is_recovered_quickly(kind) {
+        let (seg, mut tx, mut rx) = ring("kill-prod", SLOT, 4, kind);
+        let mut peer = spawn_peer("peer_main", "grant-then-hang", &format!("{},", seg.name()));
+        wait_enqueued(&rx, 1);
+        tx.send(b"after").unwrap();
+        peer.0.kill().unwrap();
+        let t = Instant::now();
+        assert_eq!(&*rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(), b"after");
+        let took = t.elapsed();
+        eprintln!("dead producer's slot recovered after {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        let s = rx.stats();
+        assert_eq!((s.lost_producer_died, s.lost_consumer_died, s.recovered), (1, 0, 1));
+        let _ = peer.0.wait();
     }
-    let mut live = spawn_peer("peer_main", "attach-then-hang", &format!("{},", seg.name()));
-    loop {
-        let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
-        if Snapshot::parse(&page, len).mpmc.unwrap().high_water >= 4 {
-            break;
+}
+
+for_each_notifier! {
+    fn a_consumer_killed_holding_a_message_is_recovered_quickly(kind) {
+        let (seg, mut tx, mut rx) = ring("kill-cons", SLOT, 2, kind);
+        let mut peer = spawn_peer("peer_main", "recv-then-hang", &format!("{},", seg.name()));
+        tx.send(b"held").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rx.stats().dequeued < 1 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(1));
+        tx.send(b"1").unwrap();
+        // The ring is full now: slot of "held" is the one the next send needs.
+        peer.0.kill().unwrap();
+        let t = Instant::now();
+        tx.send_timeout(b"2", Duration::from_secs(10)).unwrap();
+        let took = t.elapsed();
+        eprintln!("dead consumer's slot recovered after {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"1");
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"2");
+        let s = rx.stats();
+        assert_eq!((s.lost_producer_died, s.lost_consumer_died, s.recovered), (0, 1, 1));
+        let _ = peer.0.wait();
     }
-    assert_eq!(rx.recover_dead().unwrap(), 0, "alive: nothing to recover");
-    holder.0.kill().unwrap();
-    let _ = holder.0.wait();
-    assert_eq!(rx.recover_dead().unwrap(), 1);
-    assert_eq!(rx.recover_dead().unwrap(), 0);
-    let s = rx.stats();
-    assert_eq!((s.lost_producer_died, s.lost_consumer_died, s.recovered), (0, 1, 1));
-    // Fill the table: the dead holder's entry is taken over, the live child's kept.
-    let mut more = Vec::new();
-    while let Ok(c) = rx.new_consumer() {
-        more.push(c);
+}
+
+for_each_notifier! {
+    fn recover_dead_sweeps_slots_nobody_waits_for_and_dead_entries_are_reused(kind) {
+        let (seg, mut tx, mut rx) = ring("sweep", SLOT, 4, kind);
+        // Entries: 0 tx, 1 rx, 2 the holder (killed below), 3 a live child.
+        let mut holder = spawn_peer("peer_main", "recv-then-hang", &format!("{},", seg.name()));
+        tx.send(b"held").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rx.stats().dequeued < 1 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut live = spawn_peer("peer_main", "attach-then-hang", &format!("{},", seg.name()));
+        loop {
+            let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
+            if Snapshot::parse(&page, len).mpmc.unwrap().high_water >= 4 {
+                break;
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(rx.recover_dead().unwrap(), 0, "alive: nothing to recover");
+        holder.0.kill().unwrap();
+        let _ = holder.0.wait();
+        assert_eq!(rx.recover_dead().unwrap(), 1);
+        assert_eq!(rx.recover_dead().unwrap(), 0);
+        let s = rx.stats();
+        assert_eq!((s.lost_producer_died, s.lost_consumer_died, s.recovered), (0, 1, 1));
+        // Fill the table: the dead holder's entry is taken over, the live child's kept.
+        let mut more = Vec::new();
+        while let Ok(c) = rx.new_consumer() {
+            more.push(c);
+        }
+        assert_eq!(more.len(), 64 - 3);
+        live.0.kill().unwrap();
+        let _ = live.0.wait();
+        more.push(rx.new_consumer().unwrap());
     }
-    assert_eq!(more.len(), 64 - 3);
-    live.0.kill().unwrap();
-    let _ = live.0.wait();
-    more.push(rx.new_consumer().unwrap());
 }
 
 // ---------------------------------------------------------------------------
@@ -687,80 +722,85 @@ impl Attacker {
     }
 }
 
-#[test]
-fn impossible_sequence_numbers_are_corrupted_and_poison() {
-    let (seg, mut tx, mut rx) = ring("h-seq", 8, 4);
-    let a = Attacker::new(&seg);
-    a.write_u64(a.seq(0, 8), 77);
-    assert_corrupted(rx.try_recv().map(|_| ()), "sequence far ahead");
-    assert_corrupted(tx.try_send(b"x"), "producer sees it too");
-    a.write_u64(a.seq(0, 8), 0);
-    assert_corrupted(rx.try_recv().map(|_| ()), "poisoned");
-    let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
-    assert!(Snapshot::parse(&page, len).problems().iter().any(|p| p.contains("poisoned")));
-    // A sequence that claims the slot is one lap behind: impossible at start.
-    let (seg, _tx, mut rx) = ring("h-seq2", 8, 4);
-    let a = Attacker::new(&seg);
-    a.write_u64(a.seq(0, 8), u64::MAX);
-    assert_corrupted(rx.try_recv().map(|_| ()), "sequence with the skip bit and garbage");
-}
-
-#[test]
-fn overlong_length_word_is_corrupted() {
-    let (seg, mut tx, mut rx) = ring("h-len", 8, 4);
-    tx.send(b"ok").unwrap();
-    let a = Attacker::new(&seg);
-    a.write_u64(a.seq(0, 8) + 8, 9);
-    assert_corrupted(rx.recv().map(|_| ()), "length 9 in an 8-byte slot");
-    // The slot was given back, so producers are not wedged.
-    tx.send(b"x").unwrap();
-}
-
-#[test]
-fn impossible_counters_are_corrupted() {
-    let cases: [(&str, usize, u64); 5] = [
-        ("enqueue far ahead", std::mem::offset_of!(MpmcControl, enqueue), 1000),
-        ("enqueue beyond 2^62", std::mem::offset_of!(MpmcControl, enqueue), 1 << 63),
-        ("closed far ahead", std::mem::offset_of!(MpmcControl, enqueue), header::MPMC_CLOSED | 1000),
-        ("dequeue beyond 2^62", std::mem::offset_of!(MpmcControl, dequeue), u64::MAX),
-        ("dequeue ahead of enqueue", std::mem::offset_of!(MpmcControl, dequeue), 3),
-    ];
-    for (what, field, v) in cases {
-        let (seg, mut tx, mut rx) = ring("h-ctr", 8, 4);
+for_each_notifier! {
+    fn impossible_sequence_numbers_are_corrupted_and_poison(kind) {
+        let (seg, mut tx, mut rx) = ring("h-seq", 8, 4, kind);
         let a = Attacker::new(&seg);
-        a.write_u64(a.ctl(field), v);
-        let t = Instant::now();
-        let r = rx.recv_timeout(Duration::from_secs(5)).map(|_| ());
-        let w =
-            tx.send_timeout(b"x", Duration::from_secs(5)).and_then(|_| tx.send_timeout(b"y", Duration::from_secs(5)));
-        assert!(t.elapsed() < Duration::from_secs(5), "{what}: took {:?}", t.elapsed());
-        assert!(
-            matches!(r, Err(Error::Corrupted { .. })) || matches!(w, Err(Error::Corrupted { .. })),
-            "{what}: recv {r:?}, send {w:?}"
-        );
-        let _ = rx.recover_dead();
+        a.write_u64(a.seq(0, 8), 77);
+        assert_corrupted(rx.try_recv().map(|_| ()), "sequence far ahead");
+        assert_corrupted(tx.try_send(b"x"), "producer sees it too");
+        a.write_u64(a.seq(0, 8), 0);
+        assert_corrupted(rx.try_recv().map(|_| ()), "poisoned");
+        let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
+        assert!(Snapshot::parse(&page, len).problems().iter().any(|p| p.contains("poisoned")));
+        // A sequence that claims the slot is one lap behind: impossible at start.
+        let (seg, _tx, mut rx) = ring("h-seq2", 8, 4, kind);
+        let a = Attacker::new(&seg);
+        a.write_u64(a.seq(0, 8), u64::MAX);
+        assert_corrupted(rx.try_recv().map(|_| ()), "sequence with the skip bit and garbage");
     }
-    // Counters going backwards.
-    let (seg, mut tx, mut rx) = ring("h-back", 8, 4);
-    tx.send(b"a").unwrap();
-    tx.send(b"b").unwrap();
-    let a = Attacker::new(&seg);
-    a.write_u64(a.ctl(std::mem::offset_of!(MpmcControl, enqueue)), 0);
-    assert_corrupted(tx.try_send(b"c"), "enqueue went back");
-    drop(rx.recv().unwrap());
 }
 
-#[test]
-fn garbage_participant_entries_do_not_block_attach_or_recovery() {
-    let (seg, mut tx, mut rx) = ring("h-part", 8, 4);
-    let a = Attacker::new(&seg);
-    let table = std::mem::offset_of!(MpmcControl, participants);
-    let entry = |i: usize| a.ctl(table + i * 128);
-    a.write_u64(entry(2), 3); // state 3: unknown
-    a.write_u64(entry(3), header::participant_word(0, 5, header::PARTICIPANT_ATTACHED));
-    let _c = rx.new_consumer().unwrap();
-    tx.send(b"ok").unwrap();
-    assert_eq!(&*rx.recv().unwrap().unwrap(), b"ok");
+for_each_notifier! {
+    fn overlong_length_word_is_corrupted(kind) {
+        let (seg, mut tx, mut rx) = ring("h-len", 8, 4, kind);
+        tx.send(b"ok").unwrap();
+        let a = Attacker::new(&seg);
+        a.write_u64(a.seq(0, 8) + 8, 9);
+        assert_corrupted(rx.recv().map(|_| ()), "length 9 in an 8-byte slot");
+        // The slot was given back, so producers are not wedged.
+        tx.send(b"x").unwrap();
+    }
+}
+
+for_each_notifier! {
+    fn impossible_counters_are_corrupted(kind) {
+        let cases: [(&str, usize, u64); 5] = [
+            ("enqueue far ahead", std::mem::offset_of!(MpmcControl, enqueue), 1000),
+            ("enqueue beyond 2^62", std::mem::offset_of!(MpmcControl, enqueue), 1 << 63),
+            ("closed far ahead", std::mem::offset_of!(MpmcControl, enqueue), header::MPMC_CLOSED | 1000),
+            ("dequeue beyond 2^62", std::mem::offset_of!(MpmcControl, dequeue), u64::MAX),
+            ("dequeue ahead of enqueue", std::mem::offset_of!(MpmcControl, dequeue), 3),
+        ];
+        for (what, field, v) in cases {
+            let (seg, mut tx, mut rx) = ring("h-ctr", 8, 4, kind);
+            let a = Attacker::new(&seg);
+            a.write_u64(a.ctl(field), v);
+            let t = Instant::now();
+            let r = rx.recv_timeout(Duration::from_secs(5)).map(|_| ());
+            let w =
+                tx.send_timeout(b"x", Duration::from_secs(5))
+                    .and_then(|_| tx.send_timeout(b"y", Duration::from_secs(5)));
+            assert!(t.elapsed() < Duration::from_secs(5), "{what}: took {:?}", t.elapsed());
+            assert!(
+                matches!(r, Err(Error::Corrupted { .. })) || matches!(w, Err(Error::Corrupted { .. })),
+                "{what}: recv {r:?}, send {w:?}"
+            );
+            let _ = rx.recover_dead();
+        }
+        // Counters going backwards.
+        let (seg, mut tx, mut rx) = ring("h-back", 8, 4, kind);
+        tx.send(b"a").unwrap();
+        tx.send(b"b").unwrap();
+        let a = Attacker::new(&seg);
+        a.write_u64(a.ctl(std::mem::offset_of!(MpmcControl, enqueue)), 0);
+        assert_corrupted(tx.try_send(b"c"), "enqueue went back");
+        drop(rx.recv().unwrap());
+    }
+}
+
+for_each_notifier! {
+    fn garbage_participant_entries_do_not_block_attach_or_recovery(kind) {
+        let (seg, mut tx, mut rx) = ring("h-part", 8, 4, kind);
+        let a = Attacker::new(&seg);
+        let table = std::mem::offset_of!(MpmcControl, participants);
+        let entry = |i: usize| a.ctl(table + i * 128);
+        a.write_u64(entry(2), 3); // state 3: unknown
+        a.write_u64(entry(3), header::participant_word(0, 5, header::PARTICIPANT_ATTACHED));
+        let _c = rx.new_consumer().unwrap();
+        tx.send(b"ok").unwrap();
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"ok");
+    }
 }
 
 /// Peer entry: scribble random values over the control block and the slots
@@ -796,37 +836,38 @@ fn scribbler_main() {
     }
 }
 
-#[test]
-fn random_scribbling_by_another_process_gives_typed_errors_and_no_hang() {
-    for round in 0..10u8 {
-        let (seg, mut tx, mut rx) = ring("h-scribble", 16, 8);
-        let mut peer: Peer = spawn_peer("scribbler_main", "scribble", &format!("{},200", seg.name()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut errors = 0;
-        while peer.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "no progress");
-            let t = Instant::now();
-            let r = tx.send_timeout(&[round; 16], Duration::from_millis(20));
-            let s = rx
-                .recv_timeout(Duration::from_millis(20))
-                .map(|m| m.map(|m| m.iter().map(|&b| u32::from(b)).sum::<u32>()));
-            // Each bounded call returns within its timeout plus the recovery
-            // checks, whatever was written.
-            assert!(t.elapsed() < Duration::from_secs(5), "calls took {:?}", t.elapsed());
-            for e in [r.err(), s.err()].into_iter().flatten() {
-                match e {
-                    Error::Corrupted { .. } => errors += 1,
-                    Error::Timeout | Error::WouldBlock { .. } | Error::Closed(_) => {}
-                    e => panic!("unexpected error {e}"),
+for_each_notifier! {
+    fn random_scribbling_by_another_process_gives_typed_errors_and_no_hang(kind) {
+        for round in 0..10u8 {
+            let (seg, mut tx, mut rx) = ring("h-scribble", 16, 8, kind);
+            let mut peer: Peer = spawn_peer("scribbler_main", "scribble", &format!("{},200", seg.name()));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut errors = 0;
+            while peer.0.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "no progress");
+                let t = Instant::now();
+                let r = tx.send_timeout(&[round; 16], Duration::from_millis(20));
+                let s = rx
+                    .recv_timeout(Duration::from_millis(20))
+                    .map(|m| m.map(|m| m.iter().map(|&b| u32::from(b)).sum::<u32>()));
+                // Each bounded call returns within its timeout plus the recovery
+                // checks, whatever was written.
+                assert!(t.elapsed() < Duration::from_secs(5), "calls took {:?}", t.elapsed());
+                for e in [r.err(), s.err()].into_iter().flatten() {
+                    match e {
+                        Error::Corrupted { .. } => errors += 1,
+                        Error::Timeout | Error::WouldBlock { .. } | Error::Closed(_) => {}
+                        e => panic!("unexpected error {e}"),
+                    }
+                }
+                if errors > 0 {
+                    break; // both handles are poisoned or will be: nothing more to learn
                 }
             }
-            if errors > 0 {
-                break; // both handles are poisoned or will be: nothing more to learn
-            }
+            let _ = peer.0.kill();
+            let _ = peer.0.wait();
+            let _ = rx.recover_dead();
+            let _ = tx.new_consumer();
         }
-        let _ = peer.0.kill();
-        let _ = peer.0.wait();
-        let _ = rx.recover_dead();
-        let _ = tx.new_consumer();
     }
 }
