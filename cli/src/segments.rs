@@ -405,7 +405,10 @@ fn entry_line(e: &Entry) -> String {
     let mut line = format!("  #{:<3} pid {:<8} {state}, {life}", e.index, e.pid);
     for (what, c) in [("enqueue", e.enq), ("dequeue", e.deq)] {
         if let Some((start, count)) = c {
-            line.push_str(&format!("; claiming {what} position{} {start}", if count == 1 { "" } else { "s" }));
+            // A dead holder's record stays until its entry is reused; the
+            // slot itself may have been recovered since (see the statistics).
+            let verb = if e.alive { "claiming" } else { "had claimed" };
+            line.push_str(&format!("; {verb} {what} position{} {start}", if count == 1 { "" } else { "s" }));
             if count > 1 {
                 line.push_str(&format!("..{}", start.saturating_add(count - 1)));
             }
@@ -474,7 +477,9 @@ pub fn inspect(loc: &Location) -> Result<u8, String> {
     println!("magic        {:#018x} (ok)", s.magic);
     println!("abi version  {}", s.abi_version);
     println!("kind         {}", kind_name(s.kind));
-    println!("notifier     {}", if s.notifier == 1 { "futex".to_owned() } else { format!("?{}", s.notifier) });
+    let notifier = header::NotifierKind::from_u32(s.notifier)
+        .map_or_else(|| format!("?{}", s.notifier), |k| format!("{k:?}").to_lowercase());
+    println!("notifier     {notifier}");
     println!(
         "state        {}",
         if s.state == header::STATE_READY { "ready".into() } else { format!("{} (not ready)", s.state) }

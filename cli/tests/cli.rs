@@ -26,6 +26,14 @@ impl Drop for Name {
     }
 }
 
+/// Held by tests that make a segment stale or run `rm --stale`, so one
+/// test's `rm --stale` never removes another's stale segment mid-test.
+static STALE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn stale_lock() -> std::sync::MutexGuard<'static, ()> {
+    STALE_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A child killed and reaped on drop.
 struct Proc(Child);
 
@@ -215,6 +223,7 @@ fn ls_inspect_and_rm_handle_healthy_damaged_and_foreign_segments() {
 
 #[test]
 fn rm_stale_removes_a_segment_whose_sender_was_killed() {
+    let _serial = stale_lock();
     let name = Name::new("stale");
     let mut send = Proc(shmring(&["send", &name.0]).stdin(Stdio::piped()).spawn().unwrap());
     let mut stdin = send.0.stdin.take().unwrap();
@@ -311,6 +320,7 @@ fn ls_line(name: &Name) -> String {
 
 #[test]
 fn ls_inspect_and_rm_understand_typed_mpmc_segments() {
+    let _serial = stale_lock();
     let name = Name::new("mpmc");
     let loc = Location::shm(&name.0);
     let opts = MpmcOptions::new().slot_size(8).slot_count(16);
@@ -404,6 +414,7 @@ fn mpmc_child_entry() {
 
 #[test]
 fn a_killed_mpmc_consumer_shows_as_dead_and_its_ring_as_stale() {
+    let _serial = stale_lock();
     let name = Name::new("mpmcdead");
     let loc = Location::shm(&name.0);
     let mut tx = mpmc::Producer::create(&loc, &MpmcOptions::new().slot_size(16).slot_count(4)).unwrap();
@@ -436,6 +447,7 @@ fn a_killed_mpmc_consumer_shows_as_dead_and_its_ring_as_stale() {
     let text = stdout_of(&["inspect", &name.0]).1;
     assert!(text.contains("participants 0 alive, 1 dead"), "{text}");
     assert!(text.contains(&format!("pid {pid:<8} attached, DEAD")), "{text}");
+    assert!(text.contains("had claimed dequeue position 0"), "{text}");
     assert!(text.contains("status       stale"), "{text}");
 
     // A survivor recovers the slot; the statistics say what was lost.
