@@ -19,6 +19,7 @@ use std::time::Duration;
 
 pub mod affinity;
 pub mod baseline;
+pub mod mpmc;
 pub mod shm;
 
 pub use shm::{PEER_ENV, run_peer_if_requested};

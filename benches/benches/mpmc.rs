@@ -1,0 +1,65 @@
+//! shmring's MPMC ring against crossbeam's `ArrayQueue`: a stream of 8-byte
+//! items, one producer and one consumer, then two of each.
+//!
+//! ```text
+//! cargo bench -p shmring-benches --bench mpmc              # about 20 s
+//! cargo bench -p shmring-benches --bench mpmc -- 2p2c      # the 2+2 rows only
+//! cargo bench -p shmring-benches --bench mpmc -- --test    # run each once
+//! ```
+//!
+//! `mpmc_stream_u64/*` reports elements/s. shmring producers send with
+//! `send_batch` (64 items a call) and consumers receive with `recv_batch`;
+//! `ArrayQueue` has no batch calls, so its workers push and pop one item
+//! at a time. Every item is summed by a consumer and the sums and counts
+//! are checked after every run. `-inprocess` runs the workers on threads,
+//! `-crossprocess` as processes (this executable, re-run); `ArrayQueue`
+//! lives on the heap, so it has in-process rows only.
+//!
+//! With two CPUs, 1p1c pins the producer to one and the consumer to the
+//! other; 2p2c pins one producer and one consumer to each. Waiting workers
+//! spin briefly, then yield (see `shmring_benches::mpmc`).
+
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput};
+use shmring_benches::mpmc::{CrossbeamMpmcStream, Shape, ShmMpmcStream};
+use shmring_benches::shm::Mode;
+use shmring_benches::{Workload, affinity};
+
+fn main() {
+    // A cross-process worker is this executable: it must serve, not bench.
+    shmring_benches::mpmc::run_worker_if_requested();
+
+    let cpus = affinity::cpu_pair();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+    let mut g = c.benchmark_group("mpmc_stream_u64");
+    g.throughput(Throughput::Elements(1));
+    for (tag, shape) in [("1p1c", Shape { producers: 1, consumers: 1 }), ("2p2c", Shape { producers: 2, consumers: 2 })]
+    {
+        bench(&mut g, &format!("shmring-{tag}-inprocess"), || ShmMpmcStream::new(Mode::InProcess, shape, cpus));
+        bench(&mut g, &format!("shmring-{tag}-crossprocess"), || ShmMpmcStream::new(Mode::CrossProcess, shape, cpus));
+        bench(&mut g, &format!("crossbeam-arrayqueue-{tag}-inprocess"), || Ok(CrossbeamMpmcStream::new(shape, cpus)));
+    }
+    g.finish();
+    c.final_summary();
+}
+
+/// Time the workload `make` builds, on the first call only (a benchmark
+/// left out by a filter starts no worker); it serves every later sample and
+/// is dropped, its workers stopped, when this returns.
+fn bench<W: Workload>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    make: impl Fn() -> Result<W, shmring_benches::BoxError>,
+) {
+    let mut workload = None;
+    g.bench_function(name, |b| {
+        let w = workload.get_or_insert_with(|| make().unwrap_or_else(|e| panic!("setting up {name}: {e}")));
+        b.iter_custom(|iters| w.run(iters));
+    });
+}
