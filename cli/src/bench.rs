@@ -8,11 +8,13 @@
 mod case;
 mod guard;
 mod kernel;
+mod mpmc;
 mod peer;
 mod protocol;
 mod report;
 mod ring;
 mod shared;
+mod sysv;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -42,13 +44,18 @@ PING-PONG ROWS (mode spin, park or blocking)
   'cache-line' and 'futex' pass one 8-byte word with no ring around it: they are
   the floors for spin and park. shmring cannot beat them; the gap is the cost of
   the ring (records, checks, waiting policy).
+  'shmring' is the single-producer single-consumer ring; 'shmring-mpmc' is the
+  multi-producer multi-consumer ring (fixed-size slots) used by one producer and
+  one consumer, so the gap between the two rows is the price of the MPMC slot
+  protocol (a compare-and-swap and a sequence word per message).
 
 STREAM ROWS (mode stream)
   One process writes messages as fast as the transport accepts them; the other
   reads them and checks every sequence number and the final count. 'msgs/s' is
   messages per second, 'bytes/s' payload bytes per second (KiB, MiB, GiB are
-  powers of 1024). Higher is better. Kernel transports make one system call per
-  message on each side, and the reader copies each message into its buffer.
+  powers of 1024). Higher is better. Kernel transports (pipe, fifo, unix-socket,
+  tcp-loopback, posix-mq, sysv-msgq) make one system call per message on each
+  side, and the reader copies each message into its buffer.
   shmring sends one record per call too and its reader reads each message where
   it lies in the ring, without copying it out (zero-copy). Every reader, of every
   transport, reads every payload byte once (a checksum). The shmring 8 B row
@@ -57,7 +64,8 @@ STREAM ROWS (mode stream)
 READING THE TABLE
   '-' marks a column that does not apply to the row. A number in brackets after
   a transport points to a note under the table, for example why a row was not
-  measured (a 64 KiB message is over the default POSIX queue limit of 8 KiB).
+  measured (a 64 KiB message is over the default limit of 8 KiB of both POSIX
+  and System V message queues).
   With --format json the same rows come as objects with the keys transport, mode,
   payload_bytes, rtt_p50_ns, rtt_p99_ns, msgs_per_s, bytes_per_s; null stands
   for '-'.
@@ -65,8 +73,8 @@ READING THE TABLE
   Numbers depend on the machine and on whatever else is running. On a busy or
   virtual machine, run twice and trust what repeats.";
 
-/// Measure shmring against pipes, FIFOs, sockets, message queues and bare shared words,
-/// between two real processes.
+/// Measure shmring (SPSC and MPMC rings) against pipes, FIFOs, sockets, POSIX and System V
+/// message queues and bare shared words, between two real processes.
 ///
 /// Reports 64-byte ping-pong round-trip latency (median and 99th percentile) in busy-poll
 /// and sleeping modes, and one-way streaming throughput for small and large messages.
@@ -158,15 +166,19 @@ fn plan(only: &[Transport]) -> Vec<Case> {
     let case = |transport, mode, payload| Case { transport, mode, payload };
     let mut cases = vec![
         case(Shmring, Mode::Spin, 64),
+        case(ShmringMpmc, Mode::Spin, 64),
         case(CacheLine, Mode::Spin, 8),
         case(Shmring, Mode::Park, 64),
         case(Futex, Mode::Park, 8),
     ];
-    let kernel = [Pipe, Fifo, UnixSocket, TcpLoopback, PosixMq];
+    let kernel = [Pipe, Fifo, UnixSocket, TcpLoopback, PosixMq, SysvMsgq];
     cases.extend(kernel.map(|t| case(t, Mode::Blocking, 64)));
     cases.push(case(Shmring, Mode::Stream, 8));
     for payload in [64, 64 << 10] {
         cases.push(case(Shmring, Mode::Stream, payload));
+        if payload == 64 {
+            cases.push(case(ShmringMpmc, Mode::Stream, payload));
+        }
         cases.extend(kernel.map(|t| case(t, Mode::Stream, payload)));
     }
     cases.retain(|c| only.is_empty() || only.contains(&c.transport));
@@ -177,6 +189,8 @@ fn plan(only: &[Transport]) -> Vec<Case> {
 fn measure(case: &Case, budget: &Budget, launcher: &peer::Launcher) -> Result<Outcome, String> {
     match case.transport {
         Transport::Shmring => ring::parent(case, budget, launcher),
+        Transport::ShmringMpmc => mpmc::parent(case, budget, launcher),
+        Transport::SysvMsgq => sysv::parent(case, budget, launcher),
         Transport::Futex | Transport::CacheLine => shared::parent(case, budget, launcher),
         _ => kernel::parent(case, budget, launcher),
     }
@@ -287,6 +301,8 @@ pub fn maybe_run_child() -> Option<i32> {
     let raw = std::env::var(peer::CHILD_ENV).ok()?;
     let result = peer::child_setup(&raw).and_then(|spec| match spec.case.transport {
         Transport::Shmring => ring::child(&spec),
+        Transport::ShmringMpmc => mpmc::child(&spec),
+        Transport::SysvMsgq => sysv::child(&spec),
         Transport::Futex | Transport::CacheLine => shared::child(&spec),
         _ => kernel::child(&spec),
     });
@@ -316,7 +332,7 @@ mod tests {
     #[test]
     fn default_plan_covers_every_transport_and_both_kinds() {
         let cases = plan(&[]);
-        assert_eq!(cases.len(), 22);
+        assert_eq!(cases.len(), 27);
         assert!(cases.iter().any(ring::batched));
         for t in [Transport::Futex, Transport::CacheLine] {
             assert!(cases.iter().all(|c| c.transport != t || !c.is_stream()));

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum Transport {
     /// shmring SPSC rings in a POSIX shared-memory segment.
     Shmring,
+    /// shmring MPMC rings (fixed-size slots), one producer and one consumer.
+    ShmringMpmc,
     /// Anonymous pipes (two of them for ping-pong).
     Pipe,
     /// Named pipes created with mkfifo in a private temporary directory.
@@ -20,6 +22,8 @@ pub enum Transport {
     TcpLoopback,
     /// POSIX message queues (mq_send / mq_receive).
     PosixMq,
+    /// A System V message queue (msgsnd / msgrcv), private to the case.
+    SysvMsgq,
     /// Ping-pong on two shared futex words, always sleeping in the kernel: the floor for "park".
     Futex,
     /// Ping-pong on two shared cache lines, busy-polling: the hardware floor for "spin".
@@ -31,11 +35,13 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::Shmring => "shmring",
+            Transport::ShmringMpmc => "shmring-mpmc",
             Transport::Pipe => "pipe",
             Transport::Fifo => "fifo",
             Transport::UnixSocket => "unix-socket",
             Transport::TcpLoopback => "tcp-loopback",
             Transport::PosixMq => "posix-mq",
+            Transport::SysvMsgq => "sysv-msgq",
             Transport::Futex => "futex",
             Transport::CacheLine => "cache-line",
         }
