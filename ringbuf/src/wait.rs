@@ -328,10 +328,49 @@ mod sem {
         }
     }
 
+    /// Offset of glibc's flags word in a `sem_t` on 64-bit targets: the
+    /// futex "private" flag of the semaphore. glibc passes it to the futex
+    /// call as is, and aborts the process when the kernel rejects the
+    /// operation it makes of a garbage value.
+    const FLAGS_OFFSET: usize = 8;
+
+    /// The flags word of a process-shared semaphore, as this libc writes it
+    /// (glibc: 128; learnt once from a local `sem_init`, not assumed).
+    fn shared_flags() -> u32 {
+        static FLAGS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        *FLAGS.get_or_init(|| {
+            let mut local = std::mem::MaybeUninit::<libc::sem_t>::zeroed();
+            // SAFETY: a zeroed local sem_t, initialised and read here only, never used for waiting.
+            unsafe {
+                libc::sem_init(local.as_mut_ptr(), 1, 0);
+                std::ptr::read_unaligned(local.as_ptr().cast::<u8>().add(FLAGS_OFFSET).cast::<u32>())
+            }
+        })
+    }
+
+    /// Whether the flags word still says "process-shared". A hostile peer
+    /// that changed it would make glibc abort us inside the next call, so
+    /// callers skip the call instead. (The peer can still change the word
+    /// between this check and glibc's read of it: the check closes the
+    /// window to a few instructions, it cannot close it entirely. The futex
+    /// notifier has no such word.)
+    fn flags_sane(cell: &SemCell) -> bool {
+        // SAFETY: offset 8..12 is inside the 32-byte, 8-aligned cell, in our mapping; an AtomicU32 read tolerates a concurrent writer.
+        let flags = unsafe { &*(cell.0.get().cast::<u8>().add(FLAGS_OFFSET) as *const std::sync::atomic::AtomicU32) };
+        // Relaxed: a plausibility check of an untrusted word.
+        flags.load(std::sync::atomic::Ordering::Relaxed) == shared_flags()
+    }
+
     /// Wait for a post at most `timeout` (`None`: without a bound). Every
     /// outcome (a post, ETIMEDOUT, EINTR, EINVAL from a scribbled semaphore)
-    /// means "re-check", so the result is ignored.
+    /// means "re-check", so the result is ignored. With a scribbled flags
+    /// word ([`flags_sane`]) it sleeps 1 ms (at most `timeout`) instead, so
+    /// the caller polls.
     pub(super) fn wait(cell: &SemCell, timeout: Option<Duration>) {
+        if !flags_sane(cell) {
+            std::thread::sleep(timeout.map_or(Duration::from_millis(1), |t| t.min(Duration::from_millis(1))));
+            return;
+        }
         let Some(d) = timeout else {
             // SAFETY: as in `init`; the bytes may be garbage, which glibc only reads and writes in place.
             unsafe {
@@ -364,6 +403,9 @@ mod sem {
     /// the waiters that count would have woken are awake already or will
     /// poll at their check interval.
     pub(super) fn post(cell: &SemCell) {
+        if !flags_sane(cell) {
+            return; // the waiters poll at their check interval
+        }
         // SAFETY: as in `init`.
         unsafe {
             libc::sem_post(ptr(cell));
