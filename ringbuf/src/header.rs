@@ -259,6 +259,15 @@ impl RecordType {
     }
 }
 
+/// What is impossible about a header's record type words, if anything
+/// (all zero: an untyped ring).
+pub fn record_type_problem(size: u32, align: u32, fingerprint: u64) -> Option<String> {
+    let untyped = size == 0 && align == 0 && fingerprint == 0;
+    let typed = align.is_power_of_two() && size % align == 0 && fingerprint != 0;
+    (!untyped && !typed)
+        .then(|| format!("record type words impossible: size {size}, align {align}, fingerprint {fingerprint:#x}"))
+}
+
 impl std::fmt::Debug for RecordType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({} bytes, align {}, fingerprint {:#018x})", self.name(), self.size, self.align, self.fingerprint)
@@ -660,6 +669,10 @@ pub struct Snapshot {
     pub waiters: (u32, u32),
     /// MPMC control words, when the kind word says MPMC.
     pub mpmc: Option<MpmcSnapshot>,
+    /// Header: record type words (size, alignment, fingerprint); zeros if untyped.
+    pub record_type: (u32, u32, u64),
+    /// Control: the notifier words of the two eventcounts.
+    pub ec_notifiers: (u32, u32),
 }
 
 /// The MPMC control words of a [`Snapshot`].
@@ -715,6 +728,7 @@ mod snapshot_impl {
                 )
             };
             let waiters = |base: usize| u32_at(page, base + EventCount::WAITERS_OFFSET);
+            let ec_notifier = |base: usize| u32_at(page, base + EventCount::NOTIFIER_OFFSET);
             let kind = u32_at(page, offset_of!(Header, kind));
             if kind == RingKind::Mpmc as u32 {
                 let sh = c + offset_of!(MpmcControl, shared);
@@ -725,6 +739,10 @@ mod snapshot_impl {
                     waiters: (
                         waiters(c + offset_of!(MpmcControl, not_empty)),
                         waiters(c + offset_of!(MpmcControl, not_full)),
+                    ),
+                    ec_notifiers: (
+                        ec_notifier(c + offset_of!(MpmcControl, not_empty)),
+                        ec_notifier(c + offset_of!(MpmcControl, not_full)),
                     ),
                     mpmc: Some(MpmcSnapshot {
                         enqueue: enqueue & !MPMC_CLOSED,
@@ -751,6 +769,10 @@ mod snapshot_impl {
                     waiters(c + offset_of!(SpscControl, data_ready)),
                     waiters(c + offset_of!(SpscControl, space_free)),
                 ),
+                ec_notifiers: (
+                    ec_notifier(c + offset_of!(SpscControl, data_ready)),
+                    ec_notifier(c + offset_of!(SpscControl, space_free)),
+                ),
                 ..Snapshot::default()
             };
             snap.parse_header(page);
@@ -770,6 +792,11 @@ mod snapshot_impl {
             self.creator_start_time = u64_at(page, offset_of!(Header, creator_start_time));
             self.state = u32_at(page, offset_of!(Header, state));
             self.flags = u32_at(page, offset_of!(Header, flags));
+            self.record_type = (
+                u32_at(page, offset_of!(Header, type_size)),
+                u32_at(page, offset_of!(Header, type_align)),
+                u64_at(page, offset_of!(Header, type_fingerprint)),
+            );
         }
     }
 }
@@ -807,6 +834,17 @@ impl Snapshot {
         for (name, (state, _, _)) in [("producer", self.producer), ("consumer", self.consumer)] {
             if state > ROLE_CLOSED {
                 p.push(format!("{name} role state {state} is not a known state"));
+            }
+        }
+        let (size, align, fingerprint) = self.record_type;
+        if let Some(what) = record_type_problem(size, align, fingerprint) {
+            p.push(what);
+        }
+        if let Some(n) = NotifierKind::from_u32(self.notifier) {
+            for word in [self.ec_notifiers.0, self.ec_notifiers.1] {
+                if (word == NotifierKind::Semaphore as u32) != (n == NotifierKind::Semaphore) {
+                    p.push(format!("an eventcount's notifier word is {word}, the header says {}", n.name()));
+                }
             }
         }
         if self.flags & FLAG_POISONED != 0 {

@@ -377,3 +377,17 @@ fn a_scribbled_semaphore_flags_word_is_not_handed_to_glibc() {
     assert!(status.success(), "victim exit: {status:?}");
     drop(tx); // notifies with the flags still scribbled: must not abort us either
 }
+
+#[test]
+fn positions_ahead_of_an_empty_ring_are_reported_while_waiting() {
+    // A ring whose data region was wiped under a published record: the
+    // consumer finds no record where the producer's position says there is
+    // one. Waiting would never end (the producer waits for space the
+    // consumer cannot free), so the periodic check reports it.
+    let (seg, mut tx, mut rx) = pair("wiped");
+    rx.set_wait_policy(WaitPolicy::park().check_interval(Duration::from_millis(5)));
+    tx.send(b"gone").unwrap();
+    let a = Attacker::new(&seg);
+    a.write_u64(HEADER_LEN, 0);
+    assert_corrupted(rx.recv_timeout(Duration::from_secs(30)).map(|_| ()), "wiped record");
+}

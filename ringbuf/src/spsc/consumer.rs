@@ -205,6 +205,29 @@ impl Consumer {
         }
     }
 
+    /// Periodic check while waiting on an empty ring: the producer's tail
+    /// must not be ahead of us, since a tail ahead means a record at our
+    /// position, whose header we would see. If it is, the ring's contents and
+    /// positions disagree (something wrote over the ring) and both sides
+    /// could wait on each other for ever: report it instead.
+    fn check_tail(&mut self) -> Result<()> {
+        // Acquire: pairs with the Release store of `tail` in
+        // `Producer::flush`, made after the header store it covers.
+        let t = self.sh.ctl().tail.load(Ordering::Acquire);
+        let ahead = t.wrapping_sub(self.head);
+        if ahead != 0 && ahead <= self.sh.capacity {
+            let off = self.head & (self.sh.capacity - 1);
+            // Acquire: as in `try_next`.
+            if self.sh.region.load_word(off as usize, Ordering::Acquire) == 0 {
+                return Err(self.poison(format!(
+                    "the producer's position {t} is {ahead} bytes ahead of ours ({}), but no record is there",
+                    self.head
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the producer closed (checked after finding the ring empty).
     fn producer_closed(&self) -> bool {
         // Acquire: pairs with the producer's Release store of ROLE_CLOSED,
@@ -226,6 +249,7 @@ impl Consumer {
                 }
                 if check {
                     self.sh.check_alive(&self.sh.ctl().producer, "producer")?;
+                    self.check_tail()?;
                 }
                 Ok(Attempt::NotYet)
             }

@@ -504,9 +504,11 @@ impl Producer {
             // word in `try_next`: every record byte, header and the end
             // marker written before are visible once it sees this word.
             self.sh.region.store_word((self.published & mask) as usize, self.pending, Ordering::Release);
-            // Relaxed: `tail` is informational (fill levels, `inspect`); the
-            // consumer never waits on it.
-            self.sh.ctl().tail.store(self.tail, Ordering::Relaxed);
+            // Release: pairs with the Acquire load in the consumer's periodic
+            // consistency check (`Consumer::attempt`): a consumer that sees
+            // this tail also sees the header stored above. The consumer never
+            // waits on `tail`; `fill` and `inspect` read it too.
+            self.sh.ctl().tail.store(self.tail, Ordering::Release);
             self.published = self.tail;
             self.sh.ctl().data_ready.notify();
         }
