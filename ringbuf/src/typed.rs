@@ -132,37 +132,27 @@ pub trait RecvEnd: End {
     fn recv_batch_bytes(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize>;
 }
 
-impl End for spsc::Producer {
-    type Options = RingOptions;
-    fn segment_name(&self) -> &str {
-        self.name()
-    }
-    fn create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
-        spsc::create_role(loc, &typed_opts(opts, ty))
-    }
-    fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
-        spsc::open_role_with(loc, &typed_opts(&RingOptions::default(), ty))
-    }
-    fn open_or_create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
-        spsc::open_or_create_role(loc, &typed_opts(opts, ty))
-    }
+macro_rules! spsc_end {
+    ($T:ty) => {
+        impl End for $T {
+            type Options = RingOptions;
+            fn segment_name(&self) -> &str {
+                self.name()
+            }
+            fn create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+                spsc::create_role(loc, &typed_opts(opts, ty))
+            }
+            fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
+                spsc::open_role_with(loc, &typed_opts(&RingOptions::default(), ty))
+            }
+            fn open_or_create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+                spsc::open_or_create_role(loc, &typed_opts(opts, ty))
+            }
+        }
+    };
 }
-
-impl End for spsc::Consumer {
-    type Options = RingOptions;
-    fn segment_name(&self) -> &str {
-        self.name()
-    }
-    fn create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
-        spsc::create_role(loc, &typed_opts(opts, ty))
-    }
-    fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
-        spsc::open_role_with(loc, &typed_opts(&RingOptions::default(), ty))
-    }
-    fn open_or_create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
-        spsc::open_or_create_role(loc, &typed_opts(opts, ty))
-    }
-}
+spsc_end!(spsc::Producer);
+spsc_end!(spsc::Consumer);
 
 macro_rules! mpmc_end {
     ($T:ty) => {
