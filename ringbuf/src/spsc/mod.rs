@@ -407,6 +407,6 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             policy,
             poisoned: false,
         },
-        Consumer { sh: cs, head: 0, published: 0, run: consumer::Run::default(), policy, poisoned: false },
+        Consumer { sh: cs, head: 0, published: 0, run: consumer::Run::default(), policy, poisoned: false, backoff: 0 },
     )
 }
