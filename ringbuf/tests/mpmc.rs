@@ -335,7 +335,7 @@ for_each_notifier! {
 
 for_each_notifier! {
     fn file_backing(kind) {
-        let dir = std::env::temp_dir().join(format!("shmring-test-mpmc-file-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("shmring-test-mpmc-file-{}-{}", std::process::id(), kind.name()));
         std::fs::create_dir_all(&dir).unwrap();
         struct RmDir(PathBuf);
         impl Drop for RmDir {
