@@ -184,6 +184,20 @@ impl SendEnd for mpmc::Producer {
             Wait::For(t) => self.send_timeout(bytes, t),
         }
     }
+
+    /// Up to 64 values per [`mpmc::Producer::send_batch`]: one CAS claims
+    /// every free slot among them.
+    fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
+        let mut refs: [&[u8]; 64] = [&[]; 64];
+        for chunk in bytes.chunks(64 * size.max(1)) {
+            let n = chunk.chunks_exact(size.max(1)).zip(refs.iter_mut()).map(|(rec, r)| *r = rec).count();
+            let mut sent = 0;
+            while sent < n {
+                sent += self.send_batch(&refs[sent..n])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl RecvEnd for mpmc::Consumer {
@@ -263,7 +277,6 @@ pub struct Sender<T: Message, P: SendEnd = spsc::Producer> {
 /// The receiving end of a typed channel of `T` over the ring end `C`.
 pub struct Receiver<T: Message, C: RecvEnd = spsc::Consumer> {
     inner: C,
-    ty: RecordType,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -341,7 +354,7 @@ impl<T: Message, P: SendEnd> Sender<T, P> {
 
 impl<T: Message, C: RecvEnd> Receiver<T, C> {
     fn wrap(inner: C) -> Self {
-        Receiver { inner, ty: record_type::<T>(), _t: PhantomData }
+        Receiver { inner, _t: PhantomData }
     }
 
     /// Create a new ring at `loc` for values of `T` and attach as its receiver.
@@ -370,7 +383,10 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
     }
 
     fn wrong_size(&self, len: usize) -> Error {
-        Error::corrupted(self.inner.segment_name(), format!("a record of {len} bytes where a {} was expected", self.ty))
+        Error::corrupted(
+            self.inner.segment_name(),
+            format!("a record of {len} bytes where a {} was expected", record_type::<T>()),
+        )
     }
 
     fn recv_inner(&mut self, wait: Wait) -> Result<Option<T>> {
@@ -415,23 +431,17 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
     /// before it have been passed to `f`.
     pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> Result<usize> {
         let mut bad = None;
-        let mut n = 0;
         let got = self.inner.recv_batch_bytes(max, |b| {
-            if bad.is_some() {
-                return;
-            }
-            match T::read_from_bytes(b) {
-                Ok(v) => {
-                    n += 1;
-                    f(v)
+            if bad.is_none() {
+                match T::read_from_bytes(b) {
+                    Ok(v) => f(v),
+                    Err(_) => bad = Some(b.len()),
                 }
-                Err(_) => bad = Some(b.len()),
             }
         })?;
         match bad {
             Some(len) => Err(self.wrong_size(len)),
-            None if got == 0 => Ok(0),
-            None => Ok(n),
+            None => Ok(got),
         }
     }
 

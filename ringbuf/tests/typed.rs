@@ -146,7 +146,21 @@ fn typed_channels_over_mpmc() {
         if i % 2 == 0 { tx.send(&pair(i)) } else { tx2.send_batch(&[pair(i)]) }.unwrap();
         got.push(rx.recv().unwrap().unwrap());
     }
+    // A batch larger than one send_batch call (64) but within the 64 slots'
+    // reach once the receiver drains: 40 now, then 100 through a thread.
+    tx.send_batch(&(1000..1040).map(pair).collect::<Vec<_>>()).unwrap();
+    while got.len() < 1040 {
+        got.push(rx.recv().unwrap().unwrap());
+    }
+    let receiver = std::thread::spawn(move || {
+        let mut more = Vec::new();
+        while let Some(v) = rx.recv().unwrap() {
+            more.push(v);
+        }
+        more
+    });
+    tx.send_batch(&(1040..1140).map(pair).collect::<Vec<_>>()).unwrap();
     tx.get_mut().close_ring();
-    assert_eq!(rx.recv().unwrap(), None);
-    assert_eq!(got, (0..1000).map(pair).collect::<Vec<_>>());
+    got.extend(receiver.join().unwrap());
+    assert_eq!(got, (0..1140).map(pair).collect::<Vec<_>>());
 }
