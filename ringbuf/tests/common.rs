@@ -27,6 +27,26 @@ impl Drop for TempSeg {
     }
 }
 
+/// A second, independent mapping of a segment: what another (hostile)
+/// process sees and writes.
+pub struct Attacker(pub shmring::Segment);
+
+impl Attacker {
+    pub fn new(seg: &TempSeg) -> Attacker {
+        Attacker(shmring::Segment::open(&seg.0).unwrap())
+    }
+    pub fn write_u64(&self, off: usize, v: u64) {
+        assert!(off + 8 <= self.0.len());
+        // SAFETY: in bounds of our own mapping; racing with the victim is the point.
+        unsafe { std::ptr::write_volatile(self.0.as_ptr().add(off) as *mut u64, v) }
+    }
+    pub fn write_u32(&self, off: usize, v: u32) {
+        assert!(off + 4 <= self.0.len());
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(self.0.as_ptr().add(off) as *mut u32, v) }
+    }
+}
+
 /// A child process killed and reaped when dropped.
 pub struct Peer(pub Child);
 

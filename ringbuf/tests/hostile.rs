@@ -6,28 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Peer, TempSeg, peer_role, spawn_peer, wait_exit};
+use common::{Attacker, Peer, TempSeg, peer_role, spawn_peer, wait_exit};
 use shmring::header::{CONTROL_OFFSET, HEADER_LEN, Header, NotifierKind, SpscControl};
 use shmring::spsc::{Consumer, Producer};
 use shmring::{Error, EventCount, RingOptions, Segment, WaitPolicy};
 
-/// A second, independent mapping of the segment: what another process sees.
-struct Attacker(Segment);
-
+/// Offsets of the SPSC control words.
 impl Attacker {
-    fn new(seg: &TempSeg) -> Attacker {
-        Attacker(Segment::open(&seg.0).unwrap())
-    }
-    fn write_u64(&self, off: usize, v: u64) {
-        assert!(off + 8 <= self.0.len());
-        // SAFETY: in bounds of our own mapping; racing with the victim is the point.
-        unsafe { std::ptr::write_volatile(self.0.as_ptr().add(off) as *mut u64, v) }
-    }
-    fn write_u32(&self, off: usize, v: u32) {
-        assert!(off + 4 <= self.0.len());
-        // SAFETY: as above.
-        unsafe { std::ptr::write_volatile(self.0.as_ptr().add(off) as *mut u32, v) }
-    }
     fn tail(&self) -> usize {
         CONTROL_OFFSET + std::mem::offset_of!(SpscControl, tail)
     }

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Peer, TempSeg, peer_role, spawn_peer, wait_exit};
+use common::{Attacker, Peer, TempSeg, peer_role, spawn_peer, wait_exit};
 use shmring::header::{self, CONTROL_OFFSET, MPMC_HEADER_LEN, MpmcControl, NotifierKind, Snapshot, mpmc_slot_stride};
 use shmring::mpmc::{self, Consumer, MpmcOptions, Producer};
 use shmring::{Error, Location, RingOptions, Segment, WaitPolicy, spsc};
@@ -701,18 +701,8 @@ for_each_notifier! {
 // ---------------------------------------------------------------------------
 // Hostile
 
-/// A second mapping of the segment: what another process sees.
-struct Attacker(Segment);
-
+/// Offsets of the MPMC control words and slots.
 impl Attacker {
-    fn new(seg: &TempSeg) -> Attacker {
-        Attacker(Segment::open(&seg.0).unwrap())
-    }
-    fn write_u64(&self, off: usize, v: u64) {
-        assert!(off + 8 <= self.0.len());
-        // SAFETY: in bounds of our own mapping; racing with the victim is the point.
-        unsafe { std::ptr::write_volatile(self.0.as_ptr().add(off) as *mut u64, v) }
-    }
     fn ctl(&self, field: usize) -> usize {
         CONTROL_OFFSET + field
     }
