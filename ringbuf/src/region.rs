@@ -126,6 +126,20 @@ impl Region {
         }
     }
 
+    /// Hint the CPU to move the cache line holding `off` out of this core's
+    /// private caches to the shared last-level cache (x86-64 `cldemote`),
+    /// where the consumer's core finds it sooner. Encoded in the hint-NOP
+    /// space: a no-op on CPUs without it. Not a memory access.
+    #[inline(always)]
+    pub(crate) fn demote(&self, off: usize) {
+        self.check(off, 8);
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        // SAFETY: `off` is inside the region; `cldemote` never faults or changes memory, and executes as a NOP where unsupported.
+        unsafe {
+            std::arch::asm!("cldemote byte ptr [{p}]", p = in(reg) self.base.add(off), options(nostack, preserves_flags));
+        }
+    }
+
     /// The bytes `off..off + len`, to read.
     ///
     /// # Safety

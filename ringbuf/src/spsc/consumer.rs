@@ -138,6 +138,34 @@ impl Consumer {
         self.sh.poison(what)
     }
 
+    /// The common case of [`Consumer::try_next`], kept small enough to
+    /// inline: the next record of a run underway, or a single record at our
+    /// position. `None` for everything else (empty, padding, a new run, a
+    /// bad header), which `try_next` handles.
+    #[inline(always)]
+    fn next_now(&mut self) -> Option<(usize, usize, u64)> {
+        if self.poisoned {
+            return None;
+        }
+        if self.run.left > 0 {
+            let r = &mut self.run;
+            let off = r.next;
+            r.next += r.stride;
+            r.left -= 1;
+            return Some((off, r.len, if r.left == 0 { r.total } else { 0 }));
+        }
+        let cap = self.sh.capacity;
+        let off = self.head & (cap - 1);
+        // Acquire: as in `try_next`.
+        let word = self.sh.region.load_word(off as usize, Ordering::Acquire);
+        let len = word as u32 as u64;
+        let total = RECORD_HEADER + ((len + 7) & !7);
+        if (word >> 32) as u32 != FLAG_RECORD || total > cap - off || total > cap - RECORD_HEADER {
+            return None;
+        }
+        Some(((off + RECORD_HEADER) as usize, len as usize, total))
+    }
+
     /// Look at the record at our position, skipping padding.
     ///
     /// The header word at our position is zero until the producer publishes
@@ -307,7 +335,11 @@ impl Consumer {
     /// [`Error::PeerDied`] if the producer died without closing;
     /// [`Error::Corrupted`] if the shared positions or record headers are
     /// impossible.
+    #[inline]
     pub fn recv(&mut self) -> Result<Option<Record<'_>>> {
+        if let Some((off, len, total)) = self.next_now() {
+            return Ok(Some(Record { c: self, off, len, total }));
+        }
         let r = self.wait_next(Some(None))?;
         Ok(self.record(r))
     }
@@ -316,7 +348,11 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`Consumer::recv`], plus [`Error::WouldBlock`].
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
+        if let Some((off, len, total)) = self.next_now() {
+            return Ok(Some(Record { c: self, off, len, total }));
+        }
         let r = self.wait_next(None)?;
         Ok(self.record(r))
     }
@@ -325,7 +361,11 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`Consumer::recv`], plus [`Error::Timeout`].
+    #[inline]
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Record<'_>>> {
+        if let Some((off, len, total)) = self.next_now() {
+            return Ok(Some(Record { c: self, off, len, total }));
+        }
         let r = self.wait_next(Some(Some(timeout)))?;
         Ok(self.record(r))
     }
@@ -409,6 +449,7 @@ impl std::ops::Deref for Record<'_> {
 }
 
 impl Drop for Record<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.c.head = self.c.head.wrapping_add(self.total);
         self.c.release();

@@ -452,11 +452,59 @@ impl Producer {
     ///
     /// # Errors
     /// As [`Producer::grant`].
+    #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        if self.send_now(data) {
+            return Ok(());
+        }
         let mut g = self.grant(data.len())?;
         g.copy_from_slice(data);
         g.commit();
         Ok(())
+    }
+
+    /// The common case of [`Producer::send`], kept small enough to inline:
+    /// nothing staged, and the record fits before the end of the region in
+    /// the room the cached consumer position shows. Writes the end marker,
+    /// the payload, then the header (the publishing store) and returns true;
+    /// returns false, having written nothing, for every other case, which
+    /// the general path handles (waiting, wrapping, errors).
+    #[inline]
+    fn send_now(&mut self, data: &[u8]) -> bool {
+        let cap = self.sh.capacity;
+        // `tail == published`: nothing staged, so no run is open either.
+        if self.poisoned || self.tail != self.published || data.len() > self.max_record_len() {
+            return false;
+        }
+        let total = record_size(data.len());
+        let off = self.tail & (cap - 1);
+        if total > cap - off || cap - self.tail.wrapping_sub(self.cached_head) < total + RECORD_HEADER {
+            return false;
+        }
+        // Stores go in the order payload, end marker, header, as in `flush`.
+        // The order matters for speed: the consumer polls the header's line
+        // and prefetches the next, so a line written twice with the other
+        // in between is stolen back in between. Writing the end marker first
+        // made a 64-byte round trip 2.4 times slower here.
+        // SAFETY: `off + total <= cap` was checked above and the room check makes the bytes ours: the consumer released them and does not read past the header word until it is stored below.
+        unsafe { self.sh.region.bytes_mut((off + RECORD_HEADER) as usize, data.len()) }.copy_from_slice(data);
+        // Relaxed: ordered before the Release store of the header below; the
+        // room check above kept these 8 bytes free (see `flush`).
+        self.sh.region.store_word(((off + total) & (cap - 1)) as usize, 0, Ordering::Relaxed);
+        // Release: pairs with the consumer's Acquire load of the header word
+        // in `try_next`, as in `flush`.
+        self.sh.region.store_word(off as usize, record_word(data.len()), Ordering::Release);
+        // Push the record's first two lines towards the shared cache, where
+        // the consumer's next read finds them sooner than in this core's
+        // (64-byte round trip: about 405 -> 358 ns here).
+        self.sh.region.demote(off as usize);
+        self.sh.region.demote((((off | 63) + 1) & (cap - 1)) as usize);
+        self.tail = self.tail.wrapping_add(total);
+        self.published = self.tail;
+        // Release: as in `flush`.
+        self.sh.ctl().tail.store(self.tail, Ordering::Release);
+        self.sh.ctl().data_ready.notify();
+        true
     }
 
     /// [`Producer::send`] without waiting.
