@@ -8,8 +8,8 @@
 //! ```
 //!
 //! - `spsc_stream_u64/*`: throughput of a stream of 8-byte items (elements/s).
-//!   shmring grants 64 records at a time (`grant_records`, one header for
-//!   the 64) and receives with `recv_batch`;
+//!   shmring grants 512 records at a time (`grant_records`, one header for
+//!   the 512) and receives a run at a time with `recv_runs`;
 //!   rtrb moves chunks; `ArrayQueue` pushes and pops one item at a time.
 //! - `spsc_pingpong_64b/*`: one round trip of a 64-byte message over two
 //!   rings, both sides busy-polling; the time per iteration is the round trip.

@@ -25,7 +25,8 @@ pub mod shm;
 pub use shm::{PEER_ENV, run_peer_if_requested};
 
 /// Slots in every streaming ring: rtrb and `ArrayQueue` get this many `u64`
-/// slots, shmring the bytes for this many 8-byte records.
+/// slots, shmring's SPSC ring the same bytes (runs of 8-byte records share
+/// one header, so it holds about as many), its MPMC ring this many slots.
 pub const RING_ITEMS: usize = 4096;
 
 /// Payload size of a ping-pong message.

@@ -25,8 +25,9 @@
 //! release them with one store ([`Consumer::recv_batch`]). Records of the same
 //! length staged one after another share one header (a run, flag
 //! [`FLAG_RUN`], up to 65535 records): a stream of 8-byte records staged in
-//! batches costs about 8 bytes of ring per record instead of 16. Runs are
-//! invisible to the API: the consumer still receives one record at a time.
+//! batches costs about 8 bytes of ring per record instead of 16. Receiving,
+//! runs are invisible except to [`Consumer::recv_runs`], which passes each
+//! run as one slice; the other calls receive one record at a time.
 //!
 //! Everything read from shared memory is checked: a position out of range, a
 //! length that does not fit, an unknown flag returns [`Error::Corrupted`] and
@@ -53,7 +54,7 @@ use crate::wait::WaitPolicy;
 mod consumer;
 mod producer;
 
-pub use consumer::{Consumer, Record};
+pub use consumer::{Consumer, Record, RecordRun};
 pub use producer::{Grant, Producer, Records};
 
 /// Record header flag: padding (to the end of the region, or to align the
