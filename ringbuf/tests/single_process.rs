@@ -180,6 +180,75 @@ for_each_notifier! {
         assert_eq!(want, next);
     }
 
+    fn recv_runs_passes_runs_whole_split_only_by_max_and_length(kind) {
+        let (_s, mut tx, mut rx) = pair("recvruns", 4096, kind);
+        let (mut sent, mut got) = (0u32, 0u32);
+        for round in 0..400usize {
+            // A run of 8-byte records, a run of 5-byte ones (stride 8), two
+            // staged 4-byte records (they join as a run), an empty record (those
+            // never join runs) and a lone 12-byte one.
+            let n8 = 1 + round % 50;
+            let mut run = tx.grant_records(8, n8).unwrap();
+            for rec in run.chunks_exact_mut(8) {
+                rec.copy_from_slice(&u64::from(sent).to_le_bytes());
+                sent += 1;
+            }
+            run.stage();
+            let mut run = tx.grant_records(5, 3).unwrap();
+            for rec in run.chunks_exact_mut(8) {
+                rec[..4].copy_from_slice(&sent.to_le_bytes());
+                sent += 1;
+            }
+            run.stage();
+            for _ in 0..2 {
+                let mut g = tx.grant(4).unwrap();
+                g.copy_from_slice(&sent.to_le_bytes());
+                g.stage();
+                sent += 1;
+            }
+            tx.grant(0).unwrap().stage();
+            sent += 1;
+            let mut g = tx.grant(12).unwrap();
+            g[..4].copy_from_slice(&sent.to_le_bytes());
+            sent += 1;
+            g.commit();
+            let max = [1, 2, 3, 7, 64, usize::MAX][round % 6];
+            let mut shapes = Vec::new();
+            while got < sent {
+                let n = rx
+                    .recv_runs(max, |run| {
+                        assert!(!run.is_empty());
+                        let (len, stride) = (run.record_len(), run.stride());
+                        assert_eq!(stride, (len + 7) & !7);
+                        assert_eq!(run.as_bytes().len(), (run.len() - 1) * stride + len);
+                        assert_eq!(run.iter().len(), run.len());
+                        assert_eq!(run.get(run.len()), None);
+                        for (i, rec) in run.iter().enumerate() {
+                            assert_eq!(run.get(i), Some(rec));
+                            assert_eq!(rec.len(), len);
+                            if len > 0 {
+                                assert_eq!(u32::from_le_bytes(rec[..4].try_into().unwrap()), got, "record {got}");
+                            }
+                            got += 1;
+                        }
+                        shapes.push((len, run.len()));
+                    })
+                    .unwrap();
+                assert!(n >= 1 && n <= max, "{n} records for a max of {max}");
+            }
+            // Runs come whole unless `max` cuts them; lengths never mix.
+            let mut lens: Vec<usize> = shapes.iter().map(|s| s.0).collect();
+            lens.dedup();
+            assert_eq!(lens, [8, 5, 4, 0, 12], "round {round}: {shapes:?}");
+            if max >= 64 {
+                assert_eq!(shapes.len(), 5, "round {round}: {shapes:?}");
+            }
+        }
+        assert_eq!(got, sent);
+        assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+        assert_eq!(rx.fill(), 0, "every run released");
+    }
+
     fn a_truncated_grant_that_would_have_joined_a_run_stands_alone(kind) {
         let (_s, mut tx, mut rx) = pair("runtrunc", 4096, kind);
         for b in [1u8, 2] {

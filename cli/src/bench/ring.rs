@@ -2,8 +2,8 @@
 //! streaming. The parent creates every segment and unlinks its name as soon as the first
 //! message proves the child has attached.
 //!
-//! The 8-byte stream row batches on both sides — the producer stages records with
-//! `grant(8)` + `stage()` and publishes every [`BATCH`] with one `flush()`, the consumer takes
+//! The 8-byte stream row batches on both sides — the producer writes [`BATCH`] records at a
+//! time in place with `grant_records` and publishes them with one store, the consumer takes
 //! everything available per `recv_batch` — since that is how small messages are meant to go
 //! through a ring. Every other row sends and receives one message per call.
 
@@ -17,8 +17,8 @@ use super::protocol::{self, Channel, END, FirstContact, MARK, Outcome, StreamChe
 
 /// Data bytes per ring.
 const CAPACITY: u64 = 1 << 20;
-/// Records the batching producer stages per publish.
-pub(crate) const BATCH: u64 = 64;
+/// Records the batching producer writes per publish (one run, one header).
+pub(crate) const BATCH: u64 = 512;
 
 /// Whether `case` is the batched small-message stream.
 pub(crate) fn batched(case: &Case) -> bool {
@@ -134,28 +134,35 @@ fn put(tx: &mut Producer, value: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes the next `n` sequence numbers as one run of 8-byte records, in place, and
+/// publishes them (with anything staged before).
+#[inline]
+fn put_run(tx: &mut Producer, seq: &mut u64, n: u64) -> Result<(), String> {
+    let mut run = tx.grant_records(8, n as usize).map_err(err("grant_records"))?;
+    for rec in run.chunks_exact_mut(8) {
+        rec.copy_from_slice(&seq.to_le_bytes());
+        *seq += 1;
+    }
+    run.commit();
+    Ok(())
+}
+
 /// The batching writer: same message sequence as `protocol::stream_writer`, published
-/// [`BATCH`] records at a time.
+/// [`BATCH`] records at a time, each batch one run written in place.
 fn batched_writer(tx: &mut Producer, budget: &Budget) -> Result<(), String> {
     let mut seq = 0u64;
     let start = std::time::Instant::now();
     while start.elapsed() < budget.warmup {
-        for _ in 0..BATCH {
-            put(tx, seq)?;
-            seq += 1;
-        }
-        tx.flush();
+        put_run(tx, &mut seq, BATCH)?;
     }
     put(tx, MARK)?;
     let start = std::time::Instant::now();
     let mut sent = 0u64;
     while !budget.finished(sent, start.elapsed()) {
         let n = budget.next_chunk(sent, BATCH);
-        for _ in 0..n {
-            put(tx, seq)?;
-            seq += 1;
+        if n > 0 {
+            put_run(tx, &mut seq, n)?;
         }
-        tx.flush();
         sent += n;
     }
     put(tx, END)?;
