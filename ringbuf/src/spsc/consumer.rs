@@ -446,7 +446,7 @@ impl Consumer {
             }
             // SAFETY: try_next checked the whole run (or the record) ends before the end of the region; the producer published it and does not touch it until we release it.
             let bytes = unsafe { self.sh.region.bytes(off, more * stride + len) };
-            f(RecordRun { bytes, len, stride, count: more + 1 });
+            f(RecordRun { bytes, record_len: len, stride, count: more + 1 });
             self.head = self.head.wrapping_add(total);
             n += more + 1;
             if n >= max {
@@ -492,7 +492,7 @@ impl Drop for Consumer {
 pub struct RecordRun<'a> {
     /// From the first record's first byte to the last record's last byte.
     bytes: &'a [u8],
-    len: usize,
+    record_len: usize,
     stride: usize,
     count: usize,
 }
@@ -510,7 +510,7 @@ impl<'a> RecordRun<'a> {
 
     /// Payload length of each record, in bytes.
     pub fn record_len(&self) -> usize {
-        self.len
+        self.record_len
     }
 
     /// Bytes from the start of one record to the start of the next:
@@ -532,12 +532,12 @@ impl<'a> RecordRun<'a> {
         if i >= self.count {
             return None;
         }
-        self.bytes.get(i * self.stride..i * self.stride + self.len)
+        self.bytes.get(i * self.stride..i * self.stride + self.record_len)
     }
 
     /// The records in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
-        let RecordRun { bytes, len, stride, count } = *self;
+        let RecordRun { bytes, record_len: len, stride, count } = *self;
         // In bounds: `bytes` is `(count - 1) * stride + len` long.
         (0..count).map(move |i| &bytes[i * stride..i * stride + len])
     }
