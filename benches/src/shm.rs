@@ -8,7 +8,9 @@
 //! names are also removed if setting up fails.
 //!
 //! Both sides busy-poll ([`WaitPolicy::busy_poll`]), like the rtrb and
-//! `ArrayQueue` workloads, which can only spin.
+//! `ArrayQueue` workloads, which can only spin. The ping-pong producers also
+//! demote what they send ([`Producer::set_demote`]), as request/response
+//! traffic should.
 
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
@@ -170,7 +172,8 @@ impl Link {
     fn connect(mode: Mode, role: Role, cpu: Option<usize>) -> Result<Link, BoxError> {
         let base = crate::unique_name(role.tag());
         let (to, from) = locations(&base);
-        let opts = RingOptions::new().wait_policy(WaitPolicy::busy_poll());
+        // Ping-pong is request/response: its producers demote what they send.
+        let opts = RingOptions::new().wait_policy(WaitPolicy::busy_poll()).demote(role == Role::Echo);
         let tx = Producer::create(&to, &opts.capacity(role.to_capacity()))?;
         let names = Names(to, from);
         let rx = Consumer::create(&names.1, &opts.capacity(FROM_CAPACITY))?;
@@ -302,6 +305,7 @@ fn run_peer(role: Role, base: &str, cpu: Option<usize>) -> Result<(), BoxError> 
     let mut tx = Producer::open(&from)?;
     rx.set_wait_policy(WaitPolicy::busy_poll());
     tx.set_wait_policy(WaitPolicy::busy_poll());
+    tx.set_demote(role == Role::Echo);
     tx.send(b"hello")?;
     match role {
         Role::Stream => sum_runs(&mut rx, &mut tx),

@@ -273,6 +273,13 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                         .to_owned(),
                 );
             }
+            if cases.iter().any(|c| c.transport == Transport::Shmring && ring::demote(c.mode)) {
+                notes.push(
+                    "shmring spin: producers demote each message to the shared cache \
+                     (Producer::set_demote), as request/response traffic should."
+                        .to_owned(),
+                );
+            }
             if cases.iter().any(ring::batched) {
                 notes.push(format!(
                     "shmring 8 B stream: {} records per publish, all available per receive.",

@@ -34,6 +34,37 @@ for_each_notifier! {
         }
     }
 
+    fn demoting_producers_deliver_the_same_records(kind) {
+        // Every record is published alone, so every one is demoted: through
+        // `send` and through a grant committed with nothing staged, at every
+        // offset in the line, across many wraps, and after staged batches.
+        let seg = TempSeg::new("demote");
+        let opts = RingOptions::new().capacity(4096).notifier(kind).demote(true);
+        let mut tx = Producer::create(&seg.0, &opts).unwrap();
+        let mut rx = Consumer::open(&seg.0).unwrap();
+        for i in 0..5000u64 {
+            let r = record(i);
+            if i % 3 == 0 {
+                let mut g = tx.grant(r.len()).unwrap();
+                g.copy_from_slice(&r);
+                g.commit();
+            } else {
+                tx.send(&r).unwrap();
+            }
+            if i % 100 == 0 {
+                tx.set_demote(i % 200 != 0);
+                tx.grant(7).unwrap().stage();
+                tx.grant(7).unwrap().commit();
+                assert_eq!(rx.try_recv().unwrap().unwrap().len(), r.len());
+                assert_eq!(rx.try_recv().unwrap().unwrap().len(), 7);
+                assert_eq!(rx.try_recv().unwrap().unwrap().len(), 7);
+                continue;
+            }
+            assert_eq!(&*rx.try_recv().unwrap().unwrap(), &r[..]);
+        }
+        assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+    }
+
     fn full_and_empty_are_reported_without_blocking(kind) {
         let (_s, mut tx, mut rx) = pair("full", 4096, kind);
         assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));

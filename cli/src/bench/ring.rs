@@ -34,6 +34,12 @@ fn policy(mode: Mode) -> WaitPolicy {
     }
 }
 
+/// Whether ping-pong producers demote what they send ([`Producer::set_demote`]): in spin
+/// mode, where the peer is polling for it. A parked peer would not notice.
+pub(crate) fn demote(mode: Mode) -> bool {
+    mode == Mode::Spin
+}
+
 fn err(what: &'static str) -> impl Fn(shmring::Error) -> String {
     move |e| format!("shmring: {what}: {e}")
 }
@@ -95,6 +101,7 @@ pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Resul
         let mut rx = Consumer::create(&pong, &opts).map_err(err("creating ring"))?;
         let unlink_pong = unlink_later(pong);
         tx.set_wait_policy(policy);
+        tx.set_demote(demote(case.mode));
         rx.set_wait_policy(policy);
         let child = launcher.spawn(case, budget, vec![base], vec![])?;
         let ch = RingChannel { tx: Some(tx), rx: Some(rx) };
@@ -119,6 +126,7 @@ pub(crate) fn child(spec: &ChildSpec) -> Result<(), String> {
         let mut rx = Consumer::open(&location(base, "ping")).map_err(err("opening ring"))?;
         let mut tx = Producer::open(&location(base, "pong")).map_err(err("opening ring"))?;
         tx.set_wait_policy(policy);
+        tx.set_demote(demote(spec.case.mode));
         rx.set_wait_policy(policy);
         let mut ch = RingChannel { tx: Some(tx), rx: Some(rx) };
         protocol::serve(&mut ch, spec)

@@ -113,6 +113,7 @@ pub struct RingOptions {
     ready_timeout: Duration,
     policy: WaitPolicy,
     notifier: NotifierKind,
+    demote: bool,
     /// Record type of a typed ring (set by `typed`), checked before a role is claimed.
     pub(crate) record: Option<header::RecordType>,
 }
@@ -125,6 +126,7 @@ impl Default for RingOptions {
             ready_timeout: Duration::from_secs(2),
             policy: WaitPolicy::default(),
             notifier: NotifierKind::Futex,
+            demote: false,
             record: None,
         }
     }
@@ -162,6 +164,12 @@ impl RingOptions {
     /// says, so this has no effect when opening an existing segment.
     pub fn notifier(mut self, kind: NotifierKind) -> Self {
         self.notifier = kind;
+        self
+    }
+    /// Initial demote setting of a producer (default off; changeable later
+    /// with [`Producer::set_demote`], which explains it). Consumers ignore it.
+    pub fn demote(mut self, on: bool) -> Self {
+        self.demote = on;
         self
     }
     /// The configured capacity in bytes.
@@ -407,6 +415,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             cached_head: 0,
             policy,
             poisoned: false,
+            demote: false,
         },
         Consumer { sh: cs, head: 0, published: 0, run: consumer::Run::default(), policy, poisoned: false, backoff: 0 },
     )
