@@ -63,7 +63,7 @@ use crate::error::{Error, Result};
 use crate::header::RecordType;
 use crate::mpmc::{self, MpmcOptions};
 use crate::segment::Location;
-use crate::spsc::{self, RingOptions};
+use crate::spsc::{self, RecordRun, RingOptions};
 
 /// What a typed channel carries: plain data, valid for any bytes.
 pub trait Message: FromBytes + IntoBytes + Immutable + KnownLayout {}
@@ -128,8 +128,9 @@ pub trait SendEnd: End {
 pub trait RecvEnd: End {
     #[doc(hidden)]
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>>;
+    /// Receive up to `max` records, passed a run of same-length records at a time.
     #[doc(hidden)]
-    fn recv_batch_bytes(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize>;
+    fn recv_runs_of(&mut self, max: usize, f: impl FnMut(RecordRun<'_>)) -> Result<usize>;
 }
 
 macro_rules! spsc_end {
@@ -210,8 +211,8 @@ impl RecvEnd for mpmc::Consumer {
         Ok(rec.map(|r| f(&r)))
     }
 
-    fn recv_batch_bytes(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize> {
-        self.recv_batch(max, f)
+    fn recv_runs_of(&mut self, max: usize, mut f: impl FnMut(RecordRun<'_>)) -> Result<usize> {
+        self.recv_batch(max, |rec| f(RecordRun::single(rec)))
     }
 }
 
@@ -263,8 +264,8 @@ impl RecvEnd for spsc::Consumer {
         Ok(rec.map(|r| f(&r)))
     }
 
-    fn recv_batch_bytes(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize> {
-        self.recv_batch(max, f)
+    fn recv_runs_of(&mut self, max: usize, f: impl FnMut(RecordRun<'_>)) -> Result<usize> {
+        self.recv_runs(max, f)
     }
 }
 
@@ -431,11 +432,25 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
     /// before it have been passed to `f`.
     pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> Result<usize> {
         let mut bad = None;
-        let got = self.inner.recv_batch_bytes(max, |b| {
-            if bad.is_none() {
-                match T::read_from_bytes(b) {
-                    Ok(v) => f(v),
-                    Err(_) => bad = Some(b.len()),
+        let size = size_of::<T>();
+        let got = self.inner.recv_runs_of(max, |run| {
+            if bad.is_some() {
+                return;
+            }
+            if run.record_len() != size {
+                bad = Some(run.record_len());
+            } else if size != 0 && run.stride() == size {
+                // Packed back to back: one pass over the run's bytes.
+                for rec in run.as_bytes().chunks_exact(size) {
+                    if let Ok(v) = T::read_from_bytes(rec) {
+                        f(v);
+                    }
+                }
+            } else {
+                for rec in run.iter() {
+                    if let Ok(v) = T::read_from_bytes(rec) {
+                        f(v);
+                    }
                 }
             }
         })?;

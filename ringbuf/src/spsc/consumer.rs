@@ -498,6 +498,11 @@ pub struct RecordRun<'a> {
 }
 
 impl<'a> RecordRun<'a> {
+    /// One record on its own, as a run of one.
+    pub(crate) fn single(bytes: &'a [u8]) -> RecordRun<'a> {
+        RecordRun { bytes, record_len: bytes.len(), stride: bytes.len().next_multiple_of(8), count: 1 }
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.count
