@@ -94,6 +94,24 @@ fn typed_and_untyped_rings_do_not_mix_silently() {
         other => panic!("expected Corrupted, got {other:?}"),
     }
     let _ = Consumer::open(&seg.0).err(); // the role is taken by `rx`: nothing else to check
+
+    // The same through `recv_batch`, with the records arriving as runs: the
+    // values before the bad run are passed on, then the error.
+    let seg = TempSeg::new("typed-shortrun");
+    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut raw = Producer::open(&seg.0).unwrap();
+    let mut run = raw.grant_records(size_of::<Pair>(), 3).unwrap();
+    for (i, rec) in run.chunks_exact_mut(size_of::<Pair>()).enumerate() {
+        rec.copy_from_slice(pair(i as u64).as_bytes());
+    }
+    run.stage();
+    raw.grant_records(5, 2).unwrap().commit();
+    let mut got = Vec::new();
+    match rx.recv_batch(100, |v| got.push(v)) {
+        Err(Error::Corrupted { what, .. }) => assert!(what.contains("5 bytes") && what.contains("Pair"), "{what}"),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    assert_eq!(got, [pair(0), pair(1), pair(2)]);
 }
 
 /// Peer entry: open the typed ring named in the argument and send N values.
