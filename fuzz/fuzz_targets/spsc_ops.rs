@@ -15,9 +15,10 @@
 //! The target relies on the public API only, plus "overwrite any 8-byte
 //! word": it assumes nothing about the record layout beyond
 //! `spsc::record_size`. No call blocks: sends and receives use the `try_` or
-//! `_timeout` forms with tiny timeouts, and `recv_batch` (which waits for a
-//! first record) is only called when a record is published or the producer's
-//! role word says closed, so an empty ring ends it at once.
+//! `_timeout` forms with tiny timeouts (runs of records too, with
+//! `try_grant_records`), and `recv_batch` and `recv_runs` (which wait for a
+//! first record) are only called when a record is published or the
+//! producer's role word says closed, so an empty ring ends them at once.
 //!
 //! The ring lives in a sealed memfd: nothing is left in `/dev/shm`.
 #![no_main]
@@ -97,6 +98,18 @@ enum Op {
     TryRecv,
     RecvTimeout,
     RecvBatch {
+        max: u8,
+    },
+    /// `try_grant_records`: `count` records of `len` bytes written in
+    /// place, then committed, or staged if `stage`.
+    GrantRecords {
+        len: u8,
+        count: u8,
+        fill: u8,
+        stage: bool,
+    },
+    /// `recv_runs`, checking the shape of every run passed.
+    RecvRuns {
         max: u8,
     },
     /// Overwrite a word through the second mapping.
@@ -322,7 +335,24 @@ impl Harness {
                 };
                 self.got(res);
             }
-            Op::RecvBatch { max } => self.recv_batch(max.into()),
+            Op::RecvBatch { max } => self.recv_batch(max.into(), false),
+            Op::RecvRuns { max } => self.recv_batch(max.into(), true),
+            Op::GrantRecords { len, count, fill, stage } => {
+                let (len, count) = (usize::from(len), usize::from(count));
+                let stride = len.next_multiple_of(8);
+                let recs: Vec<Vec<u8>> =
+                    (0..count).map(|i| self.model.record(len, fill.wrapping_add(i as u8))).collect();
+                let res = self.tx.try_grant_records(len, count).map(|mut run| {
+                    assert_eq!((run.count(), run.stride(), run.len()), (count, stride, count * stride));
+                    if stride > 0 {
+                        for (dst, src) in run.chunks_mut(stride).zip(&recs) {
+                            dst[..len].copy_from_slice(src);
+                        }
+                    }
+                    if stage { run.stage() } else { run.commit() }
+                });
+                self.sent_run(len, recs, res, if stage { Fate::Stage } else { Fate::Commit });
+            }
             Op::Peer { word, value } => {
                 self.damaged = true;
                 self.peer.write(word, value);
@@ -366,6 +396,12 @@ impl Harness {
             }
             Err(e) => panic!("a grant of {len} bytes failed on a healthy ring: {e}"),
         }
+        self.check_fill();
+    }
+
+    /// The producer's fill is within the ring and covers what the model holds.
+    fn check_fill(&self) {
+        let cap = self.tx.capacity();
         let fill = self.tx.fill();
         assert!(fill <= cap, "producer fill {fill} exceeds capacity {cap}");
         // Records of one length staged together share a header (a run), so
@@ -375,6 +411,38 @@ impl Harness {
             "producer fill {fill} below the {} payload bytes held",
             self.model.payload_bytes()
         );
+    }
+
+    /// Check the outcome of `try_grant_records` for `recs`, records of `len`
+    /// bytes each.
+    fn sent_run(&mut self, len: usize, recs: Vec<Vec<u8>>, res: shmring::Result<()>, fate: Fate) {
+        if self.damaged {
+            if let Err(e) = res {
+                assert!(!e.to_string().is_empty());
+            }
+            return;
+        }
+        let cap = self.tx.capacity();
+        let count = recs.len();
+        // The run's bytes: one header, then the records `stride` apart.
+        let total = 8 + (count * len.next_multiple_of(8)) as u64;
+        match res {
+            Ok(()) => {
+                self.model.queue.extend(recs);
+                if matches!(fate, Fate::Commit) {
+                    self.model.published = self.model.queue.len();
+                }
+            }
+            Err(Error::InvalidArgument(_)) => {
+                assert!(count == 0 || total > cap - 8, "a run of {count} records of {len} bytes refused");
+            }
+            Err(Error::WouldBlock { full: true }) => {
+                let free = cap.saturating_sub(self.tx.fill());
+                assert!(free < 2 * total + 8, "a run of {total} bytes refused with {free} of {cap} bytes free");
+            }
+            Err(e) => panic!("a run of {count} records of {len} bytes failed on a healthy ring: {e}"),
+        }
+        self.check_fill();
     }
 
     /// Check the outcome of a receive.
@@ -395,14 +463,29 @@ impl Harness {
         }
     }
 
-    fn recv_batch(&mut self, max: usize) {
+    /// `recv_batch`, or `recv_runs` if `runs`.
+    fn recv_batch(&mut self, max: usize, runs: bool) {
         // With nothing surely published, make the producer's role word say
         // closed for the duration of the call: an empty ring then ends the
         // call with 0 (end of stream) instead of waiting.
         let state = self.peer.producer_state();
         let guard = (self.damaged || self.model.published == 0).then(|| state.swap(ROLE_CLOSED, Ordering::Relaxed));
         let mut got = Vec::new();
-        let res = self.rx.recv_batch(max, |b| got.push(b.to_vec()));
+        let res = if runs {
+            self.rx.recv_runs(max, |run| {
+                let (len, stride) = (run.record_len(), run.stride());
+                assert!(!run.is_empty());
+                assert_eq!(stride, len.next_multiple_of(8));
+                assert_eq!(run.as_bytes().len(), (run.len() - 1) * stride + len);
+                assert_eq!(run.get(run.len()), None);
+                for (i, rec) in run.iter().enumerate() {
+                    assert_eq!(run.get(i), Some(rec));
+                    got.push(rec.to_vec());
+                }
+            })
+        } else {
+            self.rx.recv_batch(max, |b| got.push(b.to_vec()))
+        };
         if let Some(old) = guard {
             state.store(old, Ordering::Relaxed);
         }

@@ -85,9 +85,22 @@ for_each_notifier! {
         }
         assert_eq!(small, (4096 - 8 - sent * record_size(100)) / record_size(1));
         assert!(matches!(tx.send_timeout(&[1], Duration::from_millis(20)), Err(Error::Timeout)));
+        assert!(matches!(tx.try_grant_records(8, 2), Err(Error::WouldBlock { full: true })));
+        assert!(matches!(tx.grant_records_timeout(8, 2, Duration::from_millis(20)), Err(Error::Timeout)));
         let n = rx.recv_batch(usize::MAX, |r| assert!(r == [0xAB; 100] || r == [1])).unwrap();
         assert_eq!(n as u64, sent + small);
         assert!(matches!(rx.recv_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+        // Drained, the ring takes a run of all but the header and end marker,
+        // once the consumer has passed the padding to the end of the region
+        // (a run never wraps; the refused grant published that padding).
+        let records = ((4096 - 16) / 8) as usize;
+        assert!(matches!(tx.try_grant_records(8, records + 1), Err(Error::InvalidArgument(_))));
+        assert!(matches!(tx.try_grant_records(8, records), Err(Error::WouldBlock { full: true })));
+        assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { full: false })));
+        tx.try_grant_records(8, records).unwrap().commit();
+        assert!(matches!(tx.try_grant_records(8, 1), Err(Error::WouldBlock { full: true })));
+        assert_eq!(rx.recv_runs(usize::MAX, |run| assert_eq!(run.len(), records)).unwrap(), records);
+        tx.grant_records_timeout(8, 1, Duration::from_millis(20)).unwrap().commit();
     }
 
     fn staged_records_are_invisible_until_flushed(kind) {

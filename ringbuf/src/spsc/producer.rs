@@ -397,6 +397,32 @@ impl Producer {
     /// (8 + `count * stride` bytes) does not fit the ring with its 8-byte end
     /// marker; otherwise as [`Producer::grant`].
     pub fn grant_records(&mut self, len: usize, count: usize) -> Result<Records<'_>> {
+        self.grant_records_inner(len, count, Some(None))
+    }
+
+    /// [`Producer::grant_records`] without waiting: [`Error::WouldBlock`] if
+    /// the run does not fit now.
+    ///
+    /// # Errors
+    /// As [`Producer::grant_records`], plus [`Error::WouldBlock`].
+    pub fn try_grant_records(&mut self, len: usize, count: usize) -> Result<Records<'_>> {
+        self.grant_records_inner(len, count, None)
+    }
+
+    /// [`Producer::grant_records`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Producer::grant_records`], plus [`Error::Timeout`].
+    pub fn grant_records_timeout(&mut self, len: usize, count: usize, timeout: Duration) -> Result<Records<'_>> {
+        self.grant_records_inner(len, count, Some(Some(timeout)))
+    }
+
+    fn grant_records_inner(
+        &mut self,
+        len: usize,
+        count: usize,
+        timeout: Option<Option<Duration>>,
+    ) -> Result<Records<'_>> {
         let stride = (len as u64 + 7) & !7;
         let total = (count as u64).checked_mul(stride).and_then(|b| b.checked_add(RECORD_HEADER));
         let fits = total.is_some_and(|t| t <= self.sh.capacity - RECORD_HEADER);
@@ -408,7 +434,7 @@ impl Producer {
             )));
         }
         let total = total.unwrap_or(u64::MAX);
-        let (off, _) = self.reserve(0, total, Some(None))?;
+        let (off, _) = self.reserve(0, total, timeout)?;
         Ok(Records { p: self, off, len, count: count as u32, total })
     }
 
