@@ -495,8 +495,8 @@ impl Producer {
 
     /// The common case of [`Producer::send`], kept small enough to inline:
     /// nothing staged, and the record fits before the end of the region in
-    /// the room the cached consumer position shows. Writes the end marker,
-    /// the payload, then the header (the publishing store) and returns true;
+    /// the room the cached consumer position shows. Writes the payload, the
+    /// end marker, then the header (the publishing store) and returns true;
     /// returns false, having written nothing, for every other case, which
     /// the general path handles (waiting, wrapping, errors).
     #[inline]
@@ -537,7 +537,11 @@ impl Producer {
     ///
     /// # Errors
     /// As [`Producer::try_grant`].
+    #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
+        if self.send_now(data) {
+            return Ok(());
+        }
         let mut g = self.try_grant(data.len())?;
         g.copy_from_slice(data);
         g.commit();
@@ -549,6 +553,9 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant_timeout`].
     pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
+        if self.send_now(data) {
+            return Ok(());
+        }
         let mut g = self.grant_timeout(data.len(), timeout)?;
         g.copy_from_slice(data);
         g.commit();
