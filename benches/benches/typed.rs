@@ -11,6 +11,8 @@
 //! - `spsc_stream_16b/typed`: `typed::Sender::send_batch` of 64 structs;
 //!   `typed::Receiver::recv_batch` copies each struct out and sums the same
 //!   field.
+//! - `spsc_stream_16b/typed-iter`: the same, but the sender makes each batch
+//!   of 64 with `typed::Sender::send_iter`, writing each struct in place.
 //!
 //! Each timed run starts a consumer thread and joins it, so both sides see
 //! the whole run; the sums are checked.
@@ -80,8 +82,15 @@ fn raw(n: u64, cpus: Option<[usize; 2]>) -> Duration {
     elapsed
 }
 
-fn typed(n: u64, cpus: Option<[usize; 2]>) -> Duration {
-    let loc = name("typed");
+/// How the typed producer sends: a slice at a time, or from an iterator.
+#[derive(Clone, Copy, PartialEq)]
+enum Send {
+    Batch,
+    Iter,
+}
+
+fn typed(n: u64, cpus: Option<[usize; 2]>, how: Send) -> Duration {
+    let loc = name(if how == Send::Batch { "typed" } else { "typed-iter" });
     let mut tx: Sender<Tick> = Sender::create(&loc, &opts()).expect("create");
     let mut rx: Receiver<Tick> = Receiver::open(&loc).expect("open");
     let _ = loc.unlink();
@@ -97,6 +106,11 @@ fn typed(n: u64, cpus: Option<[usize; 2]>) -> Duration {
     });
     let mut batch = [Tick { seq: 0, value: 0 }; BATCH as usize];
     let mut i = 0;
+    while how == Send::Iter && i < n {
+        let count = (n - i).min(BATCH);
+        tx.send_iter((i..i + count).map(|k| Tick { seq: k, value: !k })).expect("send_iter");
+        i += count;
+    }
     while i < n {
         let count = (n - i).min(BATCH) as usize;
         for t in &mut batch[..count] {
@@ -122,7 +136,8 @@ fn main() {
     let mut g = c.benchmark_group("spsc_stream_16b");
     g.throughput(Throughput::Elements(1));
     g.bench_function("raw", |b| b.iter_custom(|iters| raw(iters.max(BATCH), cpus)));
-    g.bench_function("typed", |b| b.iter_custom(|iters| typed(iters.max(BATCH), cpus)));
+    g.bench_function("typed", |b| b.iter_custom(|iters| typed(iters.max(BATCH), cpus, Send::Batch)));
+    g.bench_function("typed-iter", |b| b.iter_custom(|iters| typed(iters.max(BATCH), cpus, Send::Iter)));
     g.finish();
     c.final_summary();
 }

@@ -114,6 +114,22 @@ pub trait End: Sized + sealed::Sealed {
 pub trait SendEnd: End {
     #[doc(hidden)]
     fn send_bytes(&mut self, bytes: &[u8], wait: Wait) -> Result<()>;
+    /// Send up to `want` records of `size` bytes, each written by `fill`
+    /// until it returns false (the slice it is given is the record). Returns
+    /// whether every record offered was filled: more may follow.
+    #[doc(hidden)]
+    fn send_filled(&mut self, size: usize, want: usize, mut fill: impl FnMut(&mut [u8]) -> bool) -> Result<bool> {
+        let want = want.clamp(1, 64);
+        let mut buf = vec![0u8; want * size];
+        let mut n = 0;
+        while n < want && fill(&mut buf[n * size..(n + 1) * size]) {
+            n += 1;
+        }
+        if n > 0 {
+            self.send_all(&buf[..n * size], size)?;
+        }
+        Ok(n == want)
+    }
     /// Send `bytes` as records of `size` bytes each.
     #[doc(hidden)]
     fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
@@ -252,6 +268,21 @@ impl SendEnd for spsc::Producer {
         }
         Ok(())
     }
+
+    /// One run, written in place: no staging copy.
+    fn send_filled(&mut self, size: usize, want: usize, mut fill: impl FnMut(&mut [u8]) -> bool) -> Result<bool> {
+        let stride = size.next_multiple_of(8);
+        let per_run = (self.max_record_len() / stride.max(8)).clamp(1, 0xffff);
+        let want = want.clamp(1, per_run);
+        let mut run = self.grant_records(size, want)?;
+        let mut n = 0;
+        while n < want && fill(&mut run[n * stride..n * stride + size]) {
+            n += 1;
+        }
+        run.truncate(n);
+        run.commit();
+        Ok(n == want)
+    }
 }
 
 impl RecvEnd for spsc::Consumer {
@@ -340,6 +371,48 @@ impl<T: Message, P: SendEnd> Sender<T, P> {
     /// As [`Sender::send`]; values before the failing one have been sent.
     pub fn send_batch(&mut self, values: &[T]) -> Result<()> {
         self.inner.send_all(values.as_bytes(), size_of::<T>())
+    }
+
+    /// Send every value `values` yields, in order, waiting for space as
+    /// needed. Over SPSC each value is written straight into the ring, with
+    /// no staging copy, in runs of records sharing one header. Each run is
+    /// sized from the lower bound of the iterator's `size_hint`, so an
+    /// iterator that knows its length (a range, a `map` of one) goes in as
+    /// few runs as the ring allows, while one that reports no lower bound (a
+    /// `filter`) goes one record per run. Over MPMC, up to 64 at a time go
+    /// through [`mpmc::Producer::send_batch`].
+    ///
+    /// ```
+    /// # fn main() -> shmring::Result<()> {
+    /// use shmring::{Location, RingOptions, typed::{Receiver, Sender}};
+    /// let loc = Location::shm(format!("doc-send-iter-{}", std::process::id()));
+    /// let mut tx: Sender<u64> = Sender::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut rx: Receiver<u64> = Receiver::open(&loc)?;
+    /// loc.unlink()?;
+    /// tx.send_iter((0..100u64).map(|i| i * i))?;
+    /// let mut got = Vec::new();
+    /// rx.recv_batch(1000, |v| got.push(v))?;
+    /// assert_eq!(got, (0..100u64).map(|i| i * i).collect::<Vec<_>>());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Sender::send`]; values before the failing one have been sent.
+    pub fn send_iter(&mut self, values: impl IntoIterator<Item = T>) -> Result<()> {
+        let mut it = values.into_iter();
+        loop {
+            let want = it.size_hint().0;
+            let more = self.inner.send_filled(size_of::<T>(), want, |rec| match it.next() {
+                Some(v) => {
+                    rec.copy_from_slice(v.as_bytes());
+                    true
+                }
+                None => false,
+            })?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// The ring end underneath, for its other methods (wait policy, name, ...).

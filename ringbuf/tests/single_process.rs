@@ -293,6 +293,32 @@ for_each_notifier! {
         assert_eq!(rx.fill(), 0, "every run released");
     }
 
+    fn a_truncated_run_sends_only_the_records_kept(kind) {
+        let (_s, mut tx, mut rx) = pair("runtruncate", 4096, kind);
+        for round in 0..200u64 {
+            let mut run = tx.grant_records(8, 40).unwrap();
+            let keep = (round % 41) as usize;
+            for (i, rec) in run.chunks_exact_mut(8).take(keep).enumerate() {
+                rec.copy_from_slice(&(round * 100 + i as u64).to_le_bytes());
+            }
+            run.truncate(keep);
+            run.truncate(keep + 1); // not smaller: no effect
+            assert_eq!((run.count(), run.len()), (keep, keep * 8));
+            run.commit();
+            tx.send(b"end").unwrap();
+            let mut got = Vec::new();
+            while got.last().is_none_or(|r: &Vec<u8>| r != b"end") {
+                rx.recv_batch(usize::MAX, |r| got.push(r.to_vec())).unwrap();
+            }
+            let want: Vec<Vec<u8>> = (0..keep as u64)
+                .map(|i| (round * 100 + i).to_le_bytes().to_vec())
+                .chain([b"end".to_vec()])
+                .collect();
+            assert_eq!(got, want, "round {round}, {keep} kept");
+        }
+        assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
+    }
+
     fn a_truncated_grant_that_would_have_joined_a_run_stands_alone(kind) {
         let (_s, mut tx, mut rx) = pair("runtrunc", 4096, kind);
         for b in [1u8, 2] {

@@ -149,6 +149,45 @@ fn values_cross_processes() {
 }
 
 #[test]
+fn send_iter_writes_in_place_whatever_the_iterator_says_of_its_length() {
+    // A 12-byte type (16-byte stride), on a ring a receiving thread drains:
+    // iterators of exact, unknown (filter) and lying-low (`size_hint` 0) lengths,
+    // empty ones, and runs longer than one grant can hold.
+    let seg = TempSeg::new("typed-iter");
+    let mut tx: Sender<Triple> = Sender::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut rx: Receiver<Triple> = Receiver::open(&seg.0).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while rx.recv_batch(usize::MAX, |v| got.push(v)).unwrap() > 0 {}
+        got
+    });
+    let t = |i: u32| Triple([i, !i, i.rotate_left(7)]);
+    let mut want = Vec::new();
+    let mut next = 0u32;
+    for round in 0..60u32 {
+        let n = round * 37 % 700;
+        let range = next..next + n;
+        next += n;
+        match round % 4 {
+            0 => tx.send_iter(range.clone().map(t)).unwrap(),
+            1 => tx.send_iter(range.clone().filter(|_| true).map(t)).unwrap(),
+            2 => tx
+                .send_iter(std::iter::from_fn({
+                    let mut r = range.clone();
+                    move || r.next().map(t)
+                }))
+                .unwrap(),
+            _ => tx.send_iter(std::iter::empty()).unwrap(),
+        }
+        if round % 4 != 3 {
+            want.extend(range.map(t));
+        }
+    }
+    drop(tx);
+    assert_eq!(receiver.join().unwrap(), want);
+}
+
+#[test]
 fn typed_channels_over_mpmc() {
     use shmring::mpmc::{self, MpmcOptions};
     let seg = TempSeg::new("typed-mpmc");
@@ -178,7 +217,9 @@ fn typed_channels_over_mpmc() {
         more
     });
     tx.send_batch(&(1040..1140).map(pair).collect::<Vec<_>>()).unwrap();
+    tx.send_iter((1140..1300).map(pair)).unwrap();
+    tx.send_iter((1300..1310).filter(|_| true).map(pair)).unwrap();
     tx.get_mut().close_ring();
     got.extend(receiver.join().unwrap());
-    assert_eq!(got, (0..1140).map(pair).collect::<Vec<_>>());
+    assert_eq!(got, (0..1310).map(pair).collect::<Vec<_>>());
 }

@@ -95,6 +95,9 @@ impl Records<'_> {
     }
 
     fn finish(&mut self) {
+        if self.count == 0 {
+            return; // truncated to nothing: like dropping the grant
+        }
         let p = &mut *self.p;
         p.close_run();
         p.open = Some(OpenRun { pos: p.tail, len: self.len, count: self.count });
@@ -102,9 +105,19 @@ impl Records<'_> {
         p.staged = p.staged.saturating_add(self.count);
     }
 
-    /// Number of records granted.
+    /// Number of records granted (after any [`Records::truncate`]).
     pub fn count(&self) -> usize {
         self.count as usize
+    }
+
+    /// Keep only the first `count` records (no-op if `count` is not
+    /// smaller): when fewer were written than granted. Truncated to 0, the
+    /// grant sends nothing, as if dropped.
+    pub fn truncate(&mut self, count: usize) {
+        if count < self.count as usize {
+            self.count = count as u32;
+            self.total = RECORD_HEADER + count as u64 * self.stride() as u64;
+        }
     }
 
     /// Bytes between the starts of two records: the length rounded up to 8.
