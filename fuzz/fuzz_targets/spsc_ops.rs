@@ -100,11 +100,13 @@ enum Op {
     RecvBatch {
         max: u8,
     },
-    /// `try_grant_records`: `count` records of `len` bytes written in
-    /// place, then committed, or staged if `stage`.
+    /// `try_grant_records`: `count` records of `len` bytes, the first
+    /// `keep` of them written in place and kept (`Records::truncate`), then
+    /// committed, or staged if `stage`.
     GrantRecords {
         len: u8,
         count: u8,
+        keep: u8,
         fill: u8,
         stage: bool,
     },
@@ -337,11 +339,11 @@ impl Harness {
             }
             Op::RecvBatch { max } => self.recv_batch(max.into(), false),
             Op::RecvRuns { max } => self.recv_batch(max.into(), true),
-            Op::GrantRecords { len, count, fill, stage } => {
-                let (len, count) = (usize::from(len), usize::from(count));
+            Op::GrantRecords { len, count, keep, fill, stage } => {
+                let (len, count, keep) = (usize::from(len), usize::from(count), usize::from(keep));
                 let stride = len.next_multiple_of(8);
                 let recs: Vec<Vec<u8>> =
-                    (0..count).map(|i| self.model.record(len, fill.wrapping_add(i as u8))).collect();
+                    (0..count.min(keep)).map(|i| self.model.record(len, fill.wrapping_add(i as u8))).collect();
                 let res = self.tx.try_grant_records(len, count).map(|mut run| {
                     assert_eq!((run.count(), run.stride(), run.len()), (count, stride, count * stride));
                     if stride > 0 {
@@ -349,9 +351,11 @@ impl Harness {
                             dst[..len].copy_from_slice(src);
                         }
                     }
+                    run.truncate(keep);
+                    assert_eq!(run.count(), recs.len());
                     if stage { run.stage() } else { run.commit() }
                 });
-                self.sent_run(len, recs, res, if stage { Fate::Stage } else { Fate::Commit });
+                self.sent_run(len, count, recs, res, if stage { Fate::Stage } else { Fate::Commit });
             }
             Op::Peer { word, value } => {
                 self.damaged = true;
@@ -413,9 +417,9 @@ impl Harness {
         );
     }
 
-    /// Check the outcome of `try_grant_records` for `recs`, records of `len`
-    /// bytes each.
-    fn sent_run(&mut self, len: usize, recs: Vec<Vec<u8>>, res: shmring::Result<()>, fate: Fate) {
+    /// Check the outcome of `try_grant_records` of `count` records of `len`
+    /// bytes each, of which `recs` were kept.
+    fn sent_run(&mut self, len: usize, count: usize, recs: Vec<Vec<u8>>, res: shmring::Result<()>, fate: Fate) {
         if self.damaged {
             if let Err(e) = res {
                 assert!(!e.to_string().is_empty());
@@ -423,12 +427,12 @@ impl Harness {
             return;
         }
         let cap = self.tx.capacity();
-        let count = recs.len();
         // The run's bytes: one header, then the records `stride` apart.
         let total = 8 + (count * len.next_multiple_of(8)) as u64;
         match res {
             Ok(()) => {
                 self.model.queue.extend(recs);
+                // Committing even an empty run publishes what was staged.
                 if matches!(fate, Fate::Commit) {
                     self.model.published = self.model.queue.len();
                 }
