@@ -270,6 +270,7 @@ impl SendEnd for spsc::Producer {
     }
 
     /// One run, written in place: no staging copy.
+    #[inline]
     fn send_filled(&mut self, size: usize, want: usize, mut fill: impl FnMut(&mut [u8]) -> bool) -> Result<bool> {
         let stride = size.next_multiple_of(8);
         let per_run = (self.max_record_len() / stride.max(8)).clamp(1, 0xffff);
@@ -398,6 +399,7 @@ impl<T: Message, P: SendEnd> Sender<T, P> {
     ///
     /// # Errors
     /// As [`Sender::send`]; values before the failing one have been sent.
+    #[inline]
     pub fn send_iter(&mut self, values: impl IntoIterator<Item = T>) -> Result<()> {
         let mut it = values.into_iter();
         loop {
