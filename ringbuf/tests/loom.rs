@@ -12,25 +12,16 @@
 //! positions shows up as a causality violation. `LOOM_NOTES.md` next to this
 //! file records, for each model, an ordering whose weakening it catches.
 
+mod loom_support;
+
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
+use loom_support::model;
 use shmring::EventCount;
 use shmring::header::NotifierKind;
 use shmring::spsc::{Consumer, Producer, loom_pair, loom_pair_with, record_size};
 
-/// Explore `f` with the preemption bound from `LOOM_MAX_PREEMPTIONS`, or 2
-/// if unset (unbounded exploration of these models would not finish).
-fn model<F>(f: F)
-where
-    F: Fn() + Sync + Send + 'static,
-{
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
-    }
-    builder.check(f);
-}
 
 /// Payload of message `i` with `len` bytes: every byte depends on both the
 /// message and its position, so a torn, shifted or stale read is caught.
@@ -43,6 +34,15 @@ fn produce(mut tx: Producer, lens: &'static [usize]) {
     for (i, &len) in lens.iter().enumerate() {
         tx.send(&payload(i, len)).expect("send");
     }
+}
+
+/// Send `lens` from a producer thread while this one receives them all;
+/// returns the consumer once the producer has finished.
+fn exchange((tx, mut rx): (Producer, Consumer), lens: &'static [usize]) -> Consumer {
+    let producer = thread::spawn(move || produce(tx, lens));
+    consume_all(&mut rx, lens);
+    producer.join().unwrap();
+    rx
 }
 
 /// Receive until end of stream and check every message against `lens`.
@@ -67,10 +67,7 @@ fn spsc_wrap_around() {
     const _: () =
         assert!(record_size(1) == 16 && record_size(12) == 24 && record_size(4) == 16 && record_size(16) == 24);
     model(|| {
-        let (tx, mut rx) = loom_pair(32);
-        let producer = thread::spawn(move || produce(tx, LENS));
-        consume_all(&mut rx, LENS);
-        producer.join().unwrap();
+        exchange(loom_pair(32), LENS);
     });
 }
 
@@ -82,10 +79,7 @@ fn spsc_wrap_around() {
 fn spsc_full_blocks_producer() {
     const LENS: &[usize] = &[16, 16, 0, 16];
     model(|| {
-        let (tx, mut rx) = loom_pair(32);
-        let producer = thread::spawn(move || produce(tx, LENS));
-        consume_all(&mut rx, LENS);
-        producer.join().unwrap();
+        exchange(loom_pair(32), LENS);
     });
 }
 
@@ -96,12 +90,9 @@ fn spsc_full_blocks_producer() {
 fn spsc_empty_then_close() {
     const LENS: &[usize] = &[5, 2];
     model(|| {
-        let (tx, mut rx) = loom_pair(64);
-        let producer = thread::spawn(move || produce(tx, LENS));
-        consume_all(&mut rx, LENS);
+        let mut rx = exchange(loom_pair(64), LENS);
         // End of stream is sticky.
         assert!(rx.recv().expect("recv after end").is_none());
-        producer.join().unwrap();
     });
 }
 
@@ -165,10 +156,7 @@ fn semaphore_no_lost_wakeup() {
 fn spsc_full_blocks_producer_semaphore() {
     const LENS: &[usize] = &[16, 16, 0, 16];
     model(|| {
-        let (tx, mut rx) = loom_pair_with(32, NotifierKind::Semaphore);
-        let producer = thread::spawn(move || produce(tx, LENS));
-        consume_all(&mut rx, LENS);
-        producer.join().unwrap();
+        exchange(loom_pair_with(32, NotifierKind::Semaphore), LENS);
     });
 }
 

@@ -15,21 +15,12 @@
 //! also checks that a live claimant is never robbed. `LOOM_NOTES.md` next to
 //! this file records, for each model, an ordering whose weakening it catches.
 
+mod loom_support;
+
 use loom::thread;
+use loom_support::model;
 use shmring::mpmc::{Consumer, Producer, loom_ring};
 
-/// Explore `f` with the preemption bound from `LOOM_MAX_PREEMPTIONS`, or 2
-/// if unset.
-fn model<F>(f: F)
-where
-    F: Fn() + Sync + Send + 'static,
-{
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
-    }
-    builder.check(f);
-}
 
 /// Message `i` of producer `p`: 8 bytes, every one depending on both.
 fn payload(p: u8, i: u8) -> [u8; 8] {
@@ -81,9 +72,8 @@ fn mpmc_two_producers_one_consumer() {
     model(|| {
         let (mut ps, mut cs) = loom_ring(8, 4, 2, 1);
         let mut rx = cs.pop().unwrap();
-        let p1 = ps.pop().unwrap();
-        let p0 = ps.pop().unwrap();
-        let (mut p0, mut p1) = (p0, p1);
+        let mut p1 = ps.pop().unwrap();
+        let mut p0 = ps.pop().unwrap();
         let t0 = thread::spawn(move || send_all(&mut p0, 0, 2));
         let t1 = thread::spawn(move || send_all(&mut p1, 1, 1));
         let mut got = recv_n(&mut rx, 3);
