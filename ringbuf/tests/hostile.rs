@@ -96,6 +96,30 @@ fn unknown_flags_and_bad_padding_are_corrupted() {
 }
 
 #[test]
+fn a_ring_of_padding_or_of_records_chasing_each_other_is_corrupted_not_a_hang() {
+    // Padding in every word: each one alone looks fine, and skipping them
+    // would go round the ring for ever.
+    let (seg, mut tx, mut rx) = pair("padloop");
+    tx.send(b"hello").unwrap();
+    let a = Attacker::new(&seg);
+    for w in 0..4096 / 8 {
+        a.write_u64(HEADER_LEN + w * 8, (1u64 << 32) | 8);
+    }
+    assert_corrupted(rx.recv_timeout(Duration::from_millis(100)).map(|_| ()), "a ring of padding");
+
+    // Two records that fill the ring between them, each in bounds: taking
+    // them in one batch would pass the same bytes round and round.
+    let (seg, mut tx, mut rx) = pair("recloop");
+    tx.send(b"hello").unwrap();
+    let a = Attacker::new(&seg);
+    a.write_u64(HEADER_LEN, (2u64 << 32) | (4096 - 24));
+    a.write_u64(HEADER_LEN + 4096 - 16, (2u64 << 32) | 8);
+    let mut passed = 0;
+    assert_corrupted(rx.recv_batch(usize::MAX, |_| passed += 1), "records round the ring");
+    assert_eq!(passed, 1, "only the first record fits what a producer can have published");
+}
+
+#[test]
 fn impossible_runs_are_corrupted() {
     // A run of zero records, and a run whose records would run past the end.
     for word in [(4u64 << 32) | 8, ((4u64 | (600 << 16)) << 32) | 8] {

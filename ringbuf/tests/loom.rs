@@ -22,7 +22,6 @@ use shmring::EventCount;
 use shmring::header::NotifierKind;
 use shmring::spsc::{Consumer, Producer, loom_pair, loom_pair_with, record_size};
 
-
 /// Payload of message `i` with `len` bytes: every byte depends on both the
 /// message and its position, so a torn, shifted or stale read is caught.
 fn payload(i: usize, len: usize) -> Vec<u8> {

@@ -21,7 +21,6 @@ use loom::thread;
 use loom_support::model;
 use shmring::mpmc::{Consumer, Producer, loom_ring};
 
-
 /// Message `i` of producer `p`: 8 bytes, every one depending on both.
 fn payload(p: u8, i: u8) -> [u8; 8] {
     std::array::from_fn(|j| p.wrapping_mul(61) ^ i.wrapping_mul(17) ^ (j as u8).wrapping_mul(5) ^ 0xa5)

@@ -64,13 +64,10 @@ impl Role for Consumer {
 /// Pause hints between two polls of an empty ring inside `recv_batch`.
 const BATCH_BACKOFF: u32 = 8;
 
-/// What the consumer found at its position. `off` is the payload's offset;
-/// `total` is how far `head` moves when the record is released (0 for every
-/// record of a run but the last: the run is released as a whole).
-enum Next {
-    Record { off: usize, len: usize, total: u64 },
-    Empty,
-}
+/// A record found at the consumer's position: the payload's offset, its
+/// length, and how far `head` moves when it is released (0 for every record
+/// of a run but the last: the run is released as a whole).
+type Found = (usize, usize, u64);
 
 /// The records of a run not yet received: `left` payloads of `len` bytes,
 /// the next at offset `next`, `stride` bytes apart; `total` is the size of
@@ -143,16 +140,12 @@ impl Consumer {
     /// position. `None` for everything else (empty, padding, a new run, a
     /// bad header), which `try_next` handles.
     #[inline(always)]
-    fn next_now(&mut self) -> Option<(usize, usize, u64)> {
+    fn next_now(&mut self) -> Option<Found> {
         if self.poisoned {
             return None;
         }
         if self.run.left > 0 {
-            let r = &mut self.run;
-            let off = r.next;
-            r.next += r.stride;
-            r.left -= 1;
-            return Some((off, r.len, if r.left == 0 { r.total } else { 0 }));
+            return Some(self.take_run());
         }
         let cap = self.sh.capacity;
         let off = self.head & (cap - 1);
@@ -160,10 +153,30 @@ impl Consumer {
         let word = self.sh.region.load_word(off as usize, Ordering::Acquire);
         let len = word as u32 as u64;
         let total = RECORD_HEADER + ((len + 7) & !7);
-        if (word >> 32) as u32 != FLAG_RECORD || total > cap - off || total > cap - RECORD_HEADER {
+        if (word >> 32) as u32 != FLAG_RECORD || total > cap - off || total > self.room() {
             return None;
         }
         Some(((off + RECORD_HEADER) as usize, len as usize, total))
+    }
+
+    /// The next record of the run underway (`run.left > 0`).
+    #[inline(always)]
+    fn take_run(&mut self) -> Found {
+        let r = &mut self.run;
+        let off = r.next;
+        r.next += r.stride;
+        r.left -= 1;
+        (off, r.len, if r.left == 0 { r.total } else { 0 })
+    }
+
+    /// How many more bytes an honest producer can have published past our
+    /// position: it keeps `tail + 8 <= head + capacity` for the last head we
+    /// stored, so a record or padding reaching further is corrupt. This also
+    /// bounds how far one call can move: a ring of garbage cannot keep the
+    /// consumer skipping padding, or passing records, round the ring for ever.
+    #[inline(always)]
+    fn room(&self) -> u64 {
+        (self.sh.capacity - RECORD_HEADER).saturating_sub(self.head.wrapping_sub(self.published))
     }
 
     /// Look at the record at our position, skipping padding.
@@ -171,16 +184,12 @@ impl Consumer {
     /// The header word at our position is zero until the producer publishes
     /// a record there (see the module docs), so no shared position is read.
     #[inline]
-    fn try_next(&mut self) -> Result<Next> {
+    fn try_next(&mut self) -> Result<Option<Found>> {
         if self.poisoned {
             return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
         }
         if self.run.left > 0 {
-            let r = &mut self.run;
-            let off = r.next;
-            r.next += r.stride;
-            r.left -= 1;
-            return Ok(Next::Record { off, len: r.len, total: if r.left == 0 { r.total } else { 0 } });
+            return Ok(Some(self.take_run()));
         }
         let cap = self.sh.capacity;
         loop {
@@ -203,7 +212,7 @@ impl Consumer {
                 for _ in 0..self.backoff {
                     crate::sync::spin_hint();
                 }
-                return Ok(Next::Empty);
+                return Ok(None);
             }
             let (flags, len) = ((word >> 32) as u32, word as u32 as u64);
             let to_end = cap - off;
@@ -211,6 +220,14 @@ impl Consumer {
                 if len > to_end || len < RECORD_HEADER || len % 8 != 0 || (len != to_end && len > 64) {
                     return Err(self.poison(format!(
                         "padding record of {len} bytes at offset {off} ({to_end} bytes to the end of the ring)"
+                    )));
+                }
+                if len > self.room() {
+                    return Err(self.poison(format!(
+                        "padding at offset {off} reaches {} bytes past the position last released ({}), more \
+                         than a producer can publish",
+                        self.head.wrapping_sub(self.published) + len,
+                        self.published
                     )));
                 }
                 self.head = self.head.wrapping_add(len);
@@ -223,9 +240,17 @@ impl Consumer {
             };
             let stride = (len + 7) & !7;
             let total = RECORD_HEADER + count * stride;
-            if total > to_end || total > cap - RECORD_HEADER {
+            if total > to_end {
                 return Err(self.poison(format!(
                     "{count} record(s) of {len} bytes at offset {off} overrun the ring ({to_end} bytes to its end)"
+                )));
+            }
+            if total > self.room() {
+                return Err(self.poison(format!(
+                    "{count} record(s) of {len} bytes at offset {off} reach {} bytes past the position last \
+                     released ({}), more than a producer can publish",
+                    self.head.wrapping_sub(self.published) + total,
+                    self.published
                 )));
             }
             let first = (off + RECORD_HEADER) as usize;
@@ -237,9 +262,9 @@ impl Consumer {
                     stride: stride as usize,
                     total,
                 };
-                return Ok(Next::Record { off: first, len: len as usize, total: 0 });
+                return Ok(Some((first, len as usize, 0)));
             }
-            return Ok(Next::Record { off: first, len: len as usize, total });
+            return Ok(Some((first, len as usize, total)));
         }
     }
 
@@ -287,27 +312,22 @@ impl Consumer {
     }
 
     /// One attempt of a receive: a record, end of stream, or not yet.
-    fn attempt(&mut self, check: bool) -> Result<Attempt<Option<(usize, usize, u64)>>> {
-        match self.try_next()? {
-            Next::Record { off, len, total } => Ok(Attempt::Ready(Some((off, len, total)))),
-            Next::Empty => {
-                if self.producer_closed() {
-                    // Records flushed before the close are visible now.
-                    return Ok(Attempt::Ready(match self.try_next()? {
-                        Next::Record { off, len, total } => Some((off, len, total)),
-                        Next::Empty => None,
-                    }));
-                }
-                if check {
-                    self.sh.check_alive(&self.sh.ctl().producer, "producer")?;
-                    self.check_tail()?;
-                }
-                Ok(Attempt::NotYet)
-            }
+    fn attempt(&mut self, check: bool) -> Result<Attempt<Option<Found>>> {
+        if let Some(found) = self.try_next()? {
+            return Ok(Attempt::Ready(Some(found)));
         }
+        if self.producer_closed() {
+            // Records flushed before the close are visible now.
+            return Ok(Attempt::Ready(self.try_next()?));
+        }
+        if check {
+            self.sh.check_alive(&self.sh.ctl().producer, "producer")?;
+            self.check_tail()?;
+        }
+        Ok(Attempt::NotYet)
     }
 
-    fn wait_next(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<(usize, usize, u64)>> {
+    fn wait_next(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<Found>> {
         if let Attempt::Ready(r) = self.attempt(false)? {
             return Ok(r);
         }
@@ -323,8 +343,15 @@ impl Consumer {
         block_on(&policy, ec, timeout.map(|t| Instant::now() + t), || Error::Timeout, |check| self.attempt(check))
     }
 
-    fn record(&mut self, r: Option<(usize, usize, u64)>) -> Option<Record<'_>> {
-        r.map(|(off, len, total)| Record { c: self, off, len, total })
+    /// A receive: the inlined common case, else the general path waiting per
+    /// `timeout` (as in `wait_next`).
+    #[inline(always)]
+    fn recv_with(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<Record<'_>>> {
+        let found = match self.next_now() {
+            Some(found) => Some(found),
+            None => self.wait_next(timeout)?,
+        };
+        Ok(found.map(|(off, len, total)| Record { c: self, off, len, total }))
     }
 
     /// Receive the next record in place, waiting per the wait policy.
@@ -337,11 +364,7 @@ impl Consumer {
     /// impossible.
     #[inline]
     pub fn recv(&mut self) -> Result<Option<Record<'_>>> {
-        if let Some((off, len, total)) = self.next_now() {
-            return Ok(Some(Record { c: self, off, len, total }));
-        }
-        let r = self.wait_next(Some(None))?;
-        Ok(self.record(r))
+        self.recv_with(Some(None))
     }
 
     /// [`Consumer::recv`] without waiting: [`Error::WouldBlock`] if empty.
@@ -350,11 +373,7 @@ impl Consumer {
     /// As [`Consumer::recv`], plus [`Error::WouldBlock`].
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
-        if let Some((off, len, total)) = self.next_now() {
-            return Ok(Some(Record { c: self, off, len, total }));
-        }
-        let r = self.wait_next(None)?;
-        Ok(self.record(r))
+        self.recv_with(None)
     }
 
     /// [`Consumer::recv`] waiting at most `timeout`.
@@ -363,11 +382,7 @@ impl Consumer {
     /// As [`Consumer::recv`], plus [`Error::Timeout`].
     #[inline]
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Record<'_>>> {
-        if let Some((off, len, total)) = self.next_now() {
-            return Ok(Some(Record { c: self, off, len, total }));
-        }
-        let r = self.wait_next(Some(Some(timeout)))?;
-        Ok(self.record(r))
+        self.recv_with(Some(Some(timeout)))
     }
 
     /// Wait for at least one record, then pass up to `max` available records
@@ -453,8 +468,8 @@ impl Consumer {
                 break Ok(n);
             }
             match self.try_next() {
-                Ok(Next::Record { off, len, total }) => next = (off, len, total),
-                Ok(Next::Empty) => break Ok(n),
+                Ok(Some(found)) => next = found,
+                Ok(None) => break Ok(n),
                 Err(e) => break Err(e),
             }
         };
