@@ -171,9 +171,7 @@ impl Role for Producer {
         // Acquire: pairs with the consumer's Release store of `head`.
         let head = p.sh.ctl().head.load(Ordering::Acquire);
         if tail.wrapping_sub(head) > p.sh.capacity || tail % 8 != 0 || head % 8 != 0 {
-            let e = p.sh.poison(format!("positions impossible at attach: head {head}, tail {tail}"));
-            p.poisoned = true;
-            return Err(e);
+            return Err(p.poison(format!("positions impossible at attach: head {head}, tail {tail}")));
         }
         (p.tail, p.published, p.cached_head) = (tail, tail, head);
         Ok(p)
@@ -438,15 +436,15 @@ impl Producer {
     ) -> Result<Records<'_>> {
         let stride = (len as u64 + 7) & !7;
         let total = (count as u64).checked_mul(stride).and_then(|b| b.checked_add(RECORD_HEADER));
-        let fits = total.is_some_and(|t| t <= self.sh.capacity - RECORD_HEADER);
-        if count == 0 || count > MAX_RUN as usize || !fits {
+        let Some(total) =
+            total.filter(|&t| t <= self.sh.capacity - RECORD_HEADER && (1..=MAX_RUN as usize).contains(&count))
+        else {
             return Err(Error::InvalidArgument(format!(
                 "{count} records of {len} bytes: a run holds 1 to {MAX_RUN} records and must fit a ring of {} bytes \
                  with a header and an end marker",
                 self.sh.capacity
             )));
-        }
-        let total = total.unwrap_or(u64::MAX);
+        };
         let (off, _) = self.reserve(0, total, timeout)?;
         Ok(Records { p: self, off, len, count: count as u32, total })
     }
@@ -497,10 +495,17 @@ impl Producer {
     /// As [`Producer::grant`].
     #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.send_with(data, Some(None))
+    }
+
+    /// A send: the inlined common case, else grant (waiting per `timeout`,
+    /// as in `reserve`), copy and commit.
+    #[inline(always)]
+    fn send_with(&mut self, data: &[u8], timeout: Option<Option<Duration>>) -> Result<()> {
         if self.send_now(data) {
             return Ok(());
         }
-        let mut g = self.grant(data.len())?;
+        let mut g = self.grant_inner(data.len(), timeout)?;
         g.copy_from_slice(data);
         g.commit();
         Ok(())
@@ -516,33 +521,26 @@ impl Producer {
     fn send_now(&mut self, data: &[u8]) -> bool {
         let cap = self.sh.capacity;
         // `tail == published`: nothing staged, so no run is open either.
-        if self.poisoned || self.tail != self.published || data.len() > self.max_record_len() {
+        if self.poisoned || self.tail != self.published {
             return false;
         }
+        // A record over `max_record_len` takes at least `cap` bytes, so the
+        // room check refuses it too (and the general path says why).
         let total = record_size(data.len());
         let off = self.tail & (cap - 1);
         if total > cap - off || cap - self.tail.wrapping_sub(self.cached_head) < total + RECORD_HEADER {
             return false;
         }
-        // Stores go in the order payload, end marker, header, as in `flush`.
+        // Stores go in the order payload, then (in `publish`) end marker and
+        // header.
         // The order matters for speed: the consumer polls the header's line
         // and prefetches the next, so a line written twice with the other
         // in between is stolen back in between. Writing the end marker first
         // made a 64-byte round trip 2.4 times slower here.
         // SAFETY: `off + total <= cap` was checked above and the room check makes the bytes ours: the consumer released them and does not read past the header word until it is stored below.
         unsafe { self.sh.region.bytes_mut((off + RECORD_HEADER) as usize, data.len()) }.copy_from_slice(data);
-        // Relaxed: ordered before the Release store of the header below; the
-        // room check above kept these 8 bytes free (see `flush`).
-        self.sh.region.store_word(((off + total) & (cap - 1)) as usize, 0, Ordering::Relaxed);
-        // Release: pairs with the consumer's Acquire load of the header word
-        // in `try_next`, as in `flush`.
-        self.sh.region.store_word(off as usize, record_word(data.len()), Ordering::Release);
-        self.demote_record(off, total);
         self.tail = self.tail.wrapping_add(total);
-        self.published = self.tail;
-        // Release: as in `flush`.
-        self.sh.ctl().tail.store(self.tail, Ordering::Release);
-        self.sh.ctl().data_ready.notify();
+        self.publish(record_word(data.len()), true);
         true
     }
 
@@ -552,13 +550,7 @@ impl Producer {
     /// As [`Producer::try_grant`].
     #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
-        if self.send_now(data) {
-            return Ok(());
-        }
-        let mut g = self.try_grant(data.len())?;
-        g.copy_from_slice(data);
-        g.commit();
-        Ok(())
+        self.send_with(data, None)
     }
 
     /// [`Producer::send`] waiting at most `timeout`.
@@ -566,13 +558,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant_timeout`].
     pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
-        if self.send_now(data) {
-            return Ok(());
-        }
-        let mut g = self.grant_timeout(data.len(), timeout)?;
-        g.copy_from_slice(data);
-        g.commit();
-        Ok(())
+        self.send_with(data, Some(Some(timeout)))
     }
 
     /// After publishing one record alone at `off` (`total` bytes), if
@@ -617,31 +603,41 @@ impl Producer {
     pub fn flush(&mut self) {
         self.close_run();
         if self.tail != self.published {
-            let mask = self.sh.capacity - 1;
             let alone = self.staged == 1;
             if self.staged > 1 {
                 self.align_next_batch();
             }
             self.staged = 0;
-            // Relaxed: ordered before the Release store below. `has_room`
-            // kept these 8 bytes free, so the consumer is not reading them,
-            // and it reaches them only after that store.
-            self.sh.region.store_word((self.tail & mask) as usize, 0, Ordering::Relaxed);
-            // Release: pairs with the consumer's Acquire load of the header
-            // word in `try_next`: every record byte, header and the end
-            // marker written before are visible once it sees this word.
-            self.sh.region.store_word((self.published & mask) as usize, self.pending, Ordering::Release);
-            if alone {
-                self.demote_record(self.published & mask, self.tail.wrapping_sub(self.published));
-            }
-            // Release: pairs with the Acquire load in the consumer's periodic
-            // consistency check (`Consumer::attempt`): a consumer that sees
-            // this tail also sees the header stored above. The consumer never
-            // waits on `tail`; `fill` and `inspect` read it too.
-            self.sh.ctl().tail.store(self.tail, Ordering::Release);
-            self.published = self.tail;
-            self.sh.ctl().data_ready.notify();
+            self.publish(self.pending, alone);
         }
+    }
+
+    /// Publish everything from `published` to `tail` (every byte written),
+    /// whose first header word is `first`: the end marker at `tail`, then
+    /// `first` with Release, then `tail`, then wake the consumer if it is
+    /// parked. `alone`: one record, demoted if [`Producer::set_demote`].
+    #[inline(always)]
+    fn publish(&mut self, first: u64, alone: bool) {
+        let mask = self.sh.capacity - 1;
+        let at = self.published & mask;
+        // Relaxed: ordered before the Release store below. `has_room` kept
+        // these 8 bytes free, so the consumer is not reading them, and it
+        // reaches them only after that store.
+        self.sh.region.store_word((self.tail & mask) as usize, 0, Ordering::Relaxed);
+        // Release: pairs with the consumer's Acquire load of the header word
+        // in `try_next`/`next_now`: every record byte, header and the end
+        // marker written before are visible once it sees this word.
+        self.sh.region.store_word(at as usize, first, Ordering::Release);
+        if alone {
+            self.demote_record(at, self.tail.wrapping_sub(self.published));
+        }
+        // Release: pairs with the Acquire load in the consumer's periodic
+        // consistency check (`Consumer::attempt`): a consumer that sees this
+        // tail also sees the header stored above. The consumer never waits on
+        // `tail`; `fill` and `inspect` read it too.
+        self.sh.ctl().tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+        self.sh.ctl().data_ready.notify();
     }
 
     /// After a batch of several records, start the next batch so that its
