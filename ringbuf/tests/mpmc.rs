@@ -252,8 +252,7 @@ for_each_notifier! {
         std::thread::sleep(Duration::from_millis(50));
         rx.close_ring();
         assert!(matches!(waiting_tx.join().unwrap(), Err(Error::Closed(_))));
-        let _ = rx;
-        drop(tx);
+        drop((rx, tx));
     }
 }
 
@@ -790,6 +789,7 @@ for_each_notifier! {
         let _c = rx.new_consumer().unwrap();
         tx.send(b"ok").unwrap();
         assert_eq!(&*rx.recv().unwrap().unwrap(), b"ok");
+        assert_eq!(rx.recover_dead().unwrap(), 0, "nothing was claimed, so nothing to recover");
     }
 }
 
@@ -854,8 +854,15 @@ for_each_notifier! {
                     break; // both handles are poisoned or will be: nothing more to learn
                 }
             }
-            let _ = peer.0.kill();
-            let _ = peer.0.wait();
+            // A scribbler that exited on its own must have finished its job,
+            // not failed at once (then nothing would have been tested).
+            match peer.0.try_wait().unwrap() {
+                Some(status) => assert!(status.success(), "the scribbler failed: {status}"),
+                None => {
+                    peer.0.kill().unwrap();
+                    peer.0.wait().unwrap();
+                }
+            }
             let _ = rx.recover_dead();
             let _ = tx.new_consumer();
         }

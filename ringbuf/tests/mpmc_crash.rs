@@ -32,6 +32,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -355,7 +356,13 @@ fn trial(t: u64, rng: &mut Rng, totals: &mut Totals) {
         std::thread::sleep(Duration::from_micros(200));
     }
     for &v in &victims {
-        let _ = kids[v].take().unwrap().0.wait();
+        // Killed, or finished before the kill landed; never failed on its own
+        // (a victim that saw a torn or unknown message panics).
+        let status = kids[v].take().unwrap().0.wait().unwrap();
+        assert!(
+            status.success() || status.signal() == Some(9),
+            "trial {t}: victim {v} exited with {status} before it was killed"
+        );
     }
     // Slots that no waiter needed (e.g. a dead consumer's last message).
     let swept = ctl.recover_dead().unwrap() as u64;

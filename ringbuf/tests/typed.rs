@@ -93,7 +93,8 @@ fn typed_and_untyped_rings_do_not_mix_silently() {
         Err(Error::Corrupted { what, .. }) => assert!(what.contains("5 bytes") && what.contains("Pair"), "{what}"),
         other => panic!("expected Corrupted, got {other:?}"),
     }
-    let _ = Consumer::open(&seg.0).err(); // the role is taken by `rx`: nothing else to check
+    // `rx` holds the consumer role.
+    assert!(matches!(Consumer::open(&seg.0), Err(Error::RoleTaken { role: "consumer", .. })));
 
     // The same through `recv_batch`, with the records arriving as runs: the
     // values before the bad run are passed on, then the error.
