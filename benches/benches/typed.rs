@@ -41,11 +41,7 @@ fn opts() -> RingOptions {
 }
 
 fn name(tag: &str) -> Location {
-    Location::shm(format!("shmring-bench-typed-{tag}-{}", std::process::id()))
-}
-
-fn expected(n: u64) -> u64 {
-    (0..n).fold(0u64, |s, i| s.wrapping_add(i))
+    Location::shm(shmring_benches::unique_name(tag))
 }
 
 fn raw(n: u64, cpus: Option<[usize; 2]>) -> Duration {
@@ -78,7 +74,7 @@ fn raw(n: u64, cpus: Option<[usize; 2]>) -> Duration {
     }
     let sum = consumer.join().expect("consumer thread");
     let elapsed = start.elapsed();
-    assert_eq!(sum, expected(n));
+    assert_eq!(sum, shmring_benches::expected_sum(n));
     elapsed
 }
 
@@ -121,7 +117,7 @@ fn typed(n: u64, cpus: Option<[usize; 2]>, how: Send) -> Duration {
     }
     let sum = consumer.join().expect("consumer thread");
     let elapsed = start.elapsed();
-    assert_eq!(sum, expected(n));
+    assert_eq!(sum, shmring_benches::expected_sum(n));
     elapsed
 }
 
@@ -135,9 +131,9 @@ fn main() {
         .configure_from_args();
     let mut g = c.benchmark_group("spsc_stream_16b");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("raw", |b| b.iter_custom(|iters| raw(iters.max(BATCH), cpus)));
-    g.bench_function("typed", |b| b.iter_custom(|iters| typed(iters.max(BATCH), cpus, Send::Batch)));
-    g.bench_function("typed-iter", |b| b.iter_custom(|iters| typed(iters.max(BATCH), cpus, Send::Iter)));
+    g.bench_function("raw", |b| b.iter_custom(|iters| raw(iters, cpus)));
+    g.bench_function("typed", |b| b.iter_custom(|iters| typed(iters, cpus, Send::Batch)));
+    g.bench_function("typed-iter", |b| b.iter_custom(|iters| typed(iters, cpus, Send::Iter)));
     g.finish();
     c.final_summary();
 }

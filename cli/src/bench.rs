@@ -59,7 +59,8 @@ STREAM ROWS (mode stream)
   shmring sends one record per call too and its reader reads each message where
   it lies in the ring, without copying it out (zero-copy). Every reader, of every
   transport, reads every payload byte once (a checksum). The shmring 8 B row
-  batches: 64 records per publish, and everything available per receive.
+  batches: runs of 512 records written in place per publish (grant_records), and
+  everything available per receive.
 
 READING THE TABLE
   '-' marks a column that does not apply to the row. A number in brackets after

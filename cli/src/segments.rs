@@ -252,10 +252,9 @@ impl View {
         Status::Waiting
     }
 
-    /// MPMC fill in messages: enqueued - dequeued, clamped to `0..=slot_count`.
+    /// MPMC fill in messages; `None` if the positions are impossible.
     fn mpmc_fill(&self) -> Option<u64> {
-        let m = self.snap.mpmc.as_ref()?;
-        Some(m.enqueue.saturating_sub(m.dequeue).min(u64::from(self.snap.slot_count)))
+        self.snap.mpmc.as_ref()?.fill(self.snap.slot_count)
     }
 }
 

@@ -402,8 +402,9 @@ fn inspect_prints_the_record_type_of_a_typed_spsc_ring() {
 /// Not a test on its own: the child process of
 /// `a_killed_mpmc_consumer_shows_as_dead_and_its_ring_as_stale`.
 #[test]
+#[ignore = "child process of a_killed_mpmc_consumer_shows_as_dead_and_its_ring_as_stale"]
 fn mpmc_child_entry() {
-    let Ok(name) = std::env::var(CHILD_ENV) else { return };
+    let name = std::env::var(CHILD_ENV).expect("run by its parent test, which names the ring");
     let mut rx = mpmc::Consumer::open(&Location::shm(&name)).unwrap();
     let rec = rx.recv().unwrap().unwrap();
     println!("holding {} bytes", rec.len());
@@ -424,7 +425,7 @@ fn a_killed_mpmc_consumer_shows_as_dead_and_its_ring_as_stale() {
     let exe = std::env::current_exe().unwrap();
     let mut child = Proc(
         Command::new(exe)
-            .args(["--exact", "mpmc_child_entry", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "mpmc_child_entry", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &name.0)
             .stdout(Stdio::piped())
             .spawn()

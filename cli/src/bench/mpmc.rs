@@ -6,38 +6,18 @@
 //! child has attached.
 
 use shmring::mpmc::{Consumer, MpmcOptions, Producer};
-use shmring::{Location, WaitPolicy};
 
-use super::case::{Budget, Case, Mode};
-use super::guard::{Cleanup, unique_name};
+use super::case::{Budget, Case};
+use super::guard::unique_name;
 use super::peer::{self, ChildSpec, Launcher};
 use super::protocol::{self, Channel, FirstContact, Outcome};
+use super::ring::{location, policy, unlink_later};
 
 /// Slots per ring.
 const SLOTS: usize = 1024;
 
-fn policy(mode: Mode) -> WaitPolicy {
-    match mode {
-        Mode::Spin => WaitPolicy::busy_poll(),
-        Mode::Park => WaitPolicy::park(),
-        // Streaming uses the library's default: spin briefly, yield, then park.
-        Mode::Blocking | Mode::Stream => WaitPolicy::default(),
-    }
-}
-
 fn err(what: &'static str) -> impl Fn(shmring::Error) -> String {
     move |e| format!("shmring-mpmc: {what}: {e}")
-}
-
-fn location(base: &str, suffix: &str) -> Location {
-    Location::shm(format!("{base}-{suffix}"))
-}
-
-/// Removes the segment name when dropped (or on the emergency path).
-fn unlink_later(loc: Location) -> Cleanup {
-    Cleanup::new(move || {
-        let _ = loc.unlink();
-    })
 }
 
 fn options(case: &Case) -> MpmcOptions {

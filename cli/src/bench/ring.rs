@@ -25,7 +25,8 @@ pub(crate) fn batched(case: &Case) -> bool {
     case.is_stream() && case.payload == 8
 }
 
-fn policy(mode: Mode) -> WaitPolicy {
+/// The wait policy of both sides in `mode` (shared with the MPMC rows).
+pub(crate) fn policy(mode: Mode) -> WaitPolicy {
     match mode {
         Mode::Spin => WaitPolicy::busy_poll(),
         Mode::Park => WaitPolicy::park(),
@@ -44,12 +45,12 @@ fn err(what: &'static str) -> impl Fn(shmring::Error) -> String {
     move |e| format!("shmring: {what}: {e}")
 }
 
-fn location(base: &str, suffix: &str) -> Location {
+pub(crate) fn location(base: &str, suffix: &str) -> Location {
     Location::shm(format!("{base}-{suffix}"))
 }
 
 /// Removes the segment name when dropped (or on the emergency path).
-fn unlink_later(loc: Location) -> Cleanup {
+pub(crate) fn unlink_later(loc: Location) -> Cleanup {
     Cleanup::new(move || {
         let _ = loc.unlink();
     })
