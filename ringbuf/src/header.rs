@@ -131,6 +131,12 @@ impl NotifierKind {
         }
     }
 
+    /// What an eventcount's own notifier word means: anything but
+    /// "semaphore" sleeps on the futex (a zeroed eventcount is a futex one).
+    pub fn of_eventcount_word(word: u32) -> NotifierKind {
+        if word == NotifierKind::Semaphore as u32 { NotifierKind::Semaphore } else { NotifierKind::Futex }
+    }
+
     /// Lower-case name: `futex` or `semaphore`.
     pub fn name(self) -> &'static str {
         match self {
@@ -221,10 +227,16 @@ impl RecordType {
         RecordType { size, align, fingerprint: h.max(1), name: buf }
     }
 
-    /// The type's name as recorded (possibly cut to [`RecordType::NAME_MAX`] bytes).
-    pub fn name(&self) -> &str {
+    /// The type's name as recorded (possibly cut to [`RecordType::NAME_MAX`]
+    /// bytes), with control characters escaped: the words come from shared
+    /// memory, and the name ends up in error messages and on terminals.
+    pub fn name(&self) -> String {
         let end = self.name.iter().position(|&b| b == 0).unwrap_or(Self::NAME_MAX);
-        std::str::from_utf8(&self.name[..end]).unwrap_or("(not UTF-8)")
+        match std::str::from_utf8(&self.name[..end]) {
+            Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
+            Ok(s) => s.escape_debug().to_string(),
+            Err(_) => "(not UTF-8)".to_owned(),
+        }
     }
 
     /// Write into a header being initialised (before READY).
@@ -243,13 +255,11 @@ impl RecordType {
         let size = h.type_size.load(Ordering::Relaxed);
         let align = h.type_align.load(Ordering::Relaxed);
         let fingerprint = h.type_fingerprint.load(Ordering::Relaxed);
-        if size == 0 && align == 0 && fingerprint == 0 {
-            return Ok(None);
+        if let Some(what) = record_type_problem(size, align, fingerprint) {
+            return Err(what);
         }
-        if !align.is_power_of_two() || size % align != 0 || fingerprint == 0 {
-            return Err(format!(
-                "record type words impossible: size {size}, align {align}, fingerprint {fingerprint:#x}"
-            ));
+        if fingerprint == 0 {
+            return Ok(None); // all three zero: untyped
         }
         let mut name = [0u8; Self::NAME_MAX];
         for (word, chunk) in h.type_name.iter().zip(name.chunks_exact_mut(8)) {
@@ -842,7 +852,7 @@ impl Snapshot {
         }
         if let Some(n) = NotifierKind::from_u32(self.notifier) {
             for word in [self.ec_notifiers.0, self.ec_notifiers.1] {
-                if (word == NotifierKind::Semaphore as u32) != (n == NotifierKind::Semaphore) {
+                if NotifierKind::of_eventcount_word(word) != n {
                     p.push(format!("an eventcount's notifier word is {word}, the header says {}", n.name()));
                 }
             }

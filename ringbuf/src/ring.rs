@@ -112,9 +112,7 @@ pub(crate) fn wait_ready(seg: &Segment, ready_timeout: Duration, expected: RingK
     // SAFETY: `validate` checked the mapping is `g.total_len()` bytes long, which includes the header of kind `g.kind`.
     for ec in unsafe { eventcounts(seg, g.kind) } {
         let word = ec.notifier_word();
-        // A futex eventcount's word may be 0 (zeroed) as well as 1: anything
-        // but "semaphore" sleeps on the futex.
-        if (word == NotifierKind::Semaphore as u32) != (notifier == NotifierKind::Semaphore) {
+        if NotifierKind::of_eventcount_word(word) != notifier {
             return Err(Error::corrupted(
                 seg.name(),
                 format!("an eventcount's notifier word is {word}, the header says {}", notifier.name()),

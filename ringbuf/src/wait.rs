@@ -98,7 +98,7 @@ pub struct EventCount {
     /// The notifier under loom (fixed at construction).
     #[cfg(loom)]
     notifier: u32,
-    _reserved: u32,
+    _reserved: AtomicU32,
     /// The semaphore of [`NotifierKind::Semaphore`]; unused (zero) otherwise.
     #[cfg(not(loom))]
     sem: SemCell,
@@ -150,7 +150,7 @@ impl EventCount {
             notifier: AtomicU32::new(NotifierKind::Futex as u32),
             #[cfg(loom)]
             notifier: NotifierKind::Futex as u32,
-            _reserved: 0,
+            _reserved: AtomicU32::new(0),
             #[cfg(not(loom))]
             sem: SemCell(std::cell::UnsafeCell::new([0; SEM_BYTES])),
             #[cfg(loom)]
@@ -188,8 +188,7 @@ impl EventCount {
     /// [`NotifierKind::Futex`].
     #[inline]
     pub fn notifier(&self) -> NotifierKind {
-        let word = self.notifier_word();
-        if word == NotifierKind::Semaphore as u32 { NotifierKind::Semaphore } else { NotifierKind::Futex }
+        NotifierKind::of_eventcount_word(self.notifier_word())
     }
 
     /// Under loom segments are never initialised (models build their
@@ -614,7 +613,8 @@ pub(crate) fn block_on<T, E>(
         spun = spun.wrapping_add(1);
     }
     for _ in 0..policy.yields {
-        if let Attempt::Ready(v) = attempt(false)? {
+        let due = tick(&mut next_check)?;
+        if let Attempt::Ready(v) = attempt(due)? {
             return Ok(v);
         }
         crate::sync::yield_now();

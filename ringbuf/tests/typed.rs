@@ -69,6 +69,11 @@ fn another_type_is_refused_and_claims_nothing() {
     assert!(msg.contains("Pair") && msg.contains("u8") && msg.contains(&seg.name()), "{msg}");
     // The refused openers did not take the consumer role.
     let _rx: Receiver<Pair> = Receiver::open(&seg.0).unwrap();
+
+    // A name scribbled with a terminal escape comes back escaped.
+    common::Attacker::new(&seg).write_u64(std::mem::offset_of!(shmring::header::Header, type_name), 0x5b1b);
+    let msg = Receiver::<u8>::open(&seg.0).err().unwrap().to_string();
+    assert!(!msg.contains('\x1b') && msg.contains("\\u{1b}["), "{msg}");
 }
 
 #[test]
