@@ -70,8 +70,15 @@ pub trait Message: FromBytes + IntoBytes + Immutable + KnownLayout {}
 
 impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Message for T {}
 
-/// The record type recorded for `T`.
+/// The record type recorded for `T`. Zero-sized types do not compile: a
+/// value of one carries nothing, and batches of them would have no bytes to
+/// count them by.
+///
+/// ```compile_fail
+/// let _ = shmring::typed::record_type::<()>();
+/// ```
 pub fn record_type<T: Message>() -> RecordType {
+    const { assert!(size_of::<T>() > 0, "a typed channel needs a type of at least one byte") };
     RecordType::new(std::any::type_name::<T>(), size_of::<T>(), align_of::<T>())
 }
 
@@ -130,14 +137,9 @@ pub trait SendEnd: End {
         }
         Ok(n == want)
     }
-    /// Send `bytes` as records of `size` bytes each.
+    /// Send `bytes` as records of `size` bytes each (`size > 0`).
     #[doc(hidden)]
-    fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
-        for rec in bytes.chunks_exact(size.max(1)) {
-            self.send_bytes(rec, Wait::Block)?;
-        }
-        Ok(())
-    }
+    fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()>;
 }
 
 /// A ring end that receives.
@@ -206,8 +208,8 @@ impl SendEnd for mpmc::Producer {
     /// every free slot among them.
     fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
         let mut refs: [&[u8]; 64] = [&[]; 64];
-        for chunk in bytes.chunks(64 * size.max(1)) {
-            let n = chunk.chunks_exact(size.max(1)).zip(refs.iter_mut()).map(|(rec, r)| *r = rec).count();
+        for chunk in bytes.chunks(64 * size) {
+            let n = chunk.chunks_exact(size).zip(refs.iter_mut()).map(|(rec, r)| *r = rec).count();
             let mut sent = 0;
             while sent < n {
                 sent += self.send_batch(&refs[sent..n])?;
@@ -248,9 +250,6 @@ impl SendEnd for spsc::Producer {
     }
 
     fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
-        if size == 0 {
-            return Ok(());
-        }
         let stride = size.next_multiple_of(8);
         // A run must fit the ring with its header and the end marker.
         let per_run = (self.max_record_len() / stride).clamp(1, 0xffff);
@@ -273,7 +272,7 @@ impl SendEnd for spsc::Producer {
     #[inline]
     fn send_filled(&mut self, size: usize, want: usize, mut fill: impl FnMut(&mut [u8]) -> bool) -> Result<bool> {
         let stride = size.next_multiple_of(8);
-        let per_run = (self.max_record_len() / stride.max(8)).clamp(1, 0xffff);
+        let per_run = (self.max_record_len() / stride).clamp(1, 0xffff);
         let want = want.clamp(1, per_run);
         let mut run = self.grant_records(size, want)?;
         let mut n = 0;
@@ -514,7 +513,7 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
             }
             if run.record_len() != size {
                 bad = Some(run.record_len());
-            } else if size != 0 && run.stride() == size {
+            } else if run.stride() == size {
                 // Packed back to back: one pass over the run's bytes.
                 for rec in run.as_bytes().chunks_exact(size) {
                     if let Ok(v) = T::read_from_bytes(rec) {
