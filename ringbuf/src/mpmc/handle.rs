@@ -130,7 +130,7 @@ impl Core {
             Side::Enq => &self.ctl().enqueue,
             Side::Deq => &self.ctl().dequeue,
         };
-        // Acquire: pairs with the SeqCst CAS of the handle that moved the
+        // Acquire: pairs with the Release CAS of the handle that moved the
         // counter, so its claim record is visible (see `live_claimant`).
         let raw = c.load(Ordering::Acquire);
         let closed = side == Side::Enq && raw & MPMC_CLOSED != 0;
@@ -156,7 +156,7 @@ impl Core {
         }
         // Release: pairs with the Acquire load in `live_claimant`, as above
         // for the previous claim's sequence stores. (The new record itself
-        // is published by the SeqCst CAS that follows.)
+        // is published by the Release CAS that follows.)
         start.store(pos, Ordering::Release);
     }
 
@@ -191,10 +191,11 @@ impl Core {
                     k += 1;
                 }
                 self.set_claim(Side::Enq, q, k);
-                // SeqCst: releases our claim record to recoverers (which
-                // load the counter with Acquire). Fails if the ring was
-                // closed meanwhile (the closed bit is set).
-                if self.ctl().enqueue.compare_exchange(q, q + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                // Release: releases our claim record to recoverers (which
+                // load the counter with Acquire; later claims' CASes continue
+                // the release sequence). Fails if the ring was closed
+                // meanwhile (the closed bit is set).
+                if self.ctl().enqueue.compare_exchange(q, q + k, Ordering::Release, Ordering::Relaxed).is_ok() {
                     self.last_pos = q + k;
                     return Ok(Claim::Got { pos: q, n: k });
                 }
@@ -204,11 +205,12 @@ impl Core {
             // Not free. Read the consumers' counter, then ours again: if ours
             // did not move, the sequence and `d` were both read while it was
             // `q`, and the slot's state can be judged.
-            // Acquire: pairs with the consumers' SeqCst CAS, so a claim
+            // Acquire: pairs with the consumers' Release CAS, so a claim
             // record is visible to `live_claimant`.
             let d = self.ctl().dequeue.load(Ordering::Acquire);
-            // Acquire: keeps this re-read after the two loads above.
-            if self.ctl().enqueue.load(Ordering::Acquire) != q {
+            // Relaxed: the Acquire loads of the sequence and of `dequeue`
+            // above already keep this re-read after them.
+            if self.ctl().enqueue.load(Ordering::Relaxed) != q {
                 continue;
             }
             if d > q || q.saturating_sub(n) > d {
@@ -248,9 +250,9 @@ impl Core {
                     k += 1;
                 }
                 self.set_claim(Side::Deq, p, k);
-                // SeqCst: releases our claim record to recoverers (which
-                // load the counter with Acquire).
-                if self.ctl().dequeue.compare_exchange(p, p + k, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                // Release: releases our claim record to recoverers (which
+                // load the counter with Acquire), as in `claim_enq`.
+                if self.ctl().dequeue.compare_exchange(p, p + k, Ordering::Release, Ordering::Relaxed).is_ok() {
                     self.last_pos = p + k;
                     return Ok(Claim::Got { pos: p, n: k });
                 }
@@ -258,11 +260,11 @@ impl Core {
                 continue;
             }
             // Not ready. Read the producers' counter, then ours again (as in
-            // `claim_enq`). Acquire: pairs with the producers' SeqCst CAS, so
-            // a claim record is visible to `live_claimant`.
+            // `claim_enq`). Acquire: pairs with the producers' Release CAS,
+            // so a claim record is visible to `live_claimant`.
             let e_word = self.ctl().enqueue.load(Ordering::Acquire);
-            // Acquire: keeps this re-read after the two loads above.
-            if self.ctl().dequeue.load(Ordering::Acquire) != p {
+            // Relaxed: as in `claim_enq`.
+            if self.ctl().dequeue.load(Ordering::Relaxed) != p {
                 continue;
             }
             let (e, closed) = (e_word & !MPMC_CLOSED, e_word & MPMC_CLOSED != 0);

@@ -60,7 +60,7 @@
 //! a handle writes the range it is about to claim into its entry
 //! (`enq_start`/`enq_count` or `deq_start`/`deq_count`, Release); after its
 //! last sequence store for that range it stores `CLAIM_NONE` (Release). The
-//! CAS itself is SeqCst, so it also releases the claim record.
+//! CAS itself is Release, so it also releases the claim record.
 //!
 //! **Who recovers.** A waiter that finds the slot it needs claimed but
 //! unfinished (a consumer at `p` with `seq == p` and `enqueue > p`; a producer

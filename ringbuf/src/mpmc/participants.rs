@@ -52,7 +52,7 @@ impl Core {
                 continue;
             }
             // AcqRel: the Release half pairs with the Acquire load of the
-            // high-water mark in `live_claimant` (through our later SeqCst
+            // high-water mark in `live_claimant` (through our later Release
             // counter CAS): recoverers scan our entry before we claim.
             ctl.shared.high_water.fetch_max(i as u32 + 1, Ordering::AcqRel);
             // Release (all four): pair with the Acquire loads in
@@ -236,7 +236,7 @@ impl Core {
         // are consistent: d <= e <= d + n.
         let mut stable = None;
         for _ in 0..super::CLAIM_RETRIES {
-            // Acquire (all three): pair with the handles' SeqCst counter
+            // Acquire (all three): pair with the handles' Release counter
             // CASes, so their claim records are visible to `live_claimant`.
             let d = ctl.dequeue.load(Ordering::Acquire);
             let e = ctl.enqueue.load(Ordering::Acquire) & !crate::header::MPMC_CLOSED;
