@@ -299,6 +299,17 @@ use shmring::typed::{Receiver, Sender};
 /// holding a message of the named MPMC ring.
 const CHILD_ENV: &str = "SHMRING_CLITEST_MPMC_HOLD";
 
+#[test]
+fn a_fifo_under_a_segment_name_is_refused_not_waited_on() {
+    let name = Name::new("fifo");
+    assert!(Command::new("mkfifo").arg(name.dev_path()).status().unwrap().success());
+    // Opening a FIFO for reading would wait for a writer for ever.
+    let out = run(&["inspect", &name.0]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
 fn stdout_of(args: &[&str]) -> (Option<i32>, String) {
     let out = run(args);
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())

@@ -126,7 +126,9 @@ fn open_file(loc: &Location, access: Access) -> Result<File> {
                     (OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, Mode::from_bits_truncate(mode))
                 }
                 Access::ReadWrite => (OFlag::O_RDWR, Mode::empty()),
-                Access::ReadOnly => (OFlag::O_RDONLY, Mode::empty()),
+                // Non-blocking: a FIFO planted under the name must not hang
+                // `inspect` (it is then refused as not a regular file).
+                Access::ReadOnly => (OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty()),
             };
             let fd = nix::sys::mman::shm_open(c.as_c_str(), flags, mode).map_err(|e| match e {
                 Errno::EEXIST => Error::AlreadyExists(loc.to_string()),
