@@ -43,10 +43,6 @@ fn role_alive(role: (u32, u32, u64)) -> Option<bool> {
     (role.0 == ROLE_ATTACHED).then(|| alive(role.1, role.2))
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    b.get(off..off + 4).and_then(|s| s.try_into().ok()).map_or(0, u32::from_ne_bytes)
-}
-
 fn u64_at(b: &[u8], off: usize) -> u64 {
     b.get(off..off + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_ne_bytes)
 }
@@ -62,17 +58,15 @@ enum TypeInfo {
     Impossible(String),
 }
 
-fn type_info(page: &[u8]) -> TypeInfo {
-    let size = u32_at(page, offset_of!(Header, type_size));
-    let align = u32_at(page, offset_of!(Header, type_align));
-    let fingerprint = u64_at(page, offset_of!(Header, type_fingerprint));
-    if size == 0 && align == 0 && fingerprint == 0 {
-        return TypeInfo::Untyped;
+/// The record type of the snapshot's words (checked by
+/// `header::record_type_problem`), with its name read from the page.
+fn type_info(snap: &Snapshot, page: &[u8]) -> TypeInfo {
+    let (size, align, fingerprint) = snap.record_type;
+    if let Some(what) = header::record_type_problem(size, align, fingerprint) {
+        return TypeInfo::Impossible(what);
     }
-    if !align.is_power_of_two() || size % align != 0 || fingerprint == 0 {
-        return TypeInfo::Impossible(format!(
-            "record type words impossible: size {size}, align {align}, fingerprint {fingerprint:#x}"
-        ));
+    if fingerprint == 0 {
+        return TypeInfo::Untyped;
     }
     let start = offset_of!(Header, type_name);
     let raw = page.get(start..start + RecordType::NAME_MAX).unwrap_or(&[]);
@@ -208,7 +202,8 @@ impl View {
             return p;
         }
         match &self.ty {
-            TypeInfo::Impossible(what) => p.push(what.clone()),
+            // Already among the snapshot's problems.
+            TypeInfo::Impossible(_) => {}
             TypeInfo::Typed { size, .. } if self.is_mpmc() && *size > self.snap.slot_size => {
                 p.push(format!("record type of {size} bytes does not fit a slot of {} bytes", self.snap.slot_size))
             }
@@ -279,7 +274,7 @@ fn read_mpmc_head(loc: &Location) -> std::io::Result<Vec<u8>> {
 fn view(loc: &Location) -> Result<View, Error> {
     let (page, len) = read_first_page(loc)?;
     let snap = Snapshot::parse(&page, len);
-    let ty = type_info(&page);
+    let ty = type_info(&snap, &page);
     let parts = match (&snap.mpmc, snap.magic == header::MAGIC) {
         (Some(_), true) => Some(match read_mpmc_head(loc) {
             Ok(head) => participants(&head),

@@ -59,10 +59,10 @@ pub fn recv(loc: &Location, capacity: u64, spin: bool, keep: bool) -> Result<u8,
     loop {
         let n = rx
             .recv_batch(64, |rec| {
-                if write_err.is_none() {
-                    if let Err(e) = out.write_all(rec) {
-                        write_err = Some(e);
-                    }
+                if write_err.is_none()
+                    && let Err(e) = out.write_all(rec)
+                {
+                    write_err = Some(e);
                 }
             })
             .map_err(|e| fail_and_remove(loc, e))?;

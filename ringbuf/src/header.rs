@@ -273,7 +273,7 @@ impl RecordType {
 /// (all zero: an untyped ring).
 pub fn record_type_problem(size: u32, align: u32, fingerprint: u64) -> Option<String> {
     let untyped = size == 0 && align == 0 && fingerprint == 0;
-    let typed = align.is_power_of_two() && size % align == 0 && fingerprint != 0;
+    let typed = align.is_power_of_two() && size.is_multiple_of(align) && fingerprint != 0;
     (!untyped && !typed)
         .then(|| format!("record type words impossible: size {size}, align {align}, fingerprint {fingerprint:#x}"))
 }
@@ -487,12 +487,12 @@ impl Default for MpmcControl {
 #[cfg(not(loom))]
 const _: () = {
     assert!(std::mem::size_of::<Header>() <= CONTROL_OFFSET);
-    assert!(CONTROL_OFFSET % 128 == 0);
+    assert!(CONTROL_OFFSET.is_multiple_of(128));
     assert!(CONTROL_OFFSET + std::mem::size_of::<SpscControl>() <= HEADER_LEN);
     assert!(CONTROL_OFFSET + std::mem::size_of::<MpmcControl>() <= MPMC_HEADER_LEN);
     // Everything `Snapshot::parse` reads of an MPMC segment is in the first page.
     assert!(CONTROL_OFFSET + std::mem::offset_of!(MpmcControl, participants) <= HEADER_LEN);
-    assert!(MPMC_HEADER_LEN % 4096 == 0);
+    assert!(MPMC_HEADER_LEN.is_multiple_of(4096));
 };
 
 /// Bytes one MPMC slot occupies for a payload of `slot_size` bytes (a
@@ -885,7 +885,7 @@ impl Snapshot {
                 self.tail, self.head, self.capacity
             ));
         }
-        if self.tail % 8 != 0 || self.head % 8 != 0 {
+        if !self.tail.is_multiple_of(8) || !self.head.is_multiple_of(8) {
             p.push(format!("positions not 8-byte aligned: head {}, tail {}", self.head, self.tail));
         }
     }

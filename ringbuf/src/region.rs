@@ -62,7 +62,7 @@ impl Region {
 
     #[inline]
     fn check(&self, off: usize, len: usize) {
-        debug_assert!(off % 8 == 0 && off.checked_add(len).is_some_and(|e| e <= self.capacity));
+        debug_assert!(off.is_multiple_of(8) && off.checked_add(len).is_some_and(|e| e <= self.capacity));
     }
 
     #[cfg(loom)]

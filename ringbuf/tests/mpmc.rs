@@ -430,7 +430,7 @@ fn peer_main() {
             let mut got: Vec<u8> = Vec::new();
             let mut k = 0u64;
             loop {
-                if k % 50 == 0 {
+                if k.is_multiple_of(50) {
                     let mut batch = Vec::new();
                     let n = rx.recv_batch(8, |m| batch.push(check_message(m, SLOT))).unwrap();
                     if n == 0 {

@@ -170,7 +170,7 @@ impl Role for Producer {
         let tail = p.sh.ctl().tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of `head`.
         let head = p.sh.ctl().head.load(Ordering::Acquire);
-        if tail.wrapping_sub(head) > p.sh.capacity || tail % 8 != 0 || head % 8 != 0 {
+        if tail.wrapping_sub(head) > p.sh.capacity || !tail.is_multiple_of(8) || !head.is_multiple_of(8) {
             return Err(p.poison(format!("positions impossible at attach: head {head}, tail {tail}")));
         }
         (p.tail, p.published, p.cached_head) = (tail, tail, head);
@@ -249,7 +249,7 @@ impl Producer {
         // Acquire: pairs with the consumer's Release store of `head`: it has
         // finished reading the bytes it released before we overwrite them.
         let h = self.sh.ctl().head.load(Ordering::Acquire);
-        if h.wrapping_sub(self.cached_head) > self.published.wrapping_sub(self.cached_head) || h % 8 != 0 {
+        if h.wrapping_sub(self.cached_head) > self.published.wrapping_sub(self.cached_head) || !h.is_multiple_of(8) {
             return Err(self.poison(format!(
                 "consumer position {h} outside [{}, {}] (last seen, published)",
                 self.cached_head, self.published
