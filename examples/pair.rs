@@ -53,9 +53,10 @@ fn producer(count: u64) -> Result<(), Box<dyn Error>> {
     let name = format!("shmring-pair-{}", std::process::id());
     let loc = Location::shm(&name);
     let mut child = Command::new(std::env::current_exe()?).args([CHILD, &name, &count.to_string()]).spawn()?;
-    let sent = open_when_created(&loc, &mut child).and_then(|tx| send(tx, count));
+    let tx = open_when_created(&loc, &mut child);
     // Both sides have it mapped by now (or never will): the name can go.
     let _ = loc.unlink();
+    let sent = tx.and_then(|tx| send(tx, count));
     if sent.is_err() {
         let _ = child.kill();
     }

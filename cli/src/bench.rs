@@ -46,8 +46,11 @@ PING-PONG ROWS (mode spin, park or blocking)
   the ring (records, checks, waiting policy).
   'shmring' is the single-producer single-consumer ring; 'shmring-mpmc' is the
   multi-producer multi-consumer ring (fixed-size slots) used by one producer and
-  one consumer, so the gap between the two rows is the price of the MPMC slot
-  protocol (a compare-and-swap and a sequence word per message).
+  one consumer. The gap between the two rows is mostly the price of the MPMC
+  slot protocol (a compare-and-swap and a sequence word per message), but not
+  only: in spin mode the SPSC producers also push each message to the shared
+  cache (demote), and the SPSC stream ring holds more messages (1 MiB against
+  1024 slots).
 
 STREAM ROWS (mode stream)
   One process writes messages as fast as the transport accepts them; the other

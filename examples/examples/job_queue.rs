@@ -14,7 +14,10 @@
 //! - Jobs travel as typed values, `Sender<Job, mpmc::Producer>` to
 //!   `Receiver<Job, mpmc::Consumer>`: each job goes to exactly one worker.
 //!   A worker keeps the job's slot claimed while it works on it and releases
-//!   it only after reporting the result, so a job is never silently dropped.
+//!   it only after reporting the result, so a job that a worker had started
+//!   is never silently dropped. (A worker killed after claiming a job but
+//!   before reporting `Started` loses it with only the ring's loss counter
+//!   to show; the run then stops at its time limit.)
 //! - Each worker reports `Started` and `Done` events over its own
 //!   `Sender<Event>` (SPSC), so the dispatcher always knows which job each
 //!   worker holds.
