@@ -381,7 +381,17 @@ fn a_scribbled_semaphore_flags_word_is_not_handed_to_glibc() {
     let sem = CONTROL_OFFSET + std::mem::offset_of!(SpscControl, data_ready) + SEM_OFFSET;
     a.write_u32(sem + 8, 0xffff_ffff);
     let mut peer: Peer = spawn_peer("semaphore_victim_main", "victim", &seg.name());
-    std::thread::sleep(Duration::from_millis(200)); // let it park
+    // Wait until it is registered as a waiter: only then does our send go
+    // through the semaphore with the scribbled word.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
+        if shmring::header::Snapshot::parse(&page, len).waiters.0 > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the victim never parked");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     tx.send(b"still here").unwrap();
     let status = wait_exit(&mut peer, 60);
     assert!(status.success(), "victim exit: {status:?}");
