@@ -210,33 +210,7 @@ impl MpmcOptions {
         self.slot_count = slots;
         self
     }
-    /// Permission bits for a newly created segment (default 0o600).
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-    /// How long an opener waits for a creator to finish initialising.
-    pub fn ready_timeout(mut self, t: Duration) -> Self {
-        self.ready_timeout = t;
-        self
-    }
-    /// Initial wait policy of the handle (changeable later).
-    pub fn wait_policy(mut self, p: WaitPolicy) -> Self {
-        self.policy = p;
-        self
-    }
-    /// How parked handles sleep and are woken, for a newly created segment
-    /// (default [`NotifierKind::Futex`]). Recorded in the header; every
-    /// handle, whatever its own options, uses what the segment's header
-    /// says, so this has no effect when opening an existing segment.
-    pub fn notifier(mut self, kind: NotifierKind) -> Self {
-        self.notifier = kind;
-        self
-    }
-    /// The configured notifier.
-    pub fn notifier_kind(&self) -> NotifierKind {
-        self.notifier
-    }
+    crate::ring::segment_option_setters!();
     /// The slot size in bytes as the ring will record it (rounded up to 8).
     pub fn slot_size_bytes(&self) -> usize {
         self.slot_size.next_multiple_of(8)

@@ -13,6 +13,8 @@ use crate::sync::Ordering;
 use crate::wait::{Attempt, WaitPolicy, block_on};
 
 /// The consuming end of an SPSC ring. See [`Producer`] for an example.
+///
+/// [`Producer`]: super::Producer
 pub struct Consumer {
     pub(super) sh: Shared,
     /// Private read position.
@@ -85,7 +87,7 @@ impl Consumer {
     /// Create a new ring at `loc` and attach as its consumer.
     ///
     /// # Errors
-    /// As [`Producer::create`].
+    /// As [`Producer::create`](super::Producer::create).
     pub fn create(loc: &Location, opts: &RingOptions) -> Result<Consumer> {
         create_role(loc, opts)
     }
@@ -93,7 +95,7 @@ impl Consumer {
     /// Open an existing ring at `loc` and attach as its consumer.
     ///
     /// # Errors
-    /// As [`Producer::open`].
+    /// As [`Producer::open`](super::Producer::open).
     pub fn open(loc: &Location) -> Result<Consumer> {
         open_role(loc)
     }
@@ -102,7 +104,7 @@ impl Consumer {
     /// and attach as its consumer.
     ///
     /// # Errors
-    /// As [`Producer::open_or_create`].
+    /// As [`Producer::open_or_create`](super::Producer::open_or_create).
     pub fn open_or_create(loc: &Location, opts: &RingOptions) -> Result<Consumer> {
         open_or_create_role(loc, opts)
     }
@@ -110,7 +112,7 @@ impl Consumer {
     /// Attach as consumer to an already mapped segment.
     ///
     /// # Errors
-    /// As [`Producer::open`].
+    /// As [`Producer::open`](super::Producer::open).
     pub fn attach(seg: Segment) -> Result<Consumer> {
         Self::attach_with(seg, &RingOptions::default())
     }

@@ -143,29 +143,7 @@ impl RingOptions {
         self.capacity = bytes;
         self
     }
-    /// Permission bits for a newly created segment (default 0o600).
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-    /// How long an opener waits for a creator to finish initialising.
-    pub fn ready_timeout(mut self, t: Duration) -> Self {
-        self.ready_timeout = t;
-        self
-    }
-    /// Initial wait policy of the handle (changeable later).
-    pub fn wait_policy(mut self, p: WaitPolicy) -> Self {
-        self.policy = p;
-        self
-    }
-    /// How parked handles sleep and are woken, for a newly created segment
-    /// (default [`NotifierKind::Futex`]). Recorded in the header; every
-    /// handle, whatever its own options, uses what the segment's header
-    /// says, so this has no effect when opening an existing segment.
-    pub fn notifier(mut self, kind: NotifierKind) -> Self {
-        self.notifier = kind;
-        self
-    }
+    crate::ring::segment_option_setters!();
     /// Initial demote setting of a producer (default off; changeable later
     /// with [`Producer::set_demote`], which explains it). Consumers ignore it.
     pub fn demote(mut self, on: bool) -> Self {
@@ -175,10 +153,6 @@ impl RingOptions {
     /// The configured capacity in bytes.
     pub fn capacity_bytes(&self) -> u64 {
         self.capacity
-    }
-    /// The configured notifier.
-    pub fn notifier_kind(&self) -> NotifierKind {
-        self.notifier
     }
 }
 
