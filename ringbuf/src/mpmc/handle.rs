@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{CLAIM_RETRIES, SKIP, STUCK_POLL, Shared};
+#[cfg(loom)]
+use super::STUCK_POLL;
+use super::{CLAIM_RETRIES, SKIP, Shared};
 use crate::error::{Error, Result};
 use crate::header::{self, CLAIM_NONE, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, Participant};
 use crate::sync::{AtomicU64, Ordering};
@@ -53,6 +55,9 @@ pub(super) struct Stuck {
     pub(super) seq: u64,
     #[cfg(not(loom))]
     pub(super) next_scan: Instant,
+    /// How long after `next_scan`'s check the next one comes.
+    #[cfg(not(loom))]
+    pub(super) poll: Duration,
 }
 
 /// How long a call may wait.
@@ -290,7 +295,7 @@ impl Core {
 
     /// Run `step` until it returns a value, waiting on `which` per the wait
     /// policy until `deadline`. While a needed slot is claimed (`stuck`),
-    /// wake-ups come at least every [`STUCK_POLL`].
+    /// wake-ups come at least as often as its claimant is checked.
     pub(super) fn wait<T>(
         &mut self,
         which: Ec,
@@ -310,9 +315,11 @@ impl Core {
         let sh = self.sh.clone();
         let ec = sh.ec(which);
         loop {
-            let fast = self.stuck.is_some();
-            let policy =
-                if fast { self.policy.check_interval(STUCK_POLL.min(self.policy.interval())) } else { self.policy };
+            let fast = self.stuck_poll();
+            let policy = match fast {
+                Some(poll) => self.policy.check_interval(poll.min(self.policy.interval())),
+                None => self.policy,
+            };
             let got = block_on(
                 &policy,
                 ec,
@@ -322,9 +329,10 @@ impl Core {
                     if let Some(v) = step(self)? {
                         return Ok(Attempt::Ready(Some(v)));
                     }
-                    // Switch the wake-up cadence when a claimed slot shows up or
-                    // goes away. (Under loom time does not pass: never switch.)
-                    if !cfg!(loom) && self.stuck.is_some() != fast {
+                    // Switch the wake-up cadence when a claimed slot shows up,
+                    // goes away, or its check interval grows. (Under loom time
+                    // does not pass: never switch.)
+                    if !cfg!(loom) && self.stuck_poll() != fast {
                         return Ok(Attempt::Ready(None));
                     }
                     Ok(Attempt::NotYet)
@@ -335,6 +343,15 @@ impl Core {
                 return Ok(v);
             }
         }
+    }
+
+    /// How often the claimant of the slot we wait on is being checked, if
+    /// one is.
+    fn stuck_poll(&self) -> Option<Duration> {
+        #[cfg(not(loom))]
+        return self.stuck.as_ref().map(|s| s.poll);
+        #[cfg(loom)]
+        return self.stuck.as_ref().map(|_| STUCK_POLL);
     }
 
     /// Write the length word and publish the slot of `pos` to consumers.

@@ -65,8 +65,8 @@
 //! **Who recovers.** A waiter that finds the slot it needs claimed but
 //! unfinished (a consumer at `p` with `seq == p` and `enqueue > p`; a producer
 //! at `q` with the slot still holding message `t = q - slot_count` and
-//! `dequeue > t`) notes the time. After [`STUCK_GRACE`], and then every
-//! [`STUCK_POLL`], it scans the participant table for a claim record covering
+//! `dequeue > t`) notes the time. After [`STUCK_GRACE`], and then after
+//! [`STUCK_POLL`] doubling up to [`STUCK_POLL_MAX`], it scans the participant table for a claim record covering
 //! the position whose holder is alive. If there is none, it recovers the slot
 //! with one CAS on its sequence: `p -> (p + 1) | SKIP` for a producer's slot
 //! (consumers drop it), `t + 1 -> t + slot_count` for a consumer's (the next
@@ -118,7 +118,7 @@
 //! counters must stay within `slot_count` of each other; a length word must
 //! not exceed the slot size. Anything else returns [`Error::Corrupted`] and
 //! poisons the handle. Every wait is bounded by the wait policy's check
-//! interval (at most [`STUCK_POLL`] while a slot is claimed) and every
+//! interval (at most [`STUCK_POLL_MAX`] while a slot is claimed) and every
 //! retry loop by a fixed count, so garbage cannot make a call spin for ever.
 //!
 //! A handle must not be used in a child after `fork`: its claims would carry
@@ -155,9 +155,13 @@ const SKIP: u64 = 1 << 63;
 /// How long a slot must stay claimed before a waiter first checks whether
 /// its claimant died.
 pub const STUCK_GRACE: Duration = Duration::from_millis(2);
-/// How often a waiter re-checks a claimed slot's claimant after that, and
-/// the longest it parks while a slot it needs is claimed.
+/// How soon a waiter re-checks a claimed slot's claimant after that, and
+/// the longest it parks while a slot it needs is claimed. Each check that
+/// finds the claimant alive doubles both, up to [`STUCK_POLL_MAX`]: a live
+/// holder working on its message for long costs its waiters few wake-ups.
 pub const STUCK_POLL: Duration = Duration::from_millis(2);
+/// The longest a waiter goes between two checks of a claimed slot's claimant.
+pub const STUCK_POLL_MAX: Duration = Duration::from_millis(32);
 /// Claim attempts per call before reporting "not now" (bounds the work a
 /// garbage counter can cause; many real retries mean others progressed).
 const CLAIM_RETRIES: u32 = 256;

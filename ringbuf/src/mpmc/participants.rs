@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Core, SKIP, Shared, Side, Stuck};
 #[cfg(not(loom))]
-use super::{STUCK_GRACE, STUCK_POLL};
+use super::{STUCK_GRACE, STUCK_POLL, STUCK_POLL_MAX};
 use crate::error::{Error, Result};
 use crate::header::{
     CLAIM_NONE, MPMC_MAX_PARTICIPANTS, PARTICIPANT_ATTACHED, PARTICIPANT_ATTACHING, PARTICIPANT_FREE,
@@ -205,10 +205,9 @@ impl Core {
                     if now < st.next_scan {
                         return false;
                     }
-                    st.next_scan = now + STUCK_POLL;
                 }
                 _ => {
-                    self.stuck = Some(Stuck { pos, seq, next_scan: now + STUCK_GRACE });
+                    self.stuck = Some(Stuck { pos, seq, next_scan: now + STUCK_GRACE, poll: STUCK_POLL });
                     return false;
                 }
             }
@@ -221,6 +220,13 @@ impl Core {
         let done = self.recover(claimant, pos, seq);
         if done {
             self.stuck = None;
+        } else {
+            // The claimant is alive: check again later, a little later each time.
+            #[cfg(not(loom))]
+            if let Some(st) = &mut self.stuck {
+                st.next_scan = Instant::now() + st.poll;
+                st.poll = (st.poll * 2).min(STUCK_POLL_MAX);
+            }
         }
         done
     }
