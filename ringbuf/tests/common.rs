@@ -47,6 +47,15 @@ impl Attacker {
     }
 }
 
+/// `r` must be `Error::Corrupted` with a message; `what` names the case.
+pub fn assert_corrupted<T>(r: shmring::Result<T>, what: &str) {
+    match r {
+        Err(shmring::Error::Corrupted { what: w, .. }) => assert!(!w.is_empty()),
+        Err(e) => panic!("{what}: expected Corrupted, got {e}"),
+        Ok(_) => panic!("{what}: expected Corrupted, got Ok"),
+    }
+}
+
 /// A child process killed and reaped when dropped.
 pub struct Peer(pub Child);
 

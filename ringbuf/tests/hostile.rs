@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Attacker, Peer, TempSeg, peer_role, spawn_peer, wait_exit};
+use common::{Attacker, Peer, TempSeg, assert_corrupted, peer_role, spawn_peer, wait_exit};
 use shmring::header::{CONTROL_OFFSET, HEADER_LEN, Header, NotifierKind, SpscControl};
 use shmring::spsc::{Consumer, Producer};
 use shmring::{Error, EventCount, RingOptions, Segment, WaitPolicy};
@@ -26,14 +26,6 @@ fn pair(tag: &str) -> (TempSeg, Producer, Consumer) {
     let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
     let rx = Consumer::open(&seg.0).unwrap();
     (seg, tx, rx)
-}
-
-fn assert_corrupted<T>(r: shmring::Result<T>, what: &str) {
-    match r {
-        Err(Error::Corrupted { what: w, .. }) => assert!(!w.is_empty()),
-        Err(e) => panic!("{what}: expected Corrupted, got {e}"),
-        Ok(_) => panic!("{what}: expected Corrupted, got Ok"),
-    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Attacker, Peer, TempSeg, peer_role, spawn_peer, wait_exit};
+use common::{Attacker, Peer, TempSeg, assert_corrupted, peer_role, spawn_peer, wait_exit};
 use shmring::header::{self, CONTROL_OFFSET, MPMC_HEADER_LEN, MpmcControl, NotifierKind, Snapshot, mpmc_slot_stride};
 use shmring::mpmc::{self, Consumer, MpmcOptions, Producer};
 use shmring::{Error, Location, RingOptions, Segment, WaitPolicy, spsc};
@@ -49,14 +49,6 @@ fn check_message(m: &[u8], slot_size: usize) -> (u32, u64) {
     let i = u64::from_le_bytes(m[8..16].try_into().unwrap());
     assert_eq!(m, &message(p, i, slot_size)[..], "message {p}/{i} damaged");
     (p, i)
-}
-
-fn assert_corrupted<T>(r: shmring::Result<T>, what: &str) {
-    match r {
-        Err(Error::Corrupted { what: w, .. }) => assert!(!w.is_empty()),
-        Err(e) => panic!("{what}: expected Corrupted, got {e}"),
-        Ok(_) => panic!("{what}: expected Corrupted, got Ok"),
-    }
 }
 
 // ---------------------------------------------------------------------------
