@@ -172,18 +172,6 @@ impl Consumer {
     }
 }
 
-impl Record<'_> {
-    /// Payload length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the payload is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
 impl std::ops::Deref for Record<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
