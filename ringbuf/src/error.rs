@@ -114,6 +114,20 @@ pub enum Error {
         /// The dead peer's pid.
         pid: u32,
     },
+    /// The process on the other side gave up after an error (or dropped its
+    /// handle while a call had failed, or called `abort`): everything it
+    /// committed before was delivered, but the stream is incomplete.
+    #[error("segment {segment}: the {role} (pid {pid}) aborted the stream: {}", if reason.is_empty() { "no reason given" } else { reason.as_str() })]
+    PeerAborted {
+        /// The segment.
+        segment: String,
+        /// The aborting peer's role.
+        role: &'static str,
+        /// The aborting peer's pid.
+        pid: u32,
+        /// Its reason (at most 64 bytes, escaped), empty if none was given.
+        reason: String,
+    },
     /// Every entry of an MPMC ring's participant table is held by a live
     /// handle: no more handles can attach until one is dropped.
     #[error("segment {segment}: all {max} participant entries are held by live handles")]
@@ -148,6 +162,21 @@ impl Error {
 
     pub(crate) fn corrupted(segment: &str, what: impl Into<String>) -> Self {
         Error::Corrupted { segment: segment.to_owned(), what: what.into() }
+    }
+
+    /// The reason a handle that failed with this error leaves for its peers
+    /// when it ends: short (the role slot keeps 64 bytes) and without the
+    /// segment name, which the peer knows.
+    pub(crate) fn abort_reason(&self) -> String {
+        match self {
+            Error::Corrupted { what, .. } => format!("corrupted: {what}"),
+            Error::PeerDied { role, pid, .. } => format!("its {role} (pid {pid}) died"),
+            Error::PeerAborted { role, .. } => format!("its {role} aborted"),
+            Error::Closed(_) => "the other side closed".into(),
+            Error::Io { op, source, .. } => format!("{op}: {source}"),
+            Error::InvalidArgument(what) => format!("invalid argument: {what}"),
+            other => other.to_string(),
+        }
     }
 
     /// `true` for errors that mean "try again later" rather than failure:

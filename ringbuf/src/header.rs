@@ -35,8 +35,13 @@ use crate::wait::EventCount;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// Version of the segment layout and record format. Bumped on any change.
 /// Version 2 added the MPMC ring ([`RingKind::Mpmc`]) and SPSC record
-/// format 2 (the consumer polls record headers; runs of records).
-pub const ABI_VERSION: u32 = 2;
+/// format 2 (the consumer polls record headers; runs of records). Version 3
+/// added the aborted endings ([`ROLE_ABORTED`], [`PARTICIPANT_ABORTED`], a
+/// [`Reason`] in every role slot and participant entry), the close seal
+/// ([`RoleSlot::seal`]) and the parked word of participant entries
+/// ([`Participant::parked`]): a version-2 peer would take an aborted stream
+/// for a live one and wait on it, so the two must refuse each other.
+pub const ABI_VERSION: u32 = 3;
 /// Bytes before the data region of an SPSC segment: header plus control
 /// block, one page. Also the number of bytes `ls` and `inspect` read.
 pub const HEADER_LEN: usize = 4096;
@@ -76,6 +81,8 @@ pub const STATE_INIT: u32 = 0;
 pub const STATE_READY: u32 = 1;
 
 /// `Header::flags` bit: a reader found impossible values and stopped.
+/// Every handle checks the flags word at its liveness ticks: this bit set by
+/// another process, or any other bit, is [`Error::Corrupted`].
 pub const FLAG_POISONED: u32 = 1;
 
 /// Which ring a segment holds.
@@ -290,15 +297,114 @@ impl std::fmt::Display for RecordType {
     }
 }
 
+/// Longest reason an aborting handle leaves for its peers, in bytes.
+pub const REASON_MAX: usize = 64;
+
+/// Why a handle aborted: up to [`REASON_MAX`] bytes of text, written by the
+/// aborting handle before it stores its aborted state (Release), read after
+/// that state is seen (Acquire). The bytes are untrusted: readers show them
+/// escaped ([`escape_reason`]), and a length above [`REASON_MAX`] is
+/// corruption.
+#[repr(C)]
+pub struct Reason {
+    /// Length of the reason in bytes, `0..=REASON_MAX`; 0: none given.
+    pub len: AtomicU32,
+    _reserved: AtomicU32,
+    /// The bytes, little-endian, 8 to a word.
+    pub bytes: [AtomicU64; REASON_MAX / 8],
+}
+
+impl Reason {
+    /// No reason (used by heap-allocated models and tests).
+    pub fn new() -> Reason {
+        Reason {
+            len: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+            bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Write `text`, cut to [`REASON_MAX`] bytes at a character boundary.
+    /// Relaxed: the caller publishes it with the Release store of its state.
+    pub(crate) fn store(&self, text: &str) {
+        let mut cut = text.len().min(REASON_MAX);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let b = &text.as_bytes()[..cut];
+        for (i, word) in self.bytes.iter().enumerate().take(cut.div_ceil(8)) {
+            let mut w = [0u8; 8];
+            let chunk = &b[i * 8..b.len().min(i * 8 + 8)];
+            w[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+        self.len.store(cut as u32, Ordering::Relaxed);
+    }
+
+    /// Read the reason, escaped for display; `Err` naming the length word
+    /// if it is impossible. The caller has seen the aborted state with
+    /// Acquire. Relaxed: ordered by that load.
+    pub(crate) fn load(&self) -> std::result::Result<String, String> {
+        let mut raw = RawReason { len: self.len.load(Ordering::Relaxed), bytes: vec![0; REASON_MAX] };
+        for (word, chunk) in self.bytes.iter().zip(raw.bytes.chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        raw.text()
+    }
+}
+
+impl Default for Reason {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An abort reason as it may be shown on a terminal or in a log: valid
+/// UTF-8 is kept but for control characters (escaped as `\n`, `\u{1b}`,
+/// ...), and every byte that is not UTF-8 is shown as `\xNN`.
+///
+/// ```
+/// assert_eq!(shmring::header::escape_reason(b"disk full"), "disk full");
+/// assert_eq!(shmring::header::escape_reason(b"bad\n\xff\x1b[2J"), "bad\\n\\xff\\u{1b}[2J");
+/// ```
+pub fn escape_reason(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// A role's attachment record (producer or consumer), on its own line.
+///
+/// The state only moves forward: FREE → ATTACHING → ATTACHED → CLOSED or
+/// ABORTED. A peer checks the word wherever it reads it: a value outside
+/// these five, or a step backwards, is corruption.
 #[repr(C)]
 pub struct RoleSlot {
-    /// [`ROLE_FREE`], [`ROLE_ATTACHING`], [`ROLE_ATTACHED`] or [`ROLE_CLOSED`].
+    /// [`ROLE_FREE`], [`ROLE_ATTACHING`], [`ROLE_ATTACHED`], [`ROLE_CLOSED`]
+    /// or [`ROLE_ABORTED`].
     pub state: AtomicU32,
     /// Pid of the holder.
     pub pid: AtomicU32,
     /// Start time of the holder.
     pub start_time: AtomicU64,
+    /// Written by a producer that closes, before [`ROLE_CLOSED`]: its final
+    /// position XOR [`CLOSE_SEAL`]. The consumer ends the stream cleanly only
+    /// if it has received exactly up to that position, so a stray write of
+    /// the state word alone cannot pass for a close.
+    pub seal: AtomicU64,
+    /// Why the holder aborted ([`ROLE_ABORTED`]).
+    pub reason: Reason,
 }
 
 /// Nobody holds the role yet.
@@ -309,11 +415,25 @@ pub const ROLE_ATTACHING: u32 = 1;
 pub const ROLE_ATTACHED: u32 = 2;
 /// The holder closed its end; the role cannot be taken again.
 pub const ROLE_CLOSED: u32 = 3;
+/// The holder gave up after an error, or was dropped while a call had
+/// failed: its peer gets what was committed, then
+/// [`Error::PeerAborted`], never a clean end of stream. The role cannot be
+/// taken again.
+pub const ROLE_ABORTED: u32 = 4;
+/// XORed with a closing producer's final position to make
+/// [`RoleSlot::seal`] ("SHMCLOSE" as little-endian bytes).
+pub const CLOSE_SEAL: u64 = u64::from_le_bytes(*b"SHMCLOSE");
 
 impl RoleSlot {
     /// A free slot (used by heap-allocated models and tests).
     pub fn new() -> RoleSlot {
-        RoleSlot { state: AtomicU32::new(ROLE_FREE), pid: AtomicU32::new(0), start_time: AtomicU64::new(0) }
+        RoleSlot {
+            state: AtomicU32::new(ROLE_FREE),
+            pid: AtomicU32::new(0),
+            start_time: AtomicU64::new(0),
+            seal: AtomicU64::new(0),
+            reason: Reason::new(),
+        }
     }
 }
 
@@ -381,7 +501,23 @@ pub struct Participant {
     pub deq_start: AtomicU64,
     /// Number of dequeue positions claimed from `deq_start`.
     pub deq_count: AtomicU64,
+    /// Which eventcount the holder is registered on as a waiter:
+    /// [`PARKED_NONE`], [`PARKED_NOT_EMPTY`] or [`PARKED_NOT_FULL`]. Set
+    /// after registering and cleared before deregistering, so that whoever
+    /// takes over the entry of a holder killed while parked can take its
+    /// registration back (else every later notify would pay a wake-up call).
+    pub parked: AtomicU32,
+    _reserved: AtomicU32,
+    /// Why the holder aborted ([`PARTICIPANT_ABORTED`]).
+    pub reason: Reason,
 }
+
+/// [`Participant::parked`]: not registered on any eventcount.
+pub const PARKED_NONE: u32 = 0;
+/// [`Participant::parked`]: registered on `not_empty` (a consumer).
+pub const PARKED_NOT_EMPTY: u32 = 1;
+/// [`Participant::parked`]: registered on `not_full` (a producer).
+pub const PARKED_NOT_FULL: u32 = 2;
 
 /// Participant state: free.
 pub const PARTICIPANT_FREE: u32 = 0;
@@ -389,6 +525,10 @@ pub const PARTICIPANT_FREE: u32 = 0;
 pub const PARTICIPANT_ATTACHING: u32 = 1;
 /// Participant state: held by the process whose pid is in the word.
 pub const PARTICIPANT_ATTACHED: u32 = 2;
+/// Participant state: its holder (the pid in the word) ended after an
+/// error and left; the entry shows why ([`Participant::reason`]) until it is
+/// reused. It claims nothing and does not close the ring for anyone else.
+pub const PARTICIPANT_ABORTED: u32 = 3;
 /// Claim start meaning "claiming nothing". A zeroed entry (start 0, count 0)
 /// claims nothing either.
 pub const CLAIM_NONE: u64 = u64::MAX;
@@ -414,6 +554,9 @@ impl Participant {
             enq_count: AtomicU64::new(0),
             deq_start: AtomicU64::new(CLAIM_NONE),
             deq_count: AtomicU64::new(0),
+            parked: AtomicU32::new(PARKED_NONE),
+            _reserved: AtomicU32::new(0),
+            reason: Reason::new(),
         }
     }
 }
@@ -493,6 +636,10 @@ const _: () = {
     // Everything `Snapshot::parse` reads of an MPMC segment is in the first page.
     assert!(CONTROL_OFFSET + std::mem::offset_of!(MpmcControl, participants) <= HEADER_LEN);
     assert!(MPMC_HEADER_LEN.is_multiple_of(4096));
+    // Role slots and participant entries each fit their 128-byte line.
+    assert!(std::mem::size_of::<RoleSlot>() <= 128);
+    assert!(std::mem::size_of::<Participant>() <= 128);
+    assert!(std::mem::size_of::<Reason>() == 8 + REASON_MAX);
 };
 
 /// Bytes one MPMC slot occupies for a payload of `slot_size` bytes (a
@@ -683,6 +830,41 @@ pub struct Snapshot {
     pub record_type: (u32, u32, u64),
     /// Control: the notifier words of the two eventcounts.
     pub ec_notifiers: (u32, u32),
+    /// Control: the abort reasons in the producer's and the consumer's role
+    /// slots (meaningful when their state is [`ROLE_ABORTED`]).
+    pub reasons: (RawReason, RawReason),
+}
+
+/// A [`Reason`] copied out of a segment with plain reads, not yet checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawReason {
+    /// The length word.
+    pub len: u32,
+    /// All [`REASON_MAX`] bytes (fewer if the page was short).
+    pub bytes: Vec<u8>,
+}
+
+impl RawReason {
+    /// Decode the reason at byte `off` of `page` (missing bytes read as zero).
+    #[cfg(not(loom))]
+    pub fn parse(page: &[u8], off: usize) -> RawReason {
+        let start = off + std::mem::offset_of!(Reason, bytes);
+        let bytes = page.get(start..(start + REASON_MAX).min(page.len())).unwrap_or(&[]).to_vec();
+        let len = page
+            .get(off + std::mem::offset_of!(Reason, len)..)
+            .and_then(|b| b.get(..4))
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        RawReason { len, bytes }
+    }
+
+    /// The reason escaped for display ([`escape_reason`]), or what is
+    /// impossible about its length word.
+    pub fn text(&self) -> std::result::Result<String, String> {
+        if self.len as usize > REASON_MAX {
+            return Err(format!("abort reason length word is {}, more than {REASON_MAX}", self.len));
+        }
+        Ok(escape_reason(&self.bytes[..(self.len as usize).min(self.bytes.len())]))
+    }
 }
 
 /// The MPMC control words of a [`Snapshot`].
@@ -737,6 +919,7 @@ mod snapshot_impl {
                     u64_at(page, base + offset_of!(RoleSlot, start_time)),
                 )
             };
+            let reason = |base: usize| RawReason::parse(page, base + offset_of!(RoleSlot, reason));
             let waiters = |base: usize| u32_at(page, base + EventCount::WAITERS_OFFSET);
             let ec_notifier = |base: usize| u32_at(page, base + EventCount::NOTIFIER_OFFSET);
             let kind = u32_at(page, offset_of!(Header, kind));
@@ -783,6 +966,7 @@ mod snapshot_impl {
                     ec_notifier(c + offset_of!(SpscControl, data_ready)),
                     ec_notifier(c + offset_of!(SpscControl, space_free)),
                 ),
+                reasons: (reason(c + offset_of!(SpscControl, producer)), reason(c + offset_of!(SpscControl, consumer))),
                 ..Snapshot::default()
             };
             snap.parse_header(page);
@@ -841,10 +1025,20 @@ impl Snapshot {
             Some(m) => self.mpmc_problems(m, &mut p),
             None => self.spsc_problems(&mut p),
         }
-        for (name, (state, _, _)) in [("producer", self.producer), ("consumer", self.consumer)] {
-            if state > ROLE_CLOSED {
+        for (name, (state, _, _), reason) in
+            [("producer", self.producer, &self.reasons.0), ("consumer", self.consumer, &self.reasons.1)]
+        {
+            if state > ROLE_ABORTED {
                 p.push(format!("{name} role state {state} is not a known state"));
             }
+            if state == ROLE_ABORTED
+                && let Err(what) = reason.text()
+            {
+                p.push(format!("{name}'s {what}"));
+            }
+        }
+        if self.flags & !FLAG_POISONED != 0 {
+            p.push(format!("header flags word {:#x} has unknown bits", self.flags));
         }
         let (size, align, fingerprint) = self.record_type;
         if let Some(what) = record_type_problem(size, align, fingerprint) {

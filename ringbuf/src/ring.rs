@@ -151,6 +151,18 @@ pub(crate) fn create_or_open(
     }
 }
 
+/// How a handle ends when it is dropped: its last error, if the call that
+/// returned it was not followed by a successful one, makes it abort.
+pub(crate) fn ending_reason(poisoned: bool, failure: &mut Option<String>) -> Option<String> {
+    if let Some(why) = failure.take() {
+        return Some(why);
+    }
+    if poisoned {
+        return Some("corrupted: ring poisoned".into());
+    }
+    std::thread::panicking().then(|| "the thread holding it panicked".into())
+}
+
 /// Check a typed opener's record type against the one the segment was
 /// created with. `None` (an untyped opener) accepts any segment.
 ///

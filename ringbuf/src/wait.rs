@@ -235,6 +235,13 @@ impl EventCount {
     /// [`EventCount::prepare_wait`] returned `key`. `None` waits without a
     /// bound. The caller re-checks its condition in all cases.
     pub fn wait(&self, key: u32, timeout: Option<Duration>) {
+        self.sleep(key, timeout);
+        self.cancel_wait();
+    }
+
+    /// [`EventCount::wait`] without deregistering: the caller calls
+    /// [`EventCount::cancel_wait`] after it.
+    fn sleep(&self, key: u32, timeout: Option<Duration>) {
         match self.notifier() {
             NotifierKind::Futex => futex::wait(&self.epoch, key, timeout),
             NotifierKind::Semaphore => {
@@ -245,7 +252,15 @@ impl EventCount {
                 }
             }
         }
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Take back the registration of a waiter that will never deregister
+    /// itself (its process was killed while parked): lowers the waiter count
+    /// by one, never below zero.
+    pub(crate) fn deregister_dead(&self) {
+        // Relaxed: only the count matters; a notifier that reads the old
+        // value makes one system call too many.
+        let _ = self.waiters.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Wake every waiter, if there is any. Call after publishing the change
@@ -575,13 +590,33 @@ pub(crate) enum Attempt<T> {
     NotYet,
 }
 
+/// A word that says, while a waiter is registered on an eventcount, which
+/// one: set to `value` after registering and back to 0 before
+/// deregistering (see `Participant::parked`).
+pub(crate) struct ParkMark<'a> {
+    pub(crate) word: &'a AtomicU32,
+    pub(crate) value: u32,
+}
+
+impl ParkMark<'_> {
+    fn set(mark: &Option<ParkMark<'_>>, parked: bool) {
+        if let Some(m) = mark {
+            // Release: pairs with the Acquire load of whoever takes over the
+            // entry after this process died; the word is only ever read
+            // once its writer is dead.
+            m.word.store(if parked { m.value } else { 0 }, Ordering::Release);
+        }
+    }
+}
+
 /// Run `attempt` until it is ready, following `policy`. `attempt(true)` is
 /// asked every `policy.interval()` while waiting to also check that the peer
 /// is alive (its error ends the wait). `deadline` bounds the whole wait, ending
-/// it with `timeout_err()`.
+/// it with `timeout_err()`. While parked, `mark` (if any) says so.
 pub(crate) fn block_on<T, E>(
     policy: &WaitPolicy,
     ec: &EventCount,
+    mark: Option<ParkMark<'_>>,
     deadline: Option<Instant>,
     timeout_err: impl Fn() -> E,
     mut attempt: impl FnMut(bool) -> Result<Attempt<T>, E>,
@@ -622,22 +657,24 @@ pub(crate) fn block_on<T, E>(
     loop {
         let due = tick(&mut next_check)?;
         let key = ec.prepare_wait();
-        match attempt(due) {
-            Ok(Attempt::Ready(v)) => {
-                ec.cancel_wait();
-                return Ok(v);
+        ParkMark::set(&mark, true);
+        let outcome = match attempt(due) {
+            Ok(Attempt::Ready(v)) => Some(Ok(v)),
+            Err(e) => Some(Err(e)),
+            Ok(Attempt::NotYet) => None,
+        };
+        if outcome.is_none() {
+            let now = Instant::now();
+            let mut slice = next_check.saturating_duration_since(now);
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(now));
             }
-            Err(e) => {
-                ec.cancel_wait();
-                return Err(e);
-            }
-            Ok(Attempt::NotYet) => {}
+            ec.sleep(key, Some(slice.max(Duration::from_micros(50))));
         }
-        let now = Instant::now();
-        let mut slice = next_check.saturating_duration_since(now);
-        if let Some(d) = deadline {
-            slice = slice.min(d.saturating_duration_since(now));
+        ParkMark::set(&mark, false);
+        ec.cancel_wait();
+        if let Some(r) = outcome {
+            return r;
         }
-        ec.wait(key, Some(slice.max(Duration::from_micros(50))));
     }
 }

@@ -186,7 +186,7 @@ for_each_notifier! {
                 }
             }
         }
-        tx.close();
+        tx.close().unwrap();
         while let Some(r) = rx.recv().unwrap() {
             assert_eq!(&*r, &want.remove(0)[..]);
         }
@@ -391,7 +391,7 @@ for_each_notifier! {
         let (_s, mut tx, mut rx) = pair("eos", 4096, kind);
         tx.send(b"one").unwrap();
         tx.send(b"two").unwrap();
-        tx.close();
+        tx.close().unwrap();
         assert_eq!(&*rx.recv().unwrap().unwrap(), b"one");
         assert_eq!(&*rx.recv().unwrap().unwrap(), b"two");
         assert!(rx.recv().unwrap().is_none());

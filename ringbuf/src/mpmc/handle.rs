@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use super::STUCK_POLL;
 use super::{CLAIM_RETRIES, SKIP, Shared};
 use crate::error::{Error, Result};
-use crate::header::{self, CLAIM_NONE, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, Participant};
+use crate::header::{
+    self, CLAIM_NONE, FLAG_POISONED, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, PARKED_NOT_EMPTY, PARKED_NOT_FULL,
+    Participant,
+};
 use crate::sync::{AtomicU64, Ordering};
-use crate::wait::{Attempt, WaitPolicy, block_on};
+use crate::wait::{Attempt, ParkMark, WaitPolicy, block_on};
 
 /// Which counter a claim is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +94,13 @@ pub(super) struct Core {
     pub(super) me: usize,
     /// Our pid as recorded in the entry.
     pub(super) pid: u32,
+    /// Our entry's word as we attached it: checked at every liveness tick.
+    pub(super) word: u64,
     pub(super) policy: WaitPolicy,
     pub(super) poisoned: bool,
+    /// Why the last call failed, if no call succeeded after it: the reason
+    /// this handle's entry is left with (aborted) when it is dropped.
+    pub(super) failure: Option<String>,
     /// Last count stored in our entry's claim count word.
     pub(super) claim_count: u64,
     /// Last value seen of our side's counter (counters never go back).
@@ -124,7 +132,53 @@ impl Core {
 
     pub(super) fn poison(&mut self, what: String) -> Error {
         self.poisoned = true;
-        self.sh.poison(what)
+        let e = self.sh.poison(what);
+        self.failure = Some(e.abort_reason());
+        e
+    }
+
+    /// Remember how a call ended, for `Drop`: a failure (not a transient
+    /// one) makes a later drop leave the entry aborted; a success forgets an
+    /// earlier failure.
+    #[inline]
+    pub(super) fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => {
+                if self.failure.is_some() {
+                    self.failure = None;
+                }
+            }
+            Err(e) if e.is_transient() => {}
+            Err(e) => self.failure = Some(e.abort_reason()),
+        }
+        r
+    }
+
+    /// Checks made at every liveness tick while waiting: the header's flags
+    /// word (poisoned by another process, or unknown bits) and our own
+    /// participant word (nobody may change it while we hold the entry).
+    fn check_shared(&mut self) -> Result<()> {
+        if let Some(h) = self.sh.header {
+            // SAFETY: the header lives in the mapping kept alive by `sh`; it is made of atomics.
+            let h = unsafe { h.as_ref() };
+            // Relaxed: a flag read on its own.
+            let flags = h.flags.load(Ordering::Relaxed);
+            if flags & FLAG_POISONED != 0 {
+                return Err(self.poison(format!(
+                    "header flags word {flags:#x}: another process found the ring corrupted and poisoned it"
+                )));
+            }
+            if flags != 0 {
+                return Err(self.poison(format!("header flags word {flags:#x} has unknown bits")));
+            }
+        }
+        // Relaxed: only we change our word while we hold the entry.
+        let w = self.entry().word.load(Ordering::Relaxed);
+        if w != self.word {
+            let what = format!("participant entry {} changed from {:#x} to {w:#x} while held", self.me, self.word);
+            return Err(self.poison(what));
+        }
+        Ok(())
     }
 
     /// Load our side's counter (Acquire) and check it. For producers the
@@ -300,6 +354,16 @@ impl Core {
         &mut self,
         which: Ec,
         deadline: Deadline,
+        step: impl FnMut(&mut Core) -> Result<Option<T>>,
+    ) -> Result<T> {
+        let r = self.wait_inner(which, deadline, step);
+        self.note(r)
+    }
+
+    fn wait_inner<T>(
+        &mut self,
+        which: Ec,
+        deadline: Deadline,
         mut step: impl FnMut(&mut Core) -> Result<Option<T>>,
     ) -> Result<T> {
         if let Some(v) = step(self)? {
@@ -314,6 +378,11 @@ impl Core {
         };
         let sh = self.sh.clone();
         let ec = sh.ec(which);
+        let parked = &sh.ctl().participants[self.me].parked;
+        let value = match which {
+            Ec::NotEmpty => PARKED_NOT_EMPTY,
+            Ec::NotFull => PARKED_NOT_FULL,
+        };
         loop {
             let fast = self.stuck_poll();
             let policy = match fast {
@@ -323,9 +392,13 @@ impl Core {
             let got = block_on(
                 &policy,
                 ec,
+                Some(ParkMark { word: parked, value }),
                 until,
                 || Error::Timeout,
-                |_| {
+                |check| {
+                    if check {
+                        self.check_shared()?;
+                    }
                     if let Some(v) = step(self)? {
                         return Ok(Attempt::Ready(Some(v)));
                     }

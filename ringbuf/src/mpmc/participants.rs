@@ -10,20 +10,21 @@ use super::{Core, SKIP, Shared, Side, Stuck};
 use super::{STUCK_GRACE, STUCK_POLL, STUCK_POLL_MAX};
 use crate::error::{Error, Result};
 use crate::header::{
-    CLAIM_NONE, MPMC_MAX_PARTICIPANTS, PARTICIPANT_ATTACHED, PARTICIPANT_ATTACHING, PARTICIPANT_FREE,
-    participant_fields, participant_word,
+    CLAIM_NONE, MPMC_MAX_PARTICIPANTS, PARKED_NONE, PARKED_NOT_EMPTY, PARKED_NOT_FULL, PARTICIPANT_ABORTED,
+    PARTICIPANT_ATTACHED, PARTICIPANT_ATTACHING, PARTICIPANT_FREE, Participant, participant_fields, participant_word,
 };
 use crate::liveness::ProcessId;
 use crate::sync::Ordering;
 use crate::wait::WaitPolicy;
 
 impl Core {
-    /// Take a participant entry for process `me`: a free one, or one whose
-    /// holder is dead.
+    /// Take a participant entry for process `me`: a free one, else one
+    /// whose holder aborted or is dead.
     pub(super) fn attach(sh: Arc<Shared>, me: ProcessId, policy: WaitPolicy) -> Result<Core> {
         let ctl = sh.ctl();
         // First pass: free entries only (no liveness checks, which read
-        // /proc); second pass: entries of dead holders.
+        // /proc); second pass: entries of aborted or dead holders (so that
+        // `inspect` shows why an aborted one left for as long as it can).
         let passes = (0..2).flat_map(|pass| ctl.participants.iter().enumerate().map(move |(i, e)| (pass, i, e)));
         for (pass, i, e) in passes {
             // Acquire: pairs with the Release stores and CASes of the word in
@@ -39,8 +40,12 @@ impl Core {
                 PARTICIPANT_ATTACHING => !sh.is_alive(pid, 0),
                 // Acquire: as above.
                 PARTICIPANT_ATTACHED => !sh.is_alive(pid, e.start_time.load(Ordering::Acquire)),
+                PARTICIPANT_ABORTED => true,
                 _ => false, // garbage: leave it alone
             };
+            // Acquire: pairs with the Release stores of the word in
+            // `block_on` (`ParkMark`); a dead holder's last value is visible.
+            let parked = e.parked.load(Ordering::Acquire);
             if !free {
                 continue;
             }
@@ -51,6 +56,13 @@ impl Core {
             if e.word.compare_exchange(w, taking, Ordering::Acquire, Ordering::Relaxed).is_err() {
                 continue;
             }
+            // The entry is ours: if its dead holder was parked, take its
+            // registration back.
+            if state != PARTICIPANT_FREE {
+                release_parked(&sh, parked);
+            }
+            // Relaxed: published by the Release CAS to ATTACHED below.
+            e.parked.store(PARKED_NONE, Ordering::Relaxed);
             // AcqRel: the Release half pairs with the Acquire load of the
             // high-water mark in `live_claimant` (through our later Release
             // counter CAS): recoverers scan our entry before we claim.
@@ -74,8 +86,10 @@ impl Core {
                 sh,
                 me: i,
                 pid: me.pid,
+                word: attached,
                 policy,
                 poisoned: false,
+                failure: None,
                 claim_count: 0,
                 last_pos: 0,
                 stuck: None,
@@ -92,24 +106,29 @@ impl Core {
         if cfg!(loom) { ProcessId { pid: self.pid, start_time: 0 } } else { ProcessId::current() }
     }
 
-    /// Give our entry back.
+    /// Give our entry back: free, or marked aborted with the reason if the
+    /// handle ends after an error (see `ring::ending_reason`).
     pub(super) fn detach(&mut self) {
         self.clear_claim(Side::Enq);
         self.clear_claim(Side::Deq);
+        let why = crate::ring::ending_reason(self.poisoned, &mut self.failure);
         let e = self.entry();
         // Relaxed: the word only ever changes by CAS; if it is not ours
         // (garbage), leave it.
         let w = e.word.load(Ordering::Relaxed);
         let (pid, generation, state) = participant_fields(w);
         if pid == self.pid && state == PARTICIPANT_ATTACHED {
+            let next = match &why {
+                Some(reason) => {
+                    e.reason.store(reason);
+                    participant_word(pid, generation, PARTICIPANT_ABORTED)
+                }
+                None => participant_word(0, generation, PARTICIPANT_FREE),
+            };
             // Release: pairs with the Acquire loads of the word in `attach`
-            // and `live_claimant`: our cleared claims come before FREE.
-            let _ = e.word.compare_exchange(
-                w,
-                participant_word(0, generation, PARTICIPANT_FREE),
-                Ordering::Release,
-                Ordering::Relaxed,
-            );
+            // and `live_claimant`: our cleared claims (and the reason) come
+            // before FREE or ABORTED.
+            let _ = e.word.compare_exchange(w, next, Ordering::Release, Ordering::Relaxed);
         }
     }
 
@@ -143,7 +162,7 @@ impl Core {
             let (pid, _, state) = participant_fields(w);
             let alive = match state {
                 // Its holder cleared its claims before leaving.
-                PARTICIPANT_FREE => false,
+                PARTICIPANT_FREE | PARTICIPANT_ABORTED => false,
                 PARTICIPANT_ATTACHED => self.sh.is_alive(pid, start_time),
                 _ => self.sh.is_alive(pid, 0),
             };
@@ -271,6 +290,55 @@ impl Core {
                 done += 1;
             }
         }
+        self.reap_dead();
         Ok(done)
+    }
+
+    /// Free the entries of holders that died without detaching, taking back
+    /// the eventcount registration of any that died parked. Runs after the
+    /// slot recovery in `recover_dead`: a freed entry proves no claim, so a
+    /// waiter may recover what it held at once.
+    fn reap_dead(&self) {
+        let ctl = self.ctl();
+        // Acquire: pairs with the AcqRel `fetch_max` in `attach`.
+        let hw = (ctl.shared.high_water.load(Ordering::Acquire) as usize).min(MPMC_MAX_PARTICIPANTS);
+        for e in &ctl.participants[..hw] {
+            // Acquire: as in `attach`.
+            let w = e.word.load(Ordering::Acquire);
+            let (pid, generation, state) = participant_fields(w);
+            let dead = match state {
+                PARTICIPANT_ATTACHING => !self.sh.is_alive(pid, 0),
+                // Acquire: as in `attach`.
+                PARTICIPANT_ATTACHED => !self.sh.is_alive(pid, e.start_time.load(Ordering::Acquire)),
+                _ => false,
+            };
+            if dead {
+                reap(&self.sh, e, w, generation);
+            }
+        }
+    }
+}
+
+/// Free the entry `e` of a dead holder, whose word is `w`: the CAS on the
+/// exact word makes this the only reaper (an attacher's take-over fails
+/// too), so the holder's registration is taken back exactly once.
+fn reap(sh: &Shared, e: &Participant, w: u64, generation: u32) {
+    // Acquire: as in `attach`.
+    let parked = e.parked.load(Ordering::Acquire);
+    let free = participant_word(0, generation.wrapping_add(1), PARTICIPANT_FREE);
+    // Release: pairs with the Acquire loads of the word in `attach` and
+    // `live_claimant`, like a detach.
+    if e.word.compare_exchange(w, free, Ordering::Release, Ordering::Relaxed).is_ok() {
+        release_parked(sh, parked);
+    }
+}
+
+/// Take back the eventcount registration of a holder that died parked
+/// ([`Participant::parked`] was `parked`).
+fn release_parked(sh: &Shared, parked: u32) {
+    match parked {
+        PARKED_NOT_EMPTY => sh.ctl().not_empty.deregister_dead(),
+        PARKED_NOT_FULL => sh.ctl().not_full.deregister_dead(),
+        _ => {} // none, or garbage: nothing we can take back
     }
 }

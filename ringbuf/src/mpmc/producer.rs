@@ -92,6 +92,23 @@ macro_rules! handle_common {
             self.core.sh.is_closed()
         }
 
+        /// Whether an earlier call found the ring corrupted: every later
+        /// call fails.
+        pub fn is_poisoned(&self) -> bool {
+            self.core.poisoned
+        }
+
+        /// Leave after an error: detach, leaving this handle's participant
+        /// entry marked aborted with `reason` (cut to 64 bytes), which
+        /// `shmring inspect` shows until the entry is reused. The ring stays
+        /// open for every other handle. Dropping a handle whose last call
+        /// failed (or that found the ring corrupted, or whose thread is
+        /// panicking) does the same with the error as the reason; dropping
+        /// it otherwise just detaches.
+        pub fn abort(mut self, reason: &str) {
+            self.core.failure = Some(reason.to_owned());
+        }
+
         /// Recover every slot left claimed by a dead process, wherever it is
         /// (waiters recover the slots they need by themselves; this finds the
         /// rest, e.g. after a run). Returns how many were recovered.
@@ -197,12 +214,13 @@ pub(super) use handle_common;
 impl Producer {
     handle_common!(Producer);
 
-    fn check_len(&self, len: usize) -> Result<()> {
+    fn check_len(&mut self, len: usize) -> Result<()> {
         if len > self.core.sh.slot_size {
-            return Err(Error::InvalidArgument(format!(
+            let e = Error::InvalidArgument(format!(
                 "message of {len} bytes does not fit a slot of {} bytes",
                 self.core.sh.slot_size
-            )));
+            ));
+            return self.core.note(Err(e));
         }
         Ok(())
     }

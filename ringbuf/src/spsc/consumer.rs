@@ -3,16 +3,23 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    FLAG_PAD, FLAG_RECORD, FLAG_RUN, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role,
+    FLAG_PAD, FLAG_RECORD, FLAG_RUN, Peer, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role,
     open_role, shared_from_segment,
 };
 use crate::error::{Error, Result};
-use crate::header::ROLE_CLOSED;
+use crate::liveness::ProcessId;
+use crate::ring::ending_reason;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::{Attempt, WaitPolicy, block_on};
 
-/// The consuming end of an SPSC ring. See [`Producer`] for an example.
+/// The consuming end of an SPSC ring. See [`Producer`] for an example, and
+/// for how a stream ends.
+///
+/// Dropping the consumer closes its end (the producer's later sends fail
+/// with [`Error::Closed`]); [`Consumer::abort`], or dropping it while its
+/// last call had failed, aborts it ([`Error::PeerAborted`] for the
+/// producer).
 ///
 /// [`Producer`]: super::Producer
 pub struct Consumer {
@@ -25,6 +32,13 @@ pub struct Consumer {
     pub(super) run: Run,
     pub(super) policy: WaitPolicy,
     pub(super) poisoned: bool,
+    /// Why the last call failed, if no call succeeded after it (see
+    /// `Producer::failure`).
+    pub(super) failure: Option<String>,
+    /// Closed or aborted already.
+    pub(super) ended: bool,
+    /// The producer's identity, copied the first time it was seen attached.
+    pub(super) producer: Option<ProcessId>,
     /// CPU pause hints after each empty poll: set while `recv_batch` waits.
     pub(super) backoff: u32,
 }
@@ -54,6 +68,9 @@ impl Role for Consumer {
             run: Run::default(),
             policy: opts.policy,
             poisoned: false,
+            failure: None,
+            ended: false,
+            producer: None,
             backoff: 0,
         };
         if head % 8 != 0 {
@@ -134,7 +151,83 @@ impl Consumer {
 
     fn poison(&mut self, what: String) -> Error {
         self.poisoned = true;
-        self.sh.poison(what)
+        let e = self.sh.poison(what);
+        self.failure = Some(e.abort_reason());
+        e
+    }
+
+    /// Remember how a call ended, for `Drop` (as `Producer::note`).
+    #[inline]
+    fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => self.failure = None,
+            Err(e) if e.is_transient() => {}
+            Err(e) => {
+                if matches!(e, Error::Corrupted { .. }) {
+                    self.poisoned = true;
+                }
+                self.failure = Some(e.abort_reason());
+            }
+        }
+        r
+    }
+
+    /// Whether an earlier call found the ring corrupted: every later call
+    /// fails, and dropping the handle aborts its end.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Whether the producer role has been taken: a producer is attached, or
+    /// was and has left. `false` while nobody has opened the ring as its
+    /// producer yet.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] if the producer's role slot is impossible.
+    pub fn peer_arrived(&mut self) -> Result<bool> {
+        Ok(!matches!(self.producer_state(false)?, Peer::NotYet))
+    }
+
+    /// Give up: end our side as aborted, leaving `reason` (cut to 64 bytes)
+    /// for the producer, whose later sends fail with
+    /// [`Error::PeerAborted`], and for `shmring inspect`.
+    pub fn abort(mut self, reason: &str) {
+        self.failure = Some(reason.to_owned());
+        self.end();
+    }
+
+    /// End the role: abort if there is a reason to, else close; then wake
+    /// the producer.
+    fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if !self.poisoned {
+            self.release();
+        }
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
+        let ctl = unsafe { ctl.as_ref() };
+        match ending_reason(self.poisoned, &mut self.failure) {
+            Some(why) => self.sh.abort(&ctl.consumer, &why),
+            None => self.sh.close(&ctl.consumer, None),
+        }
+        ctl.space_free.notify();
+    }
+
+    /// The producer's role slot, checked (see `Shared::peer`); corruption
+    /// poisons.
+    fn producer_state(&mut self, liveness: bool) -> Result<Peer> {
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
+        let slot = unsafe { &ctl.as_ref().producer };
+        let r = self.sh.peer(slot, "producer", &mut self.producer, liveness);
+        if let Err(Error::Corrupted { what, .. }) = &r {
+            self.poisoned = true;
+            self.sh.poison(what.clone());
+        }
+        r
     }
 
     /// The common case of [`Consumer::try_next`], kept small enough to
@@ -143,7 +236,7 @@ impl Consumer {
     /// bad header), which `try_next` handles.
     #[inline(always)]
     fn next_now(&mut self) -> Option<Found> {
-        if self.poisoned {
+        if self.poisoned || self.failure.is_some() {
             return None;
         }
         if self.run.left > 0 {
@@ -306,30 +399,41 @@ impl Consumer {
         Ok(())
     }
 
-    /// Whether the producer closed (checked after finding the ring empty).
-    fn producer_closed(&self) -> bool {
-        // Acquire: pairs with the producer's Release store of ROLE_CLOSED,
-        // made after its last flush: a re-check then sees every record.
-        self.sh.ctl().producer.state.load(Ordering::Acquire) == ROLE_CLOSED
-    }
-
     /// One attempt of a receive: a record, end of stream, or not yet.
     fn attempt(&mut self, check: bool) -> Result<Attempt<Option<Found>>> {
         if let Some(found) = self.try_next()? {
             return Ok(Attempt::Ready(Some(found)));
         }
-        if self.producer_closed() {
-            // Records flushed before the close are visible now.
-            return Ok(Attempt::Ready(self.try_next()?));
+        let end = self.producer_state(check)?;
+        if !matches!(end, Peer::NotYet | Peer::Attached) {
+            // Records published before the close or abort are visible now.
+            if let Some(found) = self.try_next()? {
+                return Ok(Attempt::Ready(Some(found)));
+            }
+        }
+        match end {
+            Peer::NotYet | Peer::Attached => {}
+            Peer::Closed { at } if at == self.head => return Ok(Attempt::Ready(None)),
+            Peer::Closed { at } => {
+                return Err(self.poison(format!(
+                    "the producer's role says it closed at position {at}, but the stream ends at {}",
+                    self.head
+                )));
+            }
+            Peer::Aborted(e) => return Err(e),
         }
         if check {
-            self.sh.check_alive(&self.sh.ctl().producer, "producer")?;
             self.check_tail()?;
         }
         Ok(Attempt::NotYet)
     }
 
     fn wait_next(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<Found>> {
+        let r = self.wait_next_inner(timeout);
+        self.note(r)
+    }
+
+    fn wait_next_inner(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<Found>> {
         if let Attempt::Ready(r) = self.attempt(false)? {
             return Ok(r);
         }
@@ -342,7 +446,7 @@ impl Consumer {
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
         let ec = unsafe { &ctl.as_ref().data_ready };
         let policy = self.policy;
-        block_on(&policy, ec, timeout.map(|t| Instant::now() + t), || Error::Timeout, |check| self.attempt(check))
+        block_on(&policy, ec, None, timeout.map(|t| Instant::now() + t), || Error::Timeout, |check| self.attempt(check))
     }
 
     /// A receive: the inlined common case, else the general path waiting per
@@ -476,7 +580,7 @@ impl Consumer {
             }
         };
         self.release();
-        result
+        self.note(result)
     }
 
     /// Bytes published by the producer and not yet received, in bytes: a
@@ -490,12 +594,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if !self.poisoned {
-            self.release();
-        }
-        let ctl = self.sh.ctl();
-        self.sh.close(&ctl.consumer);
-        ctl.space_free.notify();
+        self.end();
     }
 }
 

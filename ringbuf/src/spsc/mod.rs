@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::header::{
-    self, FLAG_POISONED, Header, NotifierKind, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot,
-    SpscControl,
+    self, CLOSE_SEAL, FLAG_POISONED, Header, NotifierKind, ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED,
+    ROLE_FREE, RoleSlot, SpscControl,
 };
 use crate::liveness::ProcessId;
 use crate::region::Region;
@@ -185,20 +185,84 @@ impl Shared {
         Error::corrupted(&self.name, what)
     }
 
-    /// Error if the process holding `slot` died without closing.
-    fn check_alive(&self, slot: &RoleSlot, role: &'static str) -> Result<()> {
-        // Acquire: pairs with the Release store of ROLE_ATTACHED in `claim`,
-        // so pid and start time below are the holder's.
-        if slot.state.load(Ordering::Acquire) == ROLE_ATTACHED {
-            let id = ProcessId {
-                pid: slot.pid.load(Ordering::Relaxed),
-                start_time: slot.start_time.load(Ordering::Relaxed),
-            };
-            if !id.is_alive() {
-                return Err(Error::PeerDied { segment: self.name.clone(), role, pid: id.pid });
+    /// What the other side's role `slot` says, checked: every state value
+    /// outside the known set, a step backwards, or an identity other than
+    /// the one first seen attached (`seen`, filled in here the first time) is
+    /// corruption (`Err` with what is wrong; the caller poisons). With
+    /// `liveness`, also checks that the holder is alive, on the private copy
+    /// of its identity, and that no other process poisoned the segment.
+    fn peer(&self, slot: &RoleSlot, role: &'static str, seen: &mut Option<ProcessId>, liveness: bool) -> Result<Peer> {
+        // Acquire: pairs with the Release stores of the state word in
+        // `claim`, `close` and `abort`: the identity, the seal and the
+        // reason written before are visible.
+        let state = slot.state.load(Ordering::Acquire);
+        if state == ROLE_ATTACHED && !liveness && seen.is_some() {
+            return Ok(Peer::Attached); // the common case while waiting: one load
+        }
+        let id = match state {
+            ROLE_FREE | ROLE_ATTACHING => {
+                if let Some(was) = seen {
+                    return Err(
+                        self.corrupt(format!("{role} role state went back to {state} after pid {} attached", was.pid))
+                    );
+                }
+                return Ok(Peer::NotYet);
             }
+            ROLE_ATTACHED | ROLE_CLOSED | ROLE_ABORTED => {
+                // Relaxed: ordered by the Acquire load of the state.
+                ProcessId { pid: slot.pid.load(Ordering::Relaxed), start_time: slot.start_time.load(Ordering::Relaxed) }
+            }
+            other => return Err(self.corrupt(format!("{role} role state word is {other}, not a known state"))),
+        };
+        let first = *seen.get_or_insert(id);
+        if first != id {
+            return Err(self.corrupt(format!(
+                "{role} role slot now names pid {} (start time {}), but pid {} (start time {}) attached",
+                id.pid, id.start_time, first.pid, first.start_time
+            )));
+        }
+        if liveness {
+            self.check_flags()?;
+        }
+        match state {
+            ROLE_CLOSED => {
+                // Relaxed: ordered by the Acquire load of the state.
+                Ok(Peer::Closed { at: slot.seal.load(Ordering::Relaxed) ^ CLOSE_SEAL })
+            }
+            ROLE_ABORTED => {
+                let reason = slot.reason.load().map_err(|what| self.corrupt(format!("{role}'s {what}")))?;
+                Ok(Peer::Aborted(Error::PeerAborted { segment: self.name.clone(), role, pid: first.pid, reason }))
+            }
+            _ if liveness && !first.is_alive() => {
+                Err(Error::PeerDied { segment: self.name.clone(), role, pid: first.pid })
+            }
+            _ => Ok(Peer::Attached),
+        }
+    }
+
+    /// The header's flags word: set by another process (we are not
+    /// poisoned, or we would not be here), or with unknown bits, it is
+    /// corruption.
+    fn check_flags(&self) -> Result<()> {
+        let Some(h) = self.header else { return Ok(()) };
+        // SAFETY: as for `ctl`.
+        let h = unsafe { h.as_ref() };
+        // Relaxed: a flag read on its own; nothing else is read on its strength.
+        let flags = h.flags.load(Ordering::Relaxed);
+        if flags & FLAG_POISONED != 0 {
+            return Err(self.corrupt(format!(
+                "header flags word {flags:#x}: another process found the segment corrupted and poisoned it"
+            )));
+        }
+        if flags != 0 {
+            return Err(self.corrupt(format!("header flags word {flags:#x} has unknown bits")));
         }
         Ok(())
+    }
+
+    /// A corruption error (the caller poisons its handle).
+    fn corrupt(&self, what: String) -> Error {
+        Error::corrupted(&self.name, what)
     }
 
     /// Take `slot` for this process.
@@ -212,7 +276,7 @@ impl Shared {
                 Ok(_) => {
                     slot.pid.store(me.pid, Ordering::Relaxed);
                     slot.start_time.store(me.start_time, Ordering::Relaxed);
-                    // Release: pairs with the Acquire loads in `check_alive`
+                    // Release: pairs with the Acquire loads in `peer`
                     // and `claim`; publishes pid and start time.
                     slot.state.store(ROLE_ATTACHED, Ordering::Release);
                     return Ok(());
@@ -232,7 +296,7 @@ impl Shared {
                         Error::Stale { segment: self.name.clone(), role, pid: id.pid }
                     });
                 }
-                Err(ROLE_CLOSED) => {
+                Err(ROLE_CLOSED | ROLE_ABORTED) => {
                     return Err(Error::Closed(format!("{} (its {role} already finished)", self.name)));
                 }
                 Err(other) => return Err(self.poison(format!("{role} role state word is {other}"))),
@@ -240,11 +304,39 @@ impl Shared {
         }
     }
 
-    fn close(&self, slot: &RoleSlot) {
-        // Release: pairs with the peer's Acquire load of the role state; all
-        // our position stores happen before it sees CLOSED.
+    /// End our role cleanly. A producer passes its final position, which
+    /// seals the close ([`RoleSlot::seal`]).
+    fn close(&self, slot: &RoleSlot, at: Option<u64>) {
+        if let Some(pos) = at {
+            // Relaxed: published by the Release store of the state below.
+            slot.seal.store(pos ^ CLOSE_SEAL, Ordering::Relaxed);
+        }
+        // Release: pairs with the peer's Acquire load of the role state in
+        // `peer`; all our position stores and the seal happen before it sees
+        // CLOSED.
         slot.state.store(ROLE_CLOSED, Ordering::Release);
     }
+
+    /// End our role after an error, leaving `reason` for the peer.
+    fn abort(&self, slot: &RoleSlot, reason: &str) {
+        slot.reason.store(reason);
+        // Release: pairs with the peer's Acquire load of the role state in
+        // `peer`: our position stores and the reason happen before it sees
+        // ABORTED.
+        slot.state.store(ROLE_ABORTED, Ordering::Release);
+    }
+}
+
+/// What the other side's role slot says (see `Shared::peer`).
+pub(super) enum Peer {
+    /// Nobody has taken the role yet.
+    NotYet,
+    /// Attached (and alive, if liveness was checked).
+    Attached,
+    /// Closed; a producer's seal says it closed at position `at`.
+    Closed { at: u64 },
+    /// Aborted: the error to report once everything committed is delivered.
+    Aborted(Error),
 }
 
 /// Build the shared view of an initialised, validated SPSC segment; if
@@ -389,8 +481,22 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             cached_head: 0,
             policy,
             poisoned: false,
+            failure: None,
+            ended: false,
+            consumer: None,
             demote: false,
         },
-        Consumer { sh: cs, head: 0, published: 0, run: consumer::Run::default(), policy, poisoned: false, backoff: 0 },
+        Consumer {
+            sh: cs,
+            head: 0,
+            published: 0,
+            run: consumer::Run::default(),
+            policy,
+            poisoned: false,
+            failure: None,
+            ended: false,
+            producer: None,
+            backoff: 0,
+        },
     )
 }

@@ -3,11 +3,12 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    MAX_RUN, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, pad_word,
+    MAX_RUN, Peer, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, pad_word,
     record_size, record_word, run_word, shared_from_segment,
 };
 use crate::error::{Error, Result};
-use crate::header::ROLE_CLOSED;
+use crate::liveness::ProcessId;
+use crate::ring::ending_reason;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::{Attempt, WaitPolicy, block_on};
@@ -33,6 +34,17 @@ use crate::wait::{Attempt, WaitPolicy, block_on};
 /// assert!(rx.recv()?.is_none());      // end of stream
 /// # Ok(()) }
 /// ```
+///
+/// # How the stream ends
+///
+/// - [`Producer::close`], or dropping the producer: the consumer receives
+///   everything, then end of stream (`Ok(None)`).
+/// - [`Producer::abort`], or dropping the producer while its last call had
+///   failed (or it found the ring corrupted, or its thread is panicking): the
+///   consumer receives everything committed, then [`Error::PeerAborted`]
+///   with the reason, never `Ok(None)`.
+/// - The process dies: the consumer receives everything committed, then
+///   [`Error::PeerDied`].
 pub struct Producer {
     pub(super) sh: Shared,
     /// Private write position (includes staged records).
@@ -51,6 +63,13 @@ pub struct Producer {
     pub(super) cached_head: u64,
     pub(super) policy: WaitPolicy,
     pub(super) poisoned: bool,
+    /// Why the last call failed, if no call succeeded after it: the reason
+    /// this handle aborts with if it is dropped now.
+    pub(super) failure: Option<String>,
+    /// Closed or aborted already: nothing left for `Drop` to do.
+    pub(super) ended: bool,
+    /// The consumer's identity, copied the first time it was seen attached.
+    pub(super) consumer: Option<ProcessId>,
     /// Push each record published alone towards the shared cache
     /// ([`Producer::set_demote`]).
     pub(super) demote: bool,
@@ -164,6 +183,9 @@ impl Role for Producer {
             cached_head: 0,
             policy: opts.policy,
             poisoned: false,
+            failure: None,
+            ended: false,
+            consumer: None,
             demote: opts.demote,
         };
         // Relaxed: only the producer role writes `tail`, and we hold it.
@@ -239,9 +261,34 @@ impl Producer {
 
     fn poison(&mut self, what: String) -> Error {
         self.poisoned = true;
-        self.sh.poison(what)
+        let e = self.sh.poison(what);
+        self.failure = Some(e.abort_reason());
+        e
     }
 
+    /// Remember how a call ended, for `Drop`: a failure (not a
+    /// [transient](Error::is_transient) one) makes a later drop abort; a
+    /// success forgets an earlier failure. A corruption error poisons.
+    #[inline]
+    fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => self.failure = None,
+            Err(e) if e.is_transient() => {}
+            Err(e) => {
+                if matches!(e, Error::Corrupted { .. }) {
+                    self.poisoned = true;
+                }
+                self.failure = Some(e.abort_reason());
+            }
+        }
+        r
+    }
+
+    /// Whether an earlier call found the ring corrupted: every later call
+    /// fails, and dropping the handle aborts the stream.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
     /// Re-read the consumer's position; checks it is between the last one
     /// seen and what we published.
     #[inline]
@@ -338,8 +385,8 @@ impl Producer {
     }
 
     fn grant_inner(&mut self, len: usize, timeout: Option<Option<Duration>>) -> Result<Grant<'_>> {
-        let total = self.size_for(len)?;
-        let (off, joins) = self.reserve(len, total, timeout)?;
+        let r = self.size_for(len).and_then(|total| self.reserve(len, total, timeout));
+        let (off, joins) = self.note(r)?;
         Ok(Grant { p: self, off, len, joins })
     }
 
@@ -364,6 +411,7 @@ impl Producer {
         block_on(
             &policy,
             ec,
+            None,
             timeout.map(|t| Instant::now() + t),
             || Error::Timeout,
             |check| {
@@ -439,26 +487,49 @@ impl Producer {
         let Some(total) =
             total.filter(|&t| t <= self.sh.capacity - RECORD_HEADER && (1..=MAX_RUN as usize).contains(&count))
         else {
-            return Err(Error::InvalidArgument(format!(
+            return self.note(Err(Error::InvalidArgument(format!(
                 "{count} records of {len} bytes: a run holds 1 to {MAX_RUN} records and must fit a ring of {} bytes \
                  with a header and an end marker",
                 self.sh.capacity
-            )));
+            ))));
         };
-        let (off, _) = self.reserve(0, total, timeout)?;
+        let r = self.reserve(0, total, timeout);
+        let (off, _) = self.note(r)?;
         Ok(Records { p: self, off, len, count: count as u32, total })
     }
 
-    fn check_consumer(&self, liveness: bool) -> Result<()> {
-        let slot = &self.sh.ctl().consumer;
-        // Acquire: pairs with the consumer's Release store of ROLE_CLOSED.
-        if slot.state.load(Ordering::Acquire) == ROLE_CLOSED {
-            return Err(Error::Closed(self.sh.name.clone()));
+    /// The consumer's role slot, checked (see `Shared::peer`); corruption
+    /// poisons.
+    fn consumer_state(&mut self, liveness: bool) -> Result<Peer> {
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
+        let slot = unsafe { &ctl.as_ref().consumer };
+        let r = self.sh.peer(slot, "consumer", &mut self.consumer, liveness);
+        if let Err(Error::Corrupted { what, .. }) = &r {
+            self.poisoned = true;
+            self.sh.poison(what.clone());
         }
-        if liveness {
-            self.sh.check_alive(slot, "consumer")?;
+        r
+    }
+
+    /// Error if the consumer is gone: closed, aborted, dead (with
+    /// `liveness`), or its role slot is impossible.
+    fn check_consumer(&mut self, liveness: bool) -> Result<()> {
+        match self.consumer_state(liveness)? {
+            Peer::Closed { .. } => Err(Error::Closed(self.sh.name.clone())),
+            Peer::Aborted(e) => Err(e),
+            Peer::NotYet | Peer::Attached => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Whether the consumer role has been taken: a consumer is attached, or
+    /// was and has left. `false` while nobody has opened the ring as its
+    /// consumer yet (records sent meanwhile wait in the ring).
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] if the consumer's role slot is impossible.
+    pub fn peer_arrived(&mut self) -> Result<bool> {
+        Ok(!matches!(self.consumer_state(false)?, Peer::NotYet))
     }
 
     /// Grant `len` bytes to write in place, waiting for space per the wait
@@ -521,7 +592,8 @@ impl Producer {
     fn send_now(&mut self, data: &[u8]) -> bool {
         let cap = self.sh.capacity;
         // `tail == published`: nothing staged, so no run is open either.
-        if self.poisoned || self.tail != self.published {
+        // After a failure the general path runs, which forgets it.
+        if self.poisoned || self.failure.is_some() || self.tail != self.published {
             return false;
         }
         // A record over `max_record_len` takes at least `cap` bytes, so the
@@ -669,19 +741,93 @@ impl Producer {
         self.tail.wrapping_sub(self.cached_head)
     }
 
-    /// Publish what is staged and close the stream: the consumer drains what
-    /// was sent, then sees end of stream. Same as dropping the producer.
-    pub fn close(self) {}
+    /// Publish what is staged and close the stream: the consumer receives
+    /// everything sent, then end of stream. Dropping the producer does the
+    /// same, but says nothing of how it went (and aborts instead if its last
+    /// call failed; `close` is the caller saying the stream is complete
+    /// nonetheless).
+    ///
+    /// # Errors
+    /// The stream is closed in every case but the first; the error says
+    /// that what was sent may not all be received:
+    /// - [`Error::Corrupted`] if the ring was poisoned: then the stream is
+    ///   aborted instead of closed;
+    /// - [`Error::Closed`] if the consumer closed before receiving all of it;
+    /// - [`Error::PeerAborted`] if the consumer aborted;
+    /// - [`Error::PeerDied`] if the consumer died.
+    pub fn close(mut self) -> Result<()> {
+        if self.poisoned {
+            self.end();
+            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error; the stream was aborted"));
+        }
+        self.failure = None;
+        self.end();
+        match self.consumer_state(true)? {
+            Peer::Aborted(e) => Err(e),
+            Peer::Closed { .. } => {
+                self.refresh_head()?;
+                let unread = self.tail.wrapping_sub(self.cached_head);
+                if unread == 0 {
+                    Ok(())
+                } else {
+                    Err(Error::Closed(format!("{} (the consumer left {unread} bytes unread)", self.sh.name)))
+                }
+            }
+            Peer::NotYet | Peer::Attached => Ok(()),
+        }
+    }
+
+    /// Give up: publish what is staged, then end the stream as aborted, so
+    /// the consumer receives everything committed and then
+    /// [`Error::PeerAborted`] with `reason`, not a clean end of stream.
+    /// `reason` is cut to 64 bytes ([`header::REASON_MAX`](crate::header::REASON_MAX))
+    /// and shown escaped; `shmring inspect` shows it too.
+    ///
+    /// ```
+    /// # fn main() -> shmring::Result<()> {
+    /// use shmring::{Error, Location, RingOptions, spsc::{Consumer, Producer}};
+    /// let loc = Location::shm(format!("doc-abort-{}", std::process::id()));
+    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut rx = Consumer::open(&loc)?;
+    /// loc.unlink()?;
+    /// tx.send(b"first half")?;
+    /// tx.abort("input: disk read error");
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"first half");
+    /// match rx.recv() {
+    ///     Err(Error::PeerAborted { reason, .. }) => assert_eq!(reason, "input: disk read error"),
+    ///     other => panic!("{:?}", other.map(|r| r.map(|r| r.to_vec()))),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn abort(mut self, reason: &str) {
+        self.failure = Some(reason.to_owned());
+        self.end();
+    }
+
+    /// End the role: abort if there is a reason to (see
+    /// `ending_reason`), else close; then wake the consumer.
+    fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if !self.poisoned {
+            self.flush();
+        }
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
+        let ctl = unsafe { ctl.as_ref() };
+        match ending_reason(self.poisoned, &mut self.failure) {
+            Some(why) => self.sh.abort(&ctl.producer, &why),
+            None => self.sh.close(&ctl.producer, Some(self.published)),
+        }
+        ctl.data_ready.notify();
+    }
 }
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        if !self.poisoned {
-            self.flush();
-        }
-        let ctl = self.sh.ctl();
-        self.sh.close(&ctl.producer);
-        ctl.data_ready.notify();
+        self.end();
     }
 }
 
