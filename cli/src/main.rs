@@ -8,6 +8,7 @@ mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -29,16 +30,29 @@ enum Cmd {
     ///
     /// Either side may start first; the first one creates the segment. When
     /// standard input ends, the stream is closed and `recv` exits 0 after
-    /// draining it. If the receiver dies, exits 1 with a message saying so.
+    /// draining it. Exits 0 once everything sent can be received.
+    ///
+    /// Exits 1, saying why, if the receiver died, aborted, or closed before
+    /// reading everything, or if reading standard input failed: then the
+    /// stream is aborted, and `recv` exits 1 too after writing what was sent.
+    /// While the ring is full and no receiver has attached, says so after
+    /// 2 s; --timeout gives up.
     ///
     /// Example:  shmring send demo < big.iso     (and elsewhere: shmring recv demo > copy.iso)
     Send(SendArgs),
     /// Copy a ring to standard output until the sender closes it.
     ///
     /// Either side may start first; the first one creates the segment. Exits 0
-    /// once the whole stream is written, and removes the segment. If the
-    /// sender dies mid-stream, exits 1 within about 100 ms with a message
-    /// saying so (and removes the broken segment).
+    /// once the whole stream is written, and removes the segment; also if
+    /// standard output is a pipe whose reader went away (the sender then
+    /// exits 1, saying so).
+    ///
+    /// Exits 1, saying why, after writing everything that was sent, if the
+    /// sender aborted (for example, reading its input failed) or died
+    /// (within about 100 ms), or if the segment is corrupted: a truncated
+    /// stream never ends with status 0. Exits 1 and aborts the stream if
+    /// writing standard output fails. Says so on stderr if no sender has
+    /// attached after 2 s; --timeout gives up.
     ///
     /// Example:  shmring recv demo | sha256sum
     Recv(RecvArgs),
@@ -127,6 +141,10 @@ struct SendArgs {
     /// Spin instead of sleeping while the ring is full (lower latency, burns a core).
     #[arg(long)]
     spin: bool,
+    /// Give up (exit 1) if the ring is full and no receiver has attached
+    /// within SECS seconds. Without it, waits as long as it takes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +160,10 @@ struct RecvArgs {
     /// Leave the segment in place at the end instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// Give up (exit 1) if no sender has attached within SECS seconds.
+    /// Without it, waits as long as it takes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +194,16 @@ struct RmArgs {
     force: bool,
 }
 
+/// Parse a positive number of seconds, e.g. `10` or `0.5`.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds (examples: 10, 0.5)"))
+}
+
 /// Parse `4096`, `64K`, `4M`, `1G` (binary multiples).
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -193,8 +225,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Send(a) => stream::send(&a.target.location(), a.capacity, a.chunk, a.spin),
-        Cmd::Recv(a) => stream::recv(&a.target.location(), a.capacity, a.spin, a.keep),
+        Cmd::Send(a) => stream::send(&a.target.location(), a.capacity, a.chunk, a.spin, a.timeout),
+        Cmd::Recv(a) => stream::recv(&a.target.location(), a.capacity, a.spin, a.keep, a.timeout),
         Cmd::Ls(a) => segments::ls(a.json),
         Cmd::Inspect(a) => segments::inspect(&a.target.location()),
         Cmd::Rm(a) => segments::rm(&a.names, &a.path, a.stale, a.force),
@@ -221,6 +253,15 @@ mod tests {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn seconds_parse_and_refuse_nonsense() {
+        assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "soon", "inf", "NaN"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

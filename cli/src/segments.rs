@@ -9,8 +9,9 @@ use std::io::Read;
 use std::mem::offset_of;
 
 use shmring::header::{
-    self, CONTROL_OFFSET, Header, MPMC_HEADER_LEN, MPMC_MAX_PARTICIPANTS, MpmcControl, PARTICIPANT_ATTACHED,
-    PARTICIPANT_ATTACHING, PARTICIPANT_FREE, Participant, ROLE_ATTACHED, ROLE_CLOSED, RecordType, RingKind, Snapshot,
+    self, CONTROL_OFFSET, Header, MPMC_HEADER_LEN, MPMC_MAX_PARTICIPANTS, MpmcControl, PARTICIPANT_ABORTED,
+    PARTICIPANT_ATTACHED, PARTICIPANT_ATTACHING, PARTICIPANT_FREE, Participant, ROLE_ABORTED, ROLE_ATTACHED,
+    ROLE_CLOSED, RawReason, RecordType, RingKind, Snapshot,
 };
 use shmring::segment::{list_shm, read_first_page};
 use shmring::{Error, Location, ProcessId};
@@ -106,6 +107,8 @@ struct Entry {
     pid: u32,
     state: u32,
     alive: bool,
+    /// Why its holder aborted (state [`PARTICIPANT_ABORTED`]).
+    reason: RawReason,
     /// Enqueue positions being claimed: (first, count).
     enq: Option<(u64, u64)>,
     /// Dequeue positions being claimed: (first, count).
@@ -125,8 +128,14 @@ impl Participants {
         self.entries.iter().filter(|e| e.alive).count()
     }
 
+    /// Entries recorded as attached (or attaching) whose holder is dead.
     fn dead(&self) -> usize {
-        self.entries.len() - self.live()
+        self.entries.iter().filter(|e| !e.alive && e.state != PARTICIPANT_ABORTED).count()
+    }
+
+    /// Entries left by handles that aborted.
+    fn aborted(&self) -> usize {
+        self.entries.iter().filter(|e| e.state == PARTICIPANT_ABORTED).count()
     }
 }
 
@@ -159,6 +168,14 @@ fn participants(head: &[u8]) -> Participants {
             // Start time not written yet: the pid alone decides.
             PARTICIPANT_ATTACHING => alive(pid, 0),
             PARTICIPANT_ATTACHED => alive(pid, start_time),
+            // Its holder left (after an error): not alive, not dead.
+            PARTICIPANT_ABORTED => {
+                let reason = RawReason::parse(head, at + offset_of!(Participant, reason));
+                if let Err(what) = reason.text() {
+                    out.problems.push(format!("participant entry {index}: {what}"));
+                }
+                false
+            }
             other => {
                 out.problems.push(format!("participant entry {index} has unknown state {other}"));
                 continue;
@@ -169,6 +186,7 @@ fn participants(head: &[u8]) -> Participants {
             pid,
             state,
             alive,
+            reason: RawReason::parse(head, at + offset_of!(Participant, reason)),
             enq: claim(
                 u64_at(head, at + offset_of!(Participant, enq_start)),
                 u64_at(head, at + offset_of!(Participant, enq_count)),
@@ -241,7 +259,8 @@ impl View {
         if roles.contains(&Some(true)) {
             return Status::Alive;
         }
-        if s.producer.0 == ROLE_CLOSED && s.consumer.0 == ROLE_CLOSED {
+        let ended = |state: u32| state == ROLE_CLOSED || state == ROLE_ABORTED;
+        if ended(s.producer.0) && ended(s.consumer.0) {
             return Status::Stale;
         }
         Status::Waiting
@@ -333,6 +352,7 @@ fn json_row(loc: &Location, v: &View) -> serde_json::Value {
             "recovered_slots": m.recovered,
             "participants_alive": parts.live(),
             "participants_dead": parts.dead(),
+            "participants_aborted": parts.aborted(),
         });
         if let Some(extra) = extra.as_object() {
             obj.extend(extra.clone());
@@ -380,7 +400,7 @@ pub fn ls(json: bool) -> Result<u8, String> {
     Ok(0)
 }
 
-fn role_line(name: &str, (state, pid, start): (u32, u32, u64)) -> String {
+fn role_line(name: &str, (state, pid, start): (u32, u32, u64), reason: &RawReason) -> String {
     match state {
         header::ROLE_FREE => format!("{name}: none attached"),
         header::ROLE_ATTACHING => format!("{name}: pid {pid} attaching"),
@@ -389,11 +409,24 @@ fn role_line(name: &str, (state, pid, start): (u32, u32, u64)) -> String {
             format!("{name}: pid {pid} attached, {l}")
         }
         ROLE_CLOSED => format!("{name}: closed (last pid {pid})"),
+        ROLE_ABORTED => format!("{name}: ABORTED by pid {pid}: {}", reason_text(reason)),
         other => format!("{name}: unknown state {other}"),
     }
 }
 
+/// An abort reason as `inspect` shows it (escaped; see `header::escape_reason`).
+fn reason_text(reason: &RawReason) -> String {
+    match reason.text() {
+        Ok(r) if r.is_empty() => "no reason given".into(),
+        Ok(r) => format!("\"{r}\""),
+        Err(what) => format!("(unreadable: {what})"),
+    }
+}
+
 fn entry_line(e: &Entry) -> String {
+    if e.state == PARTICIPANT_ABORTED {
+        return format!("  #{:<3} pid {:<8} ABORTED: {}", e.index, e.pid, reason_text(&e.reason));
+    }
     let state = if e.state == PARTICIPANT_ATTACHING { "attaching" } else { "attached" };
     let life = if e.alive { "alive" } else { "DEAD (died without detaching)" };
     let mut line = format!("  #{:<3} pid {:<8} {state}, {life}", e.index, e.pid);
@@ -422,8 +455,8 @@ fn print_spsc(s: &Snapshot) {
         Some(f) => println!("fill         {f} bytes ({})", human(f)),
         None => println!("fill         impossible (tail - head exceeds capacity)"),
     }
-    println!("{}", role_line("producer    ", s.producer));
-    println!("{}", role_line("consumer    ", s.consumer));
+    println!("{}", role_line("producer    ", s.producer, &s.reasons.0));
+    println!("{}", role_line("consumer    ", s.consumer, &s.reasons.1));
 }
 
 fn print_mpmc(v: &View, m: &header::MpmcSnapshot) {
@@ -446,9 +479,11 @@ fn print_mpmc(v: &View, m: &header::MpmcSnapshot) {
     println!("recovered    {} slot(s) taken back from dead processes", m.recovered);
     let parts = v.parts.clone().unwrap_or_default();
     println!(
-        "participants {} alive, {} dead but still recorded (high-water mark {} of {MPMC_MAX_PARTICIPANTS})",
+        "participants {} alive, {} dead but still recorded, {} aborted (high-water mark {} of \
+         {MPMC_MAX_PARTICIPANTS})",
         parts.live(),
         parts.dead(),
+        parts.aborted(),
         m.high_water
     );
     for e in &parts.entries {

@@ -484,15 +484,19 @@ fn damaged_mpmc_segments_are_explained_not_crashed_on() {
     drop(mpmc::Producer::create(&loc, &MpmcOptions::new().slot_size(8).slot_count(8)).unwrap());
     let file = std::fs::OpenOptions::new().write(true).open(name.dev_path()).unwrap();
     let ctl = CONTROL_OFFSET;
-    // Dequeue far ahead of enqueue, and a participant entry in state 3.
+    // Dequeue far ahead of enqueue, and an aborted participant entry whose
+    // reason is longer than a reason can be.
     let dequeue = ctl + std::mem::offset_of!(MpmcControl, dequeue);
     file.write_all_at(&1000u64.to_ne_bytes(), dequeue as u64).unwrap();
-    let entry = ctl + std::mem::offset_of!(MpmcControl, participants) + std::mem::offset_of!(Participant, word);
-    file.write_all_at(&((12345u64 << 32) | 3).to_ne_bytes(), entry as u64).unwrap();
+    let entry = ctl + std::mem::offset_of!(MpmcControl, participants);
+    let word = entry + std::mem::offset_of!(Participant, word);
+    file.write_all_at(&((12345u64 << 32) | 3).to_ne_bytes(), word as u64).unwrap();
+    let reason = entry + std::mem::offset_of!(Participant, reason);
+    file.write_all_at(&999u32.to_ne_bytes(), reason as u64).unwrap();
     let (code, out) = stdout_of(&["inspect", &name.0]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("positions impossible"), "{out}");
-    assert!(out.contains("participant entry 0 has unknown state 3"), "{out}");
+    assert!(out.contains("participant entry 0: abort reason length word is 999"), "{out}");
     assert!(out.contains("status       damaged"), "{out}");
     assert_eq!(ls_json_row(&name)["status"], "damaged");
 
@@ -512,4 +516,104 @@ fn damaged_mpmc_segments_are_explained_not_crashed_on() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("participant table unreadable"), "{out}");
     assert!(run(&["rm", &name.0]).status.success());
+}
+
+/// A pipe whose read end does not block: once its bytes are read, the next
+/// read fails with EAGAIN. As standard input of `send`, a read error after
+/// some data.
+fn input_that_fails_after(bytes: &[u8]) -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::os::fd::AsRawFd;
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    // SAFETY: fcntl on a pipe fd we own; only the status flags change.
+    unsafe {
+        let fd = reader.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        assert!(flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0);
+    }
+    writer.write_all(bytes).unwrap(); // fits the pipe's buffer
+    (reader, writer) // the writer stays open: no end of file, only EAGAIN
+}
+
+#[test]
+fn recv_fails_when_send_cannot_read_its_input_and_keeps_a_prefix() {
+    let input = data(40_000);
+    for case in ["after data", "at once"] {
+        let name = Name::new("readfail");
+        let recv = Proc(shmring(&["recv", &name.0]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+        let (send, _keep_writer) = if case == "after data" {
+            let (r, w) = input_that_fails_after(&input);
+            (shmring(&["send", "--chunk", "4K", &name.0]).stdin(r).stderr(Stdio::piped()).spawn().unwrap(), Some(w))
+        } else {
+            // A directory as standard input: the first read fails (EISDIR).
+            let dir = std::fs::File::open("/").unwrap();
+            (shmring(&["send", &name.0]).stdin(dir).stderr(Stdio::piped()).spawn().unwrap(), None)
+        };
+        let (st, err, _) = wait_for_exit(Proc(send));
+        assert!(!st.success(), "{case}: send must fail: {err}");
+        assert!(err.contains("reading standard input") && err.contains("aborted"), "{case}: {err}");
+        let mut recv = recv;
+        let mut out = Vec::new();
+        recv.0.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        let (st, err, _) = wait_for_exit(recv);
+        assert!(!st.success(), "{case}: recv must not exit 0 on an aborted stream");
+        assert!(err.contains("aborted the stream: reading standard input"), "{case}: {err}");
+        assert!(input.starts_with(&out), "{case}: output is not a prefix of the input");
+        if case == "after data" {
+            assert_eq!(out.len(), input.len(), "everything sent before the failure is delivered");
+        }
+        assert!(!std::path::Path::new(&name.dev_path()).exists(), "{case}: the broken segment is removed");
+    }
+}
+
+#[test]
+fn recv_whose_output_reader_leaves_exits_0_and_send_says_the_receiver_left() {
+    let name = Name::new("epipe");
+    let mut recv = Proc(shmring(&["recv", &name.0]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let mut send = Proc(
+        shmring(&["send", "--capacity", "64K", &name.0]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+    );
+    let mut stdin = send.0.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk = data(64 * 1024);
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let mut out = recv.0.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    out.read_exact(&mut first).unwrap();
+    drop(out); // like `| head -c 10`
+    let (st, err, _) = wait_for_exit(recv);
+    assert!(st.success(), "a closed output pipe is the reader's choice: {err}");
+    let (st, err, _) = wait_for_exit(send);
+    assert!(!st.success());
+    assert!(err.contains("closed"), "send says the receiver left: {err}");
+    feeder.join().unwrap();
+}
+
+#[test]
+fn waiting_for_a_peer_is_said_after_2_s_and_timeout_gives_up() {
+    let name = Name::new("nopeer");
+    let recv = Proc(shmring(&["recv", "--timeout", "2.5", &name.0]).stderr(Stdio::piped()).spawn().unwrap());
+    let (st, err, took) = wait_for_exit(recv);
+    assert!(!st.success());
+    assert!(err.contains(&format!("waiting for a producer on /{}", name.0)), "{err}");
+    assert!(err.contains("gave up"), "{err}");
+    assert_eq!(err.matches("waiting for").count(), 1, "said once: {err}");
+    assert!(took >= Duration::from_millis(2500), "gave up early: {took:?}");
+    assert!(!std::path::Path::new(&name.dev_path()).exists(), "the unused segment is removed");
+
+    // A sender whose ring fills with nobody reading.
+    let name = Name::new("noconsumer");
+    let mut send = Proc(
+        shmring(&["send", "--capacity", "4K", "--timeout", "0.5", &name.0])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = send.0.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || while stdin.write_all(&data(4096)).is_ok() {});
+    let (st, err, _) = wait_for_exit(send);
+    assert!(!st.success());
+    assert!(err.contains("no consumer attached") && err.contains("gave up"), "{err}");
+    feeder.join().unwrap();
 }

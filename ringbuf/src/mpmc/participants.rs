@@ -43,9 +43,7 @@ impl Core {
                 PARTICIPANT_ABORTED => true,
                 _ => false, // garbage: leave it alone
             };
-            // Acquire: pairs with the Release stores of the word in
-            // `block_on` (`ParkMark`); a dead holder's last value is visible.
-            let parked = e.parked.load(Ordering::Acquire);
+
             if !free {
                 continue;
             }
@@ -56,13 +54,14 @@ impl Core {
             if e.word.compare_exchange(w, taking, Ordering::Acquire, Ordering::Relaxed).is_err() {
                 continue;
             }
-            // The entry is ours: if its dead holder was parked, take its
-            // registration back.
+            // The entry is ours: if its dead holder died parked (and no
+            // reaper took its registration back already), take it back.
+            // Acquire: pairs with the Release stores of the mark in
+            // `block_on` (`ParkMark`) and the CAS in `reap_parked`.
+            let parked = e.parked.swap(PARKED_NONE, Ordering::Acquire);
             if state != PARTICIPANT_FREE {
                 release_parked(&sh, parked);
             }
-            // Relaxed: published by the Release CAS to ATTACHED below.
-            e.parked.store(PARKED_NONE, Ordering::Relaxed);
             // AcqRel: the Release half pairs with the Acquire load of the
             // high-water mark in `live_claimant` (through our later Release
             // counter CAS): recoverers scan our entry before we claim.
@@ -294,10 +293,9 @@ impl Core {
         Ok(done)
     }
 
-    /// Free the entries of holders that died without detaching, taking back
-    /// the eventcount registration of any that died parked. Runs after the
-    /// slot recovery in `recover_dead`: a freed entry proves no claim, so a
-    /// waiter may recover what it held at once.
+    /// Take back the eventcount registrations of holders that died parked.
+    /// Their entries stay as they are, so that `inspect` and `ls` still show
+    /// the dead processes.
     fn reap_dead(&self) {
         let ctl = self.ctl();
         // Acquire: pairs with the AcqRel `fetch_max` in `attach`.
@@ -305,7 +303,7 @@ impl Core {
         for e in &ctl.participants[..hw] {
             // Acquire: as in `attach`.
             let w = e.word.load(Ordering::Acquire);
-            let (pid, generation, state) = participant_fields(w);
+            let (pid, _, state) = participant_fields(w);
             let dead = match state {
                 PARTICIPANT_ATTACHING => !self.sh.is_alive(pid, 0),
                 // Acquire: as in `attach`.
@@ -313,22 +311,35 @@ impl Core {
                 _ => false,
             };
             if dead {
-                reap(&self.sh, e, w, generation);
+                reap_parked(&self.sh, e, w);
             }
         }
     }
 }
 
-/// Free the entry `e` of a dead holder, whose word is `w`: the CAS on the
-/// exact word makes this the only reaper (an attacher's take-over fails
-/// too), so the holder's registration is taken back exactly once.
-fn reap(sh: &Shared, e: &Participant, w: u64, generation: u32) {
+/// Take back the registration of the dead holder of entry `e` (whose word
+/// was `w`), if it died parked.
+///
+/// The mark is cleared with a CAS, so two reapers take it back once. A
+/// process attaching to the entry meanwhile swaps the mark out after its
+/// take-over (in `attach`), so the registration is taken back by whichever
+/// comes first: this reaper counts it only if the word is still `w` after
+/// its CAS (no take-over yet: the mark was the dead holder's, and the
+/// attacher will find none). If a take-over lands between the CAS and that
+/// re-read, neither counts it, and the count stays one too high: a wake-up
+/// call too many per notify, never a missed one.
+fn reap_parked(sh: &Shared, e: &Participant, w: u64) {
     // Acquire: as in `attach`.
     let parked = e.parked.load(Ordering::Acquire);
-    let free = participant_word(0, generation.wrapping_add(1), PARTICIPANT_FREE);
-    // Release: pairs with the Acquire loads of the word in `attach` and
-    // `live_claimant`, like a detach.
-    if e.word.compare_exchange(w, free, Ordering::Release, Ordering::Relaxed).is_ok() {
+    if parked == PARKED_NONE {
+        return;
+    }
+    // Acquire: pairs with the Release stores of the mark in `block_on`.
+    if e.parked.compare_exchange(parked, PARKED_NONE, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return;
+    }
+    // Acquire: pairs with the Release CASes of the word in `attach`.
+    if e.word.load(Ordering::Acquire) == w {
         release_parked(sh, parked);
     }
 }

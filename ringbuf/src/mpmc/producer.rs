@@ -111,7 +111,11 @@ macro_rules! handle_common {
 
         /// Recover every slot left claimed by a dead process, wherever it is
         /// (waiters recover the slots they need by themselves; this finds the
-        /// rest, e.g. after a run). Returns how many were recovered.
+        /// rest, e.g. after a run). Returns how many were recovered. Also
+        /// takes back the waiter registration of every process that was
+        /// killed while parked, which would otherwise make every later
+        /// notify pay for a wake-up call (attaching in a dead process's
+        /// entry does that too).
         ///
         /// # Errors
         /// [`Error::Corrupted`] if the ring's counters are impossible.
