@@ -107,7 +107,6 @@ pub fn send(loc: &Location, capacity: u64, chunk: u64, spin: bool, timeout: Opti
                 g.commit();
             }
             Err(e) => {
-                drop(g);
                 // What was sent is delivered, then the receiver fails too:
                 // a truncated stream must not look complete.
                 tx.abort(&format!("reading standard input: {e}"));
