@@ -96,7 +96,7 @@ fn send(mut tx: Producer, count: u64) -> Result<Summary, Box<dyn Error>> {
             tx.flush();
         }
     }
-    tx.close();
+    tx.close()?;
     Ok(Summary { records: count, elapsed: start.elapsed() })
 }
 

@@ -58,7 +58,7 @@ fn produce(name: &str, count: u64) -> Result<Summary, Box<dyn Error>> {
             tx.flush();
         }
     }
-    tx.close();
+    tx.close()?; // says whether the consumer left before reading everything
     Ok(Summary { records: count, elapsed: start.elapsed() })
 }
 
