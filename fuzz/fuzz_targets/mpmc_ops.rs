@@ -109,6 +109,11 @@ enum Op {
         h: u8,
         consumer: bool,
     },
+    /// Producer handle `h` aborts, and a new producer takes its place: the
+    /// ring stays open and every message it sent stays receivable.
+    Abort {
+        h: u8,
+    },
     /// Overwrite a word through the second mapping.
     Peer {
         word: Word,
@@ -523,6 +528,18 @@ impl Harness {
                 }
                 self.chk.model.closed = true;
                 assert!(self.tx[0].is_closed() || self.chk.damaged);
+            }
+            Op::Abort { h } => {
+                let i = self.p(h);
+                let closed = self.chk.model.closed;
+                match self.tx[i].new_producer() {
+                    Ok(fresh) => {
+                        let old = std::mem::replace(&mut self.tx[i], fresh);
+                        old.abort("fuzz: producer aborted");
+                        assert!(self.chk.damaged || self.tx[i].is_closed() == closed, "an abort closes nothing");
+                    }
+                    Err(e) => assert!(self.chk.damaged, "attaching a producer failed on an undamaged ring: {e}"),
+                }
             }
             Op::Peer { word, value } => {
                 self.peer.write(word, value);

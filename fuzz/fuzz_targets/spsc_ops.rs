@@ -18,7 +18,11 @@
 //! `_timeout` forms with tiny timeouts (runs of records too, with
 //! `try_grant_records`), and `recv_batch` and `recv_runs` (which wait for a
 //! first record) are only called when a record is published or the
-//! producer's role word says closed, so an empty ring ends them at once.
+//! producer's role word says aborted, so an empty ring ends them at once.
+//!
+//! At the end the producer closes, or aborts (`Input::abort`), and the
+//! consumer drains: a stream whose producer aborted, or found the ring
+//! corrupted, never ends in `Ok(None)`, peer writes or not.
 //!
 //! The ring lives in a sealed memfd: nothing is left in `/dev/shm`.
 #![no_main]
@@ -30,7 +34,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use shmring::header::{CONTROL_OFFSET, HEADER_LEN, ROLE_CLOSED, RoleSlot, SpscControl};
+use shmring::header::{CONTROL_OFFSET, HEADER_LEN, ROLE_ABORTED, RoleSlot, SpscControl};
 use shmring::spsc::{self, Consumer, Producer};
 use shmring::{Error, RingOptions, Segment, WaitPolicy};
 
@@ -42,6 +46,8 @@ struct Input {
     /// Capacity `4096 << (capacity_shift % 5)`: 4 KiB to 64 KiB.
     capacity_shift: u8,
     ops: Vec<Op>,
+    /// End with `Producer::abort` instead of dropping the producer.
+    abort: bool,
 }
 
 /// A payload length: small ones let many records fit, large ones reach the
@@ -271,7 +277,7 @@ fuzz_target!(|input: Input| {
     for op in input.ops {
         h.apply(op);
     }
-    h.finish();
+    h.finish(input.abort);
 });
 
 impl Harness {
@@ -470,10 +476,10 @@ impl Harness {
     /// `recv_batch`, or `recv_runs` if `runs`.
     fn recv_batch(&mut self, max: usize, runs: bool) {
         // With nothing surely published, make the producer's role word say
-        // closed for the duration of the call: an empty ring then ends the
-        // call with 0 (end of stream) instead of waiting.
+        // aborted for the duration of the call: an empty ring then ends the
+        // call with `PeerAborted` instead of waiting.
         let state = self.peer.producer_state();
-        let guard = (self.damaged || self.model.published == 0).then(|| state.swap(ROLE_CLOSED, Ordering::Relaxed));
+        let guard = (self.damaged || self.model.published == 0).then(|| state.swap(ROLE_ABORTED, Ordering::Relaxed));
         let mut got = Vec::new();
         let res = if runs {
             self.rx.recv_runs(max, |run| {
@@ -493,6 +499,14 @@ impl Harness {
         if let Some(old) = guard {
             state.store(old, Ordering::Relaxed);
         }
+        // The guard's doing: nothing was there.
+        let res = match res {
+            Err(Error::PeerAborted { .. }) if guard.is_some() => {
+                assert!(got.is_empty(), "records passed, then PeerAborted");
+                Ok(0)
+            }
+            other => other,
+        };
         if self.damaged {
             if let Err(e) = res {
                 assert!(!e.to_string().is_empty());
@@ -509,11 +523,17 @@ impl Harness {
         }
     }
 
-    /// Close the producer and drain: every record finished must come out, in
-    /// order, then end of stream.
-    fn finish(self) {
+    /// Close (or abort) the producer and drain: every record finished must
+    /// come out, in order, then end of stream; after an abort, or if the
+    /// producer found the ring corrupted, an error and never end of stream.
+    fn finish(self, abort: bool) {
         let Harness { tx, mut rx, peer, mut model, damaged } = self;
-        drop(tx);
+        let failed = abort || tx.is_poisoned();
+        if abort {
+            tx.abort("fuzz: aborted");
+        } else {
+            drop(tx);
+        }
         let limit = model.queue.len() + peer.capacity / 8 + 2;
         for _ in 0..limit {
             match rx.try_recv() {
@@ -522,6 +542,7 @@ impl Harness {
                     std::hint::black_box(rec.iter().fold(0u8, |a, &b| a ^ b));
                 }
                 Ok(None) => {
+                    assert!(!failed, "a stream whose producer aborted (or was poisoned) ended cleanly");
                     assert!(
                         damaged || model.queue.is_empty(),
                         "end of stream with {} records unreceived",
@@ -529,8 +550,13 @@ impl Harness {
                     );
                     return;
                 }
+                Err(Error::PeerAborted { reason, .. }) if abort && !damaged => {
+                    assert_eq!(reason, "fuzz: aborted");
+                    assert!(model.queue.is_empty(), "aborted with {} records unreceived", model.queue.len());
+                    return;
+                }
                 Err(e) => {
-                    assert!(damaged, "draining a closed healthy ring failed: {e}");
+                    assert!(damaged || failed, "draining a closed healthy ring failed: {e}");
                     return;
                 }
             }
