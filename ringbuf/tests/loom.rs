@@ -95,6 +95,36 @@ fn spsc_empty_then_close() {
     });
 }
 
+/// Model 3c — abort racing a receive. The consumer parks on an empty ring;
+/// the producer sends one record, stages another, and aborts with a reason.
+/// The consumer must get both records, then `PeerAborted` with that reason
+/// (twice: the ending is sticky), and never `Ok(None)`.
+#[test]
+fn spsc_abort_races_receive() {
+    model(|| {
+        let (mut tx, mut rx) = loom_pair(64);
+        let producer = thread::spawn(move || {
+            tx.send(&payload(0, 5)).expect("send");
+            let mut g = tx.grant(2).expect("grant");
+            g.copy_from_slice(&payload(1, 2));
+            g.stage();
+            tx.abort("no");
+        });
+        for i in 0..2 {
+            let rec = rx.recv().expect("recv").expect("a record before the abort");
+            assert_eq!(&*rec, &payload(i, [5, 2][i])[..], "record {i}");
+        }
+        for _ in 0..2 {
+            match rx.recv() {
+                Err(shmring::Error::PeerAborted { reason, .. }) => assert_eq!(reason, "no"),
+                Err(e) => panic!("expected PeerAborted, got {e}"),
+                Ok(r) => panic!("expected PeerAborted, got a record or end of stream ({})", r.is_some()),
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
 /// Model 3b — batches and runs. The producer stages two 3-byte records,
 /// which share one header (a run), and publishes them with one `flush`; then
 /// it stages two 9-byte records (another run) that only its drop publishes.
