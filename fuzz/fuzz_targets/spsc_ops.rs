@@ -259,6 +259,8 @@ struct Harness {
     model: Model,
     /// A peer write happened: the model no longer applies.
     damaged: bool,
+    /// The producer's last call failed (not just full): dropping it aborts.
+    tx_failed: bool,
 }
 
 fuzz_target!(|input: Input| {
@@ -273,7 +275,7 @@ fuzz_target!(|input: Input| {
     rx.set_wait_policy(WaitPolicy::park());
     assert_eq!(tx.capacity(), capacity);
     let peer = Peer { seg: pseg, capacity: capacity as usize };
-    let mut h = Harness { tx, rx, peer, model: Model::default(), damaged: false };
+    let mut h = Harness { tx, rx, peer, model: Model::default(), damaged: false, tx_failed: false };
     for op in input.ops {
         h.apply(op);
     }
@@ -373,6 +375,7 @@ impl Harness {
     /// Check the outcome of a grant of `len` bytes that sends `r` (shorter
     /// than `len` if the grant was truncated).
     fn sent(&mut self, len: usize, r: Vec<u8>, res: shmring::Result<()>, fate: Fate) {
+        self.note(&res);
         if self.damaged {
             if let Err(e) = res {
                 assert!(!e.to_string().is_empty());
@@ -409,6 +412,15 @@ impl Harness {
         self.check_fill();
     }
 
+    /// Track, as the producer does, whether its last call failed.
+    fn note(&mut self, res: &shmring::Result<()>) {
+        match res {
+            Ok(()) => self.tx_failed = false,
+            Err(e) if e.is_transient() => {}
+            Err(_) => self.tx_failed = true,
+        }
+    }
+
     /// The producer's fill is within the ring and covers what the model holds.
     fn check_fill(&self) {
         let cap = self.tx.capacity();
@@ -426,6 +438,7 @@ impl Harness {
     /// Check the outcome of `try_grant_records` of `count` records of `len`
     /// bytes each, of which `recs` were kept.
     fn sent_run(&mut self, len: usize, count: usize, recs: Vec<Vec<u8>>, res: shmring::Result<()>, fate: Fate) {
+        self.note(&res);
         if self.damaged {
             if let Err(e) = res {
                 assert!(!e.to_string().is_empty());
@@ -527,8 +540,9 @@ impl Harness {
     /// come out, in order, then end of stream; after an abort, or if the
     /// producer found the ring corrupted, an error and never end of stream.
     fn finish(self, abort: bool) {
-        let Harness { tx, mut rx, peer, mut model, damaged } = self;
-        let failed = abort || tx.is_poisoned();
+        let Harness { tx, mut rx, peer, mut model, damaged, tx_failed } = self;
+        // Dropped after a failed call, the producer aborts too.
+        let failed = abort || tx_failed || tx.is_poisoned();
         if abort {
             tx.abort("fuzz: aborted");
         } else {
@@ -550,8 +564,10 @@ impl Harness {
                     );
                     return;
                 }
-                Err(Error::PeerAborted { reason, .. }) if abort && !damaged => {
-                    assert_eq!(reason, "fuzz: aborted");
+                Err(Error::PeerAborted { reason, .. }) if failed && !damaged => {
+                    if abort {
+                        assert_eq!(reason, "fuzz: aborted");
+                    }
                     assert!(model.queue.is_empty(), "aborted with {} records unreceived", model.queue.len());
                     return;
                 }
