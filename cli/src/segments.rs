@@ -253,16 +253,23 @@ impl View {
     }
 }
 
+/// The file behind a location: `/dev/shm/NAME` for a shm object.
+fn file_path(loc: &Location) -> std::path::PathBuf {
+    match loc {
+        Location::Shm(name) => std::path::PathBuf::from(format!("/dev/shm{name}")),
+        Location::Path(p) => p.clone(),
+    }
+}
+
 /// Read the bytes before an MPMC segment's data region (header, control
 /// block, participant table): at most `MPMC_HEADER_LEN` bytes, fewer if the
 /// file is shorter.
 fn read_mpmc_head(loc: &Location) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = match loc {
-        Location::Shm(name) => std::path::PathBuf::from(format!("/dev/shm{name}")),
-        Location::Path(p) => p.clone(),
-    };
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file_path(loc))?;
     let mut buf = Vec::with_capacity(MPMC_HEADER_LEN);
     file.take(MPMC_HEADER_LEN as u64).read_to_end(&mut buf)?;
     Ok(buf)
@@ -341,16 +348,82 @@ fn json_row(loc: &Location, v: &View) -> serde_json::Value {
     row
 }
 
-pub fn ls(json: bool) -> Result<u8, String> {
-    let mut rows = Vec::new();
-    for loc in list_shm().map_err(|e| e.to_string())? {
-        // Objects we cannot read (other users', vanished) are skipped.
-        if let Ok(Some(v)) = snapshot(&loc) {
-            rows.push((loc, v));
+/// A shm object `ls` may not read: another user's segment, most likely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NotReadable {
+    /// The object's owner, if its metadata could be read.
+    owner_uid: Option<u32>,
+}
+
+impl NotReadable {
+    /// The STATUS column, e.g. `not readable (owner uid 1000)`.
+    fn status(self) -> String {
+        match self.owner_uid {
+            Some(uid) => format!("not readable (owner uid {uid})"),
+            None => "not readable (owner unknown)".to_owned(),
         }
     }
+
+    fn json(self, loc: &Location) -> serde_json::Value {
+        serde_json::json!({
+            "name": loc.to_string(),
+            "kind": null,
+            "capacity_bytes": null,
+            "fill_bytes": null,
+            "creator_pid": null,
+            "status": "not readable",
+            "owner_uid": self.owner_uid,
+            "record_type": null,
+        })
+    }
+}
+
+/// Whether `ls` lists a shm object whose header could not be read (`err`),
+/// given its metadata as looked up afterwards (`meta`): as not readable when
+/// the open was refused for lack of permission (EACCES, EPERM), with the
+/// owner taken from `meta`. Not listed if it vanished in the meantime
+/// (`err` or `meta` says ENOENT) or for any other error (not a regular
+/// file, a name the shm calls refuse), as for files that are not segments.
+fn not_readable(err: &Error, meta: &std::io::Result<std::fs::Metadata>) -> Option<NotReadable> {
+    use std::os::unix::fs::MetadataExt;
+    let Error::Io { source, .. } = err else {
+        return None;
+    };
+    if !matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+        return None;
+    }
+    match meta {
+        Ok(m) => Some(NotReadable { owner_uid: Some(m.uid()) }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => Some(NotReadable { owner_uid: None }),
+    }
+}
+
+pub fn ls(json: bool) -> Result<u8, String> {
+    // Each a segment read, or an object this user may not read (which may
+    // well be a segment).
+    let mut rows: Vec<(Location, Result<View, NotReadable>)> = Vec::new();
+    for loc in list_shm().map_err(|e| e.to_string())? {
+        // Files that are not segments, and objects that vanished since the
+        // directory was listed, are skipped.
+        let row = match snapshot(&loc) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => continue,
+            Err(e) => match not_readable(&e, &std::fs::symlink_metadata(file_path(&loc))) {
+                Some(n) => Err(n),
+                None => continue,
+            },
+        };
+        rows.push((loc, row));
+    }
     if json {
-        let arr: Vec<_> = rows.iter().map(|(loc, v)| json_row(loc, v)).collect();
+        let arr: Vec<_> = rows
+            .iter()
+            .map(|(loc, row)| match row {
+                Ok(v) => json_row(loc, v),
+                Err(n) => n.json(loc),
+            })
+            .collect();
         println!("{}", serde_json::Value::Array(arr));
         return Ok(0);
     }
@@ -359,7 +432,14 @@ pub fn ls(json: bool) -> Result<u8, String> {
         return Ok(0);
     }
     println!("{:<32} {:<5} {:>14} {:>10} {:>8}  STATUS", "NAME", "KIND", "CAPACITY", "FILL", "CREATOR");
-    for (loc, v) in &rows {
+    for (loc, row) in &rows {
+        let v = match row {
+            Ok(v) => v,
+            Err(n) => {
+                println!("{:<32} {:<5} {:>14} {:>10} {:>8}  {}", loc.to_string(), "-", "-", "-", "-", n.status());
+                continue;
+            }
+        };
         let s = &v.snap;
         let (capacity, fill) = if v.is_mpmc() {
             let fill = v.mpmc_fill().map_or_else(|| "?".to_owned(), |f| format!("{f} msg"));
@@ -540,4 +620,33 @@ pub fn rm(names: &[String], paths: &[std::path::PathBuf], stale: bool, force: bo
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error(errno: i32) -> Error {
+        Error::Io { op: "shm_open", target: "/seg".into(), source: std::io::Error::from_raw_os_error(errno) }
+    }
+
+    #[test]
+    fn ls_lists_what_it_may_not_read_with_its_owner_and_skips_what_vanished() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(std::env::current_exe().unwrap());
+        let uid = meta.as_ref().unwrap().uid();
+        for errno in [libc::EACCES, libc::EPERM] {
+            assert_eq!(not_readable(&io_error(errno), &meta), Some(NotReadable { owner_uid: Some(uid) }));
+        }
+        let unknown = Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(not_readable(&io_error(libc::EACCES), &unknown), Some(NotReadable { owner_uid: None }));
+        assert_eq!(NotReadable { owner_uid: Some(1000) }.status(), "not readable (owner uid 1000)");
+        // Gone between listing and opening, or between opening and the lookup.
+        assert_eq!(not_readable(&Error::NotFound("/seg".into()), &meta), None);
+        let gone = Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(not_readable(&io_error(libc::EACCES), &gone), None);
+        // Other failures are not about permissions: skipped, as before.
+        assert_eq!(not_readable(&io_error(libc::EIO), &meta), None);
+        assert_eq!(not_readable(&Error::InvalidArgument("/seg is not a regular file".into()), &meta), None);
+    }
 }

@@ -513,3 +513,70 @@ fn damaged_mpmc_segments_are_explained_not_crashed_on() {
     assert!(out.contains("participant table unreadable"), "{out}");
     assert!(run(&["rm", &name.0]).status.success());
 }
+
+// ---- ls by a user who may not read a segment ---------------------------------
+
+/// Runs `shmring ARGS` as a user who may not read root's mode-0600 segments:
+/// `nobody` through `setpriv` or `runuser` when we are root, ourselves
+/// otherwise (the test then takes our own read permission away). `None`,
+/// with a note, when we are root and neither tool is installed.
+fn run_unprivileged(args: &[&str]) -> Option<Output> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(run(args));
+    }
+    let installed = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    let mut cmd = if installed("setpriv") {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else if installed("runuser") {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--", BIN]);
+        c
+    } else {
+        println!("note: neither setpriv nor runuser is installed; cannot run ls as another user, not tested");
+        return None;
+    };
+    let out = cmd.args(args).stdin(Stdio::null()).output().expect("run shmring as nobody");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(out)
+}
+
+#[test]
+fn ls_lists_a_segment_it_may_not_read_with_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let name = Name::new("unreadable");
+    drop(shmring::spsc::Producer::create(&Location::shm(&name.0), &shmring::RingOptions::new()).unwrap());
+    let meta = std::fs::metadata(name.dev_path()).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root: the owner itself may not read a mode-0000 object.
+        std::fs::set_permissions(name.dev_path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    // Readable by anyone, but not a segment: still not listed.
+    let foreign = Name::new("unreadable-foreign");
+    std::fs::write(foreign.dev_path(), b"just some bytes").unwrap();
+    std::fs::set_permissions(foreign.dev_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let Some(ls) = run_unprivileged(&["ls"]) else { return };
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(!text.contains("no shmring segments"), "{text}");
+    assert!(!text.contains(&foreign.0), "{text}");
+    let line = text.lines().find(|l| l.contains(&name.0)).unwrap_or_else(|| panic!("not listed:\n{text}"));
+    let status = format!("not readable (owner uid {})", meta.uid());
+    assert!(line.ends_with(&status), "{line}");
+    assert_eq!(line.split_whitespace().filter(|w| *w == "-").count(), 4, "{line}");
+
+    let ls = run_unprivileged(&["ls", "--json"]).unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let want = format!("/{}", name.0);
+    let row = rows.as_array().unwrap().iter().find(|r| r["name"].as_str() == Some(&want));
+    let row = row.unwrap_or_else(|| panic!("{want} not listed: {rows}"));
+    assert_eq!(row["status"], "not readable");
+    assert_eq!(row["owner_uid"], meta.uid());
+    for key in ["kind", "capacity_bytes", "fill_bytes", "creator_pid", "record_type"] {
+        assert!(row[key].is_null(), "{key} in {row}");
+    }
+}
