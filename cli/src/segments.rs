@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::mem::offset_of;
+use std::time::Duration;
 
 use shmring::header::{
     self, CONTROL_OFFSET, Header, MPMC_HEADER_LEN, MPMC_MAX_PARTICIPANTS, MpmcControl, PARTICIPANT_ATTACHED,
@@ -275,12 +276,55 @@ fn read_mpmc_head(loc: &Location) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// How many times at most `view` reads a header whose positions look
+/// impossible before it believes them.
+const POSITION_READS: u32 = 5;
+
+/// The pause between those reads: long enough for a live ring's positions
+/// to move on, short enough not to slow `ls` down.
+const POSITION_REREAD_PAUSE: Duration = Duration::from_millis(1);
+
+/// Whether the snapshot's positions (SPSC head and tail, MPMC enqueue and
+/// dequeue counters) are impossible, per the library's checks.
+fn positions_impossible(snap: &Snapshot) -> bool {
+    snap.problems().iter().any(|p| p.starts_with("positions "))
+}
+
+/// Take snapshots with `read` until one shows possible positions, at most
+/// `POSITION_READS` of them, `POSITION_REREAD_PAUSE` apart; return that one,
+/// or the last one read if none does.
+///
+/// The positions are read with plain reads of the page, one word after the
+/// other, while a busy ring's processes keep moving them: the second word
+/// read may be newer than the first, so one read of a healthy ring can show
+/// a tail ahead of its head by more than the capacity, or behind it. A later
+/// read then shows a consistent pair; damaged positions stay impossible in
+/// every read. Only a first read fails the whole; an error on a re-read
+/// (the segment removed meanwhile) keeps what was read before.
+fn settled<T>(mut read: impl FnMut() -> Result<(Snapshot, T), Error>) -> Result<(Snapshot, T), Error> {
+    let mut got = read()?;
+    for _ in 1..POSITION_READS {
+        if !positions_impossible(&got.0) {
+            break;
+        }
+        std::thread::sleep(POSITION_REREAD_PAUSE);
+        match read() {
+            Ok(again) => got = again,
+            Err(_) => break,
+        }
+    }
+    Ok(got)
+}
+
 /// Read a segment's header (and an MPMC segment's participant table). The
 /// returned view may describe something that is not a shmring segment at
-/// all (check `snap.magic`).
+/// all (check `snap.magic`). Positions that look impossible are read again
+/// a few times before they are believed (see `settled`).
 fn view(loc: &Location) -> Result<View, Error> {
-    let (page, len) = read_first_page(loc)?;
-    let snap = Snapshot::parse(&page, len);
+    let (snap, page) = settled(|| {
+        let (page, len) = read_first_page(loc)?;
+        Ok((Snapshot::parse(&page, len), page))
+    })?;
     let ty = type_info(&snap, &page);
     let parts = match (&snap.mpmc, snap.magic == header::MAGIC) {
         (Some(_), true) => Some(match read_mpmc_head(loc) {
@@ -648,5 +692,66 @@ mod tests {
         // Other failures are not about permissions: skipped, as before.
         assert_eq!(not_readable(&io_error(libc::EIO), &meta), None);
         assert_eq!(not_readable(&Error::InvalidArgument("/seg is not a regular file".into()), &meta), None);
+    }
+
+    /// A snapshot of a live, healthy ring of each kind, each made in a file
+    /// that is removed again before anything is checked.
+    fn healthy_snapshots() -> (Snapshot, Snapshot) {
+        let loc = Location::path(std::env::temp_dir().join(format!("shmring-segments-test-{}", std::process::id())));
+        let read = || read_first_page(&loc).map(|(page, len)| Snapshot::parse(&page, len));
+        let opts = shmring::RingOptions::new().capacity(4096);
+        let spsc = shmring::spsc::Producer::create(&loc, &opts).and_then(|_ring| read());
+        let _ = loc.unlink();
+        let opts = shmring::mpmc::MpmcOptions::new().slot_size(8).slot_count(8);
+        let mpmc = shmring::mpmc::Producer::create(&loc, &opts).and_then(|_ring| read());
+        let _ = loc.unlink();
+        let (spsc, mpmc) = (spsc.unwrap(), mpmc.unwrap());
+        for snap in [&spsc, &mpmc] {
+            assert_eq!(snap.problems(), Vec::<String>::new(), "{snap:?}");
+        }
+        (spsc, mpmc)
+    }
+
+    /// `settled` over `reads`, in order (then errors); also how many were taken.
+    fn settle(reads: &[&Snapshot]) -> (Result<Snapshot, Error>, usize) {
+        let mut taken = 0;
+        let got = settled(|| {
+            taken += 1;
+            match reads.get(taken - 1) {
+                Some(s) => Ok(((*s).clone(), ())),
+                None => Err(Error::NotFound("/gone".into())),
+            }
+        });
+        (got.map(|(s, ())| s), taken)
+    }
+
+    #[test]
+    fn torn_positions_are_read_again_and_reported_only_if_every_read_shows_them() {
+        let (spsc, mpmc) = healthy_snapshots();
+        let cap = spsc.capacity;
+        let torn_spsc = [
+            // Tail read after the producer moved on, head before the consumer did.
+            Snapshot { head: 64, tail: 64 + cap + 8, ..spsc.clone() },
+            // Head read after the consumer caught up with a newer tail.
+            Snapshot { head: 128, tail: 64, ..spsc.clone() },
+        ];
+        let mut m = mpmc.mpmc.unwrap();
+        m.dequeue = m.enqueue + 1;
+        let torn_mpmc = Snapshot { mpmc: Some(m), ..mpmc.clone() };
+        for (torn, good) in torn_spsc.iter().map(|t| (t, &spsc)).chain([(&torn_mpmc, &mpmc)]) {
+            assert!(positions_impossible(torn), "{:?}", torn.problems());
+            // A consistent read clears it.
+            let (got, taken) = settle(&[torn, torn, good]);
+            assert_eq!((got.unwrap(), taken), (good.clone(), 3));
+            // Impossible in every read: reported, from the last read.
+            let (got, taken) = settle(&[torn; POSITION_READS as usize + 1]);
+            assert_eq!(taken, POSITION_READS as usize);
+            assert!(got.unwrap().problems().iter().any(|p| p.contains("positions impossible")));
+            // A first read that is fine is not repeated.
+            assert_eq!(settle(&[good, torn]).1, 1);
+            // Removed during the re-reads: what was read stands; a first read that fails, fails.
+            assert_eq!(settle(&[torn]).0.unwrap(), torn.clone());
+            assert!(matches!(settle(&[]).0, Err(Error::NotFound(_))));
+        }
     }
 }
