@@ -580,3 +580,92 @@ fn ls_lists_a_segment_it_may_not_read_with_its_owner() {
         assert!(row[key].is_null(), "{key} in {row}");
     }
 }
+
+// ---- bench with a message count and a peer that never makes contact ----------
+
+/// What a `shmring bench` process may leave behind (its names start with
+/// `shmring-bench-PID-`), removed on drop: nothing, if it cleaned up.
+struct BenchLeftovers(String);
+
+impl BenchLeftovers {
+    fn list(&self) -> Vec<std::path::PathBuf> {
+        [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&self.0)))
+            .map(|e| e.path())
+            .collect()
+    }
+}
+
+impl Drop for BenchLeftovers {
+    fn drop(&mut self) {
+        for path in self.list() {
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
+    }
+}
+
+#[test]
+fn bench_with_a_message_count_reports_peers_that_exit_before_first_contact_instead_of_hanging() {
+    // Every child exits at once, before touching its transport (a test hook of the child).
+    let mut bench = shmring(&["bench", "--messages", "1000", "--warmup", "0", "--no-progress", "--format", "json"])
+        .env("SHMRING_BENCH_CHILD_FAULT", "exit")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let leftovers = BenchLeftovers(format!("shmring-bench-{}-", bench.id()));
+    let pipe_reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).map(|_| text)
+        })
+    };
+    let out = pipe_reader(Box::new(bench.stdout.take().unwrap()));
+    let err = pipe_reader(Box::new(bench.stderr.take().unwrap()));
+    // Each case ends within a fraction of a second; one left waiting for its peer would only
+    // be ended by the watchdog, a minute later.
+    let t = Instant::now();
+    while bench.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t.elapsed();
+    if bench.try_wait().unwrap().is_none() {
+        // SIGTERM, which it handles by cleaning up, then SIGKILL if it must.
+        // SAFETY: kill takes no pointers; the pid is our unreaped child's.
+        unsafe { libc::kill(bench.id() as libc::pid_t, libc::SIGTERM) };
+        let t = Instant::now();
+        while bench.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = bench.kill();
+    }
+    let status = bench.wait().unwrap();
+    let (out, err) = (out.join().unwrap().unwrap(), err.join().unwrap().unwrap());
+    assert!(took < Duration::from_secs(30), "still running after {took:?}:\n{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("exiting before first contact"), "the hook did not act:\n{err}");
+    assert!(!err.contains("no result within"), "a case ran into the watchdog:\n{err}");
+    let failed: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    assert!(err.contains(&format!("{} case(s) failed", failed.len())), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    for r in rows {
+        assert!(r["rtt_p50_ns"].is_null() && r["msgs_per_s"].is_null(), "measured without a peer: {r}");
+    }
+    // Every row of these transports failed and says why (the message queues' 64 KiB rows
+    // are not measured at all, so they are left out).
+    for t in ["shmring", "shmring-mpmc", "cache-line", "futex", "pipe", "fifo", "unix-socket", "tcp-loopback"] {
+        let lines: Vec<&&str> = failed.iter().filter(|l| l.trim_start().starts_with(&format!("{t} "))).collect();
+        let expected = rows.iter().filter(|r| r["transport"] == t).count();
+        assert!(lines.len() == expected && expected > 0, "{t}: {expected} rows, failures:\n{err}");
+        for l in lines {
+            assert!(l.contains("child process failed: exit status: 1"), "{l}");
+        }
+    }
+    assert_eq!(leftovers.list(), Vec::<std::path::PathBuf>::new(), "left behind");
+}
