@@ -241,10 +241,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         let row = if case.needs_two_cpus() && placement.available < 2 {
             Row::empty(case, Some("needs two CPUs: both sides busy-poll".into()))
         } else {
-            let _deadline = guard::Deadline::arm(budget.deadline(), case.label());
+            let limit = budget.deadline();
+            let deadline = guard::Deadline::arm(limit, case.label());
             match measure(case, &budget, &launcher) {
                 Ok(outcome) => Row::new(case, outcome),
                 Err(e) => {
+                    let e = match limit {
+                        Some(limit) if deadline.overran() => format!(
+                            "no result within {:.0} s (its peer never made contact or stopped answering), \
+                             so the peer process was killed: {e}",
+                            limit.as_secs_f64()
+                        ),
+                        _ => e,
+                    };
                     failures.push(format!("{}: {e}", case.label()));
                     Row::empty(case, Some("failed (error below)".into()))
                 }
@@ -360,6 +369,16 @@ mod tests {
         assert!(cases.iter().all(|c| matches!(c.transport, Transport::Pipe | Transport::Futex)));
         let parsed = args(&["--only", "unix-socket,tcp-loopback"]);
         assert_eq!(parsed.only, [Transport::UnixSocket, Transport::TcpLoopback]);
+    }
+
+    #[test]
+    fn counted_cases_have_a_deadline_that_grows_with_the_count() {
+        let b = args(&["--messages", "1000", "--warmup", "0"]).budget().unwrap();
+        assert_eq!(b.deadline(), Some(Duration::from_secs(61)));
+        let b = args(&["--messages", "1000", "--warmup", "1"]).budget().unwrap();
+        assert_eq!(b.deadline(), Some(Duration::from_secs(64)));
+        let b = args(&["--messages", &u64::MAX.to_string()]).budget().unwrap();
+        assert!(b.deadline().is_some_and(|d| d > Duration::from_secs(1 << 40)));
     }
 
     #[test]

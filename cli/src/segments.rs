@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::mem::offset_of;
+use std::time::Duration;
 
 use shmring::header::{
     self, CONTROL_OFFSET, Header, MPMC_HEADER_LEN, MPMC_MAX_PARTICIPANTS, MpmcControl, PARTICIPANT_ABORTED,
@@ -272,27 +273,77 @@ impl View {
     }
 }
 
+/// The file behind a location: `/dev/shm/NAME` for a shm object.
+fn file_path(loc: &Location) -> std::path::PathBuf {
+    match loc {
+        Location::Shm(name) => std::path::PathBuf::from(format!("/dev/shm{name}")),
+        Location::Path(p) => p.clone(),
+    }
+}
+
 /// Read the bytes before an MPMC segment's data region (header, control
 /// block, participant table): at most `MPMC_HEADER_LEN` bytes, fewer if the
 /// file is shorter.
 fn read_mpmc_head(loc: &Location) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = match loc {
-        Location::Shm(name) => std::path::PathBuf::from(format!("/dev/shm{name}")),
-        Location::Path(p) => p.clone(),
-    };
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file_path(loc))?;
     let mut buf = Vec::with_capacity(MPMC_HEADER_LEN);
     file.take(MPMC_HEADER_LEN as u64).read_to_end(&mut buf)?;
     Ok(buf)
 }
 
+/// How many times at most `view` reads a header whose positions look
+/// impossible before it believes them.
+const POSITION_READS: u32 = 5;
+
+/// The pause between those reads: long enough for a live ring's positions
+/// to move on, short enough not to slow `ls` down.
+const POSITION_REREAD_PAUSE: Duration = Duration::from_millis(1);
+
+/// Whether the snapshot's positions (SPSC head and tail, MPMC enqueue and
+/// dequeue counters) are impossible, per the library's checks.
+fn positions_impossible(snap: &Snapshot) -> bool {
+    snap.problems().iter().any(|p| p.starts_with("positions "))
+}
+
+/// Take snapshots with `read` until one shows possible positions, at most
+/// `POSITION_READS` of them, `POSITION_REREAD_PAUSE` apart; return that one,
+/// or the last one read if none does.
+///
+/// The positions are read with plain reads of the page, one word after the
+/// other, while a busy ring's processes keep moving them: the second word
+/// read may be newer than the first, so one read of a healthy ring can show
+/// a tail ahead of its head by more than the capacity, or behind it. A later
+/// read then shows a consistent pair; damaged positions stay impossible in
+/// every read. Only a first read fails the whole; an error on a re-read
+/// (the segment removed meanwhile) keeps what was read before.
+fn settled<T>(mut read: impl FnMut() -> Result<(Snapshot, T), Error>) -> Result<(Snapshot, T), Error> {
+    let mut got = read()?;
+    for _ in 1..POSITION_READS {
+        if !positions_impossible(&got.0) {
+            break;
+        }
+        std::thread::sleep(POSITION_REREAD_PAUSE);
+        match read() {
+            Ok(again) => got = again,
+            Err(_) => break,
+        }
+    }
+    Ok(got)
+}
+
 /// Read a segment's header (and an MPMC segment's participant table). The
 /// returned view may describe something that is not a shmring segment at
-/// all (check `snap.magic`).
+/// all (check `snap.magic`). Positions that look impossible are read again
+/// a few times before they are believed (see `settled`).
 fn view(loc: &Location) -> Result<View, Error> {
-    let (page, len) = read_first_page(loc)?;
-    let snap = Snapshot::parse(&page, len);
+    let (snap, page) = settled(|| {
+        let (page, len) = read_first_page(loc)?;
+        Ok((Snapshot::parse(&page, len), page))
+    })?;
     let ty = type_info(&snap, &page);
     let parts = match (&snap.mpmc, snap.magic == header::MAGIC) {
         (Some(_), true) => Some(match read_mpmc_head(loc) {
@@ -361,16 +412,82 @@ fn json_row(loc: &Location, v: &View) -> serde_json::Value {
     row
 }
 
-pub fn ls(json: bool) -> Result<u8, String> {
-    let mut rows = Vec::new();
-    for loc in list_shm().map_err(|e| e.to_string())? {
-        // Objects we cannot read (other users', vanished) are skipped.
-        if let Ok(Some(v)) = snapshot(&loc) {
-            rows.push((loc, v));
+/// A shm object `ls` may not read: another user's segment, most likely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NotReadable {
+    /// The object's owner, if its metadata could be read.
+    owner_uid: Option<u32>,
+}
+
+impl NotReadable {
+    /// The STATUS column, e.g. `not readable (owner uid 1000)`.
+    fn status(self) -> String {
+        match self.owner_uid {
+            Some(uid) => format!("not readable (owner uid {uid})"),
+            None => "not readable (owner unknown)".to_owned(),
         }
     }
+
+    fn json(self, loc: &Location) -> serde_json::Value {
+        serde_json::json!({
+            "name": loc.to_string(),
+            "kind": null,
+            "capacity_bytes": null,
+            "fill_bytes": null,
+            "creator_pid": null,
+            "status": "not readable",
+            "owner_uid": self.owner_uid,
+            "record_type": null,
+        })
+    }
+}
+
+/// Whether `ls` lists a shm object whose header could not be read (`err`),
+/// given its metadata as looked up afterwards (`meta`): as not readable when
+/// the open was refused for lack of permission (EACCES, EPERM), with the
+/// owner taken from `meta`. Not listed if it vanished in the meantime
+/// (`err` or `meta` says ENOENT) or for any other error (not a regular
+/// file, a name the shm calls refuse), as for files that are not segments.
+fn not_readable(err: &Error, meta: &std::io::Result<std::fs::Metadata>) -> Option<NotReadable> {
+    use std::os::unix::fs::MetadataExt;
+    let Error::Io { source, .. } = err else {
+        return None;
+    };
+    if !matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+        return None;
+    }
+    match meta {
+        Ok(m) => Some(NotReadable { owner_uid: Some(m.uid()) }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => Some(NotReadable { owner_uid: None }),
+    }
+}
+
+pub fn ls(json: bool) -> Result<u8, String> {
+    // Each a segment read, or an object this user may not read (which may
+    // well be a segment).
+    let mut rows: Vec<(Location, Result<View, NotReadable>)> = Vec::new();
+    for loc in list_shm().map_err(|e| e.to_string())? {
+        // Files that are not segments, and objects that vanished since the
+        // directory was listed, are skipped.
+        let row = match snapshot(&loc) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => continue,
+            Err(e) => match not_readable(&e, &std::fs::symlink_metadata(file_path(&loc))) {
+                Some(n) => Err(n),
+                None => continue,
+            },
+        };
+        rows.push((loc, row));
+    }
     if json {
-        let arr: Vec<_> = rows.iter().map(|(loc, v)| json_row(loc, v)).collect();
+        let arr: Vec<_> = rows
+            .iter()
+            .map(|(loc, row)| match row {
+                Ok(v) => json_row(loc, v),
+                Err(n) => n.json(loc),
+            })
+            .collect();
         println!("{}", serde_json::Value::Array(arr));
         return Ok(0);
     }
@@ -379,7 +496,14 @@ pub fn ls(json: bool) -> Result<u8, String> {
         return Ok(0);
     }
     println!("{:<32} {:<5} {:>14} {:>10} {:>8}  STATUS", "NAME", "KIND", "CAPACITY", "FILL", "CREATOR");
-    for (loc, v) in &rows {
+    for (loc, row) in &rows {
+        let v = match row {
+            Ok(v) => v,
+            Err(n) => {
+                println!("{:<32} {:<5} {:>14} {:>10} {:>8}  {}", loc.to_string(), "-", "-", "-", "-", n.status());
+                continue;
+            }
+        };
         let s = &v.snap;
         let (capacity, fill) = if v.is_mpmc() {
             let fill = v.mpmc_fill().map_or_else(|| "?".to_owned(), |f| format!("{f} msg"));
@@ -575,4 +699,94 @@ pub fn rm(names: &[String], paths: &[std::path::PathBuf], stale: bool, force: bo
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error(errno: i32) -> Error {
+        Error::Io { op: "shm_open", target: "/seg".into(), source: std::io::Error::from_raw_os_error(errno) }
+    }
+
+    #[test]
+    fn ls_lists_what_it_may_not_read_with_its_owner_and_skips_what_vanished() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(std::env::current_exe().unwrap());
+        let uid = meta.as_ref().unwrap().uid();
+        for errno in [libc::EACCES, libc::EPERM] {
+            assert_eq!(not_readable(&io_error(errno), &meta), Some(NotReadable { owner_uid: Some(uid) }));
+        }
+        let unknown = Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(not_readable(&io_error(libc::EACCES), &unknown), Some(NotReadable { owner_uid: None }));
+        assert_eq!(NotReadable { owner_uid: Some(1000) }.status(), "not readable (owner uid 1000)");
+        // Gone between listing and opening, or between opening and the lookup.
+        assert_eq!(not_readable(&Error::NotFound("/seg".into()), &meta), None);
+        let gone = Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(not_readable(&io_error(libc::EACCES), &gone), None);
+        // Other failures are not about permissions: skipped, as before.
+        assert_eq!(not_readable(&io_error(libc::EIO), &meta), None);
+        assert_eq!(not_readable(&Error::InvalidArgument("/seg is not a regular file".into()), &meta), None);
+    }
+
+    /// A snapshot of a live, healthy ring of each kind, each made in a file
+    /// that is removed again before anything is checked.
+    fn healthy_snapshots() -> (Snapshot, Snapshot) {
+        let loc = Location::path(std::env::temp_dir().join(format!("shmring-segments-test-{}", std::process::id())));
+        let read = || read_first_page(&loc).map(|(page, len)| Snapshot::parse(&page, len));
+        let opts = shmring::RingOptions::new().capacity(4096);
+        let spsc = shmring::spsc::Producer::create(&loc, &opts).and_then(|_ring| read());
+        let _ = loc.unlink();
+        let opts = shmring::mpmc::MpmcOptions::new().slot_size(8).slot_count(8);
+        let mpmc = shmring::mpmc::Producer::create(&loc, &opts).and_then(|_ring| read());
+        let _ = loc.unlink();
+        let (spsc, mpmc) = (spsc.unwrap(), mpmc.unwrap());
+        for snap in [&spsc, &mpmc] {
+            assert_eq!(snap.problems(), Vec::<String>::new(), "{snap:?}");
+        }
+        (spsc, mpmc)
+    }
+
+    /// `settled` over `reads`, in order (then errors); also how many were taken.
+    fn settle(reads: &[&Snapshot]) -> (Result<Snapshot, Error>, usize) {
+        let mut taken = 0;
+        let got = settled(|| {
+            taken += 1;
+            match reads.get(taken - 1) {
+                Some(s) => Ok(((*s).clone(), ())),
+                None => Err(Error::NotFound("/gone".into())),
+            }
+        });
+        (got.map(|(s, ())| s), taken)
+    }
+
+    #[test]
+    fn torn_positions_are_read_again_and_reported_only_if_every_read_shows_them() {
+        let (spsc, mpmc) = healthy_snapshots();
+        let cap = spsc.capacity;
+        let torn_spsc = [
+            // Tail read after the producer moved on, head before the consumer did.
+            Snapshot { head: 64, tail: 64 + cap + 8, ..spsc.clone() },
+            // Head read after the consumer caught up with a newer tail.
+            Snapshot { head: 128, tail: 64, ..spsc.clone() },
+        ];
+        let mut m = mpmc.mpmc.unwrap();
+        m.dequeue = m.enqueue + 1;
+        let torn_mpmc = Snapshot { mpmc: Some(m), ..mpmc.clone() };
+        for (torn, good) in torn_spsc.iter().map(|t| (t, &spsc)).chain([(&torn_mpmc, &mpmc)]) {
+            assert!(positions_impossible(torn), "{:?}", torn.problems());
+            // A consistent read clears it.
+            let (got, taken) = settle(&[torn, torn, good]);
+            assert_eq!((got.unwrap(), taken), (good.clone(), 3));
+            // Impossible in every read: reported, from the last read.
+            let (got, taken) = settle(&[torn; POSITION_READS as usize + 1]);
+            assert_eq!(taken, POSITION_READS as usize);
+            assert!(got.unwrap().problems().iter().any(|p| p.contains("positions impossible")));
+            // A first read that is fine is not repeated.
+            assert_eq!(settle(&[good, torn]).1, 1);
+            // Removed during the re-reads: what was read stands; a first read that fails, fails.
+            assert_eq!(settle(&[torn]).0.unwrap(), torn.clone());
+            assert!(matches!(settle(&[]).0, Err(Error::NotFound(_))));
+        }
+    }
 }

@@ -518,6 +518,162 @@ fn damaged_mpmc_segments_are_explained_not_crashed_on() {
     assert!(run(&["rm", &name.0]).status.success());
 }
 
+// ---- ls by a user who may not read a segment ---------------------------------
+
+/// Runs `shmring ARGS` as a user who may not read root's mode-0600 segments:
+/// `nobody` through `setpriv` or `runuser` when we are root, ourselves
+/// otherwise (the test then takes our own read permission away). `None`,
+/// with a note, when we are root and neither tool is installed.
+fn run_unprivileged(args: &[&str]) -> Option<Output> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(run(args));
+    }
+    let installed = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    let mut cmd = if installed("setpriv") {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else if installed("runuser") {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--", BIN]);
+        c
+    } else {
+        println!("note: neither setpriv nor runuser is installed; cannot run ls as another user, not tested");
+        return None;
+    };
+    let out = cmd.args(args).stdin(Stdio::null()).output().expect("run shmring as nobody");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(out)
+}
+
+#[test]
+fn ls_lists_a_segment_it_may_not_read_with_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let name = Name::new("unreadable");
+    drop(shmring::spsc::Producer::create(&Location::shm(&name.0), &shmring::RingOptions::new()).unwrap());
+    let meta = std::fs::metadata(name.dev_path()).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root: the owner itself may not read a mode-0000 object.
+        std::fs::set_permissions(name.dev_path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    // Readable by anyone, but not a segment: still not listed.
+    let foreign = Name::new("unreadable-foreign");
+    std::fs::write(foreign.dev_path(), b"just some bytes").unwrap();
+    std::fs::set_permissions(foreign.dev_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let Some(ls) = run_unprivileged(&["ls"]) else { return };
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(!text.contains("no shmring segments"), "{text}");
+    assert!(!text.contains(&foreign.0), "{text}");
+    let line = text.lines().find(|l| l.contains(&name.0)).unwrap_or_else(|| panic!("not listed:\n{text}"));
+    let status = format!("not readable (owner uid {})", meta.uid());
+    assert!(line.ends_with(&status), "{line}");
+    assert_eq!(line.split_whitespace().filter(|w| *w == "-").count(), 4, "{line}");
+
+    let ls = run_unprivileged(&["ls", "--json"]).unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let want = format!("/{}", name.0);
+    let row = rows.as_array().unwrap().iter().find(|r| r["name"].as_str() == Some(&want));
+    let row = row.unwrap_or_else(|| panic!("{want} not listed: {rows}"));
+    assert_eq!(row["status"], "not readable");
+    assert_eq!(row["owner_uid"], meta.uid());
+    for key in ["kind", "capacity_bytes", "fill_bytes", "creator_pid", "record_type"] {
+        assert!(row[key].is_null(), "{key} in {row}");
+    }
+}
+
+// ---- bench with a message count and a peer that never makes contact ----------
+
+/// What a `shmring bench` process may leave behind (its names start with
+/// `shmring-bench-PID-`), removed on drop: nothing, if it cleaned up.
+struct BenchLeftovers(String);
+
+impl BenchLeftovers {
+    fn list(&self) -> Vec<std::path::PathBuf> {
+        [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&self.0)))
+            .map(|e| e.path())
+            .collect()
+    }
+}
+
+impl Drop for BenchLeftovers {
+    fn drop(&mut self) {
+        for path in self.list() {
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
+    }
+}
+
+#[test]
+fn bench_with_a_message_count_reports_peers_that_exit_before_first_contact_instead_of_hanging() {
+    // Every child exits at once, before touching its transport (a test hook of the child).
+    let mut bench = shmring(&["bench", "--messages", "1000", "--warmup", "0", "--no-progress", "--format", "json"])
+        .env("SHMRING_BENCH_CHILD_FAULT", "exit")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let leftovers = BenchLeftovers(format!("shmring-bench-{}-", bench.id()));
+    let pipe_reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).map(|_| text)
+        })
+    };
+    let out = pipe_reader(Box::new(bench.stdout.take().unwrap()));
+    let err = pipe_reader(Box::new(bench.stderr.take().unwrap()));
+    // Each case ends within a fraction of a second; one left waiting for its peer would only
+    // be ended by the watchdog, a minute later.
+    let t = Instant::now();
+    while bench.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t.elapsed();
+    if bench.try_wait().unwrap().is_none() {
+        // SIGTERM, which it handles by cleaning up, then SIGKILL if it must.
+        // SAFETY: kill takes no pointers; the pid is our unreaped child's.
+        unsafe { libc::kill(bench.id() as libc::pid_t, libc::SIGTERM) };
+        let t = Instant::now();
+        while bench.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = bench.kill();
+    }
+    let status = bench.wait().unwrap();
+    let (out, err) = (out.join().unwrap().unwrap(), err.join().unwrap().unwrap());
+    assert!(took < Duration::from_secs(30), "still running after {took:?}:\n{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("exiting before first contact"), "the hook did not act:\n{err}");
+    assert!(!err.contains("no result within"), "a case ran into the watchdog:\n{err}");
+    let failed: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    assert!(err.contains(&format!("{} case(s) failed", failed.len())), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    for r in rows {
+        assert!(r["rtt_p50_ns"].is_null() && r["msgs_per_s"].is_null(), "measured without a peer: {r}");
+    }
+    // Every row of these transports failed and says why (the message queues' 64 KiB rows
+    // are not measured at all, so they are left out).
+    for t in ["shmring", "shmring-mpmc", "cache-line", "futex", "pipe", "fifo", "unix-socket", "tcp-loopback"] {
+        let lines: Vec<&&str> = failed.iter().filter(|l| l.trim_start().starts_with(&format!("{t} "))).collect();
+        let expected = rows.iter().filter(|r| r["transport"] == t).count();
+        assert!(lines.len() == expected && expected > 0, "{t}: {expected} rows, failures:\n{err}");
+        for l in lines {
+            assert!(l.contains("child process failed: exit status: 1"), "{l}");
+        }
+    }
+    assert_eq!(leftovers.list(), Vec::<std::path::PathBuf>::new(), "left behind");
+}
+
 /// A pipe whose read end does not block: once its bytes are read, the next
 /// read fails with EAGAIN. As standard input of `send`, a read error after
 /// some data.

@@ -152,11 +152,17 @@ impl Budget {
         }
     }
 
-    /// A generous upper bound on a case's wall time, for the watchdog; `None` when counting.
+    /// A generous upper bound on a case's wall time, for the watchdog, which gives up on a
+    /// case that runs longer (see `guard::Deadline`); `None` if too large to represent.
+    ///
+    /// When counting, 60 s (starting the peer and setting up, on a loaded machine) plus 1 ms
+    /// per round trip or message: no row needs more than a small fraction of that (the slowest,
+    /// 64 KiB messages and round trips through the kernel, take microseconds to tens of
+    /// microseconds), so only a peer that never made contact or stopped answering runs into it.
     pub fn deadline(&self) -> Option<Duration> {
         match self.length {
             Length::Time(limit) => Some((self.warmup + limit) * 3 + Duration::from_secs(15)),
-            Length::Count(_) => None,
+            Length::Count(n) => (self.warmup * 3 + Duration::from_secs(60)).checked_add(Duration::from_millis(n)),
         }
     }
 }

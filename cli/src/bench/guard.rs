@@ -3,8 +3,9 @@
 //!
 //! Normal paths run clean-ups through `Drop`. Signals are blocked in the benchmarking thread
 //! and taken by a dedicated thread with `sigwait`, so the emergency path runs as ordinary code
-//! (no async-signal-safety constraints). A watchdog thread ends a case that overruns its
-//! deadline the same way.
+//! (no async-signal-safety constraints). A watchdog thread kills the child processes of a
+//! case that overruns its deadline, which then fails like one whose peer died; a case that
+//! does not end even then is ended the same way as on a signal.
 
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
@@ -134,26 +135,54 @@ impl Drop for SignalMask {
 }
 
 struct Watch {
+    /// When the watchdog acts next.
     deadline: Instant,
     what: String,
+    /// Whether the case ran past its limit, and its child processes were killed for it.
+    overran: bool,
 }
 
 static WATCHED: Mutex<Option<Watch>> = Mutex::new(None);
 static WATCH_CHANGED: Condvar = Condvar::new();
 
+/// How long a case that overran its limit has to end after its child processes were killed,
+/// before the whole run is aborted: every transport notices a dead peer within a fraction of
+/// this (the slowest checks every 200 ms), so only a case stuck elsewhere runs into it.
+const AFTER_KILL: Duration = Duration::from_secs(10);
+
 fn watched() -> MutexGuard<'static, Option<Watch>> {
     WATCHED.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Kills every tracked child process; they stay tracked until their owners reap them.
+fn kill_children() {
+    for (_, pid) in &registry().children {
+        // The child may already be gone; nothing more to do then.
+        let _ = signal::kill(*pid, Signal::SIGKILL);
+    }
 }
 
 fn watchdog() {
     let mut current = watched();
     loop {
-        let wait = match &*current {
+        let wait = match &mut *current {
             None => Duration::from_secs(3600),
             Some(w) => match w.deadline.checked_duration_since(Instant::now()) {
                 Some(left) => left,
+                // First the case's peer goes: a case whose peer never made contact or stopped
+                // answering then fails the way it does when the peer dies, and the run goes on.
+                None if !w.overran => {
+                    w.overran = true;
+                    w.deadline = Instant::now() + AFTER_KILL;
+                    kill_children();
+                    AFTER_KILL
+                }
                 None => {
-                    let message = format!("{} did not finish in time; aborted", w.what);
+                    let message = format!(
+                        "{} did not finish in time, nor {} s after its peer process was killed; aborted",
+                        w.what,
+                        AFTER_KILL.as_secs()
+                    );
                     drop(current);
                     emergency_exit(1, &message);
                 }
@@ -168,11 +197,20 @@ fn watchdog() {
 pub(crate) struct Deadline(());
 
 impl Deadline {
-    /// Aborts the whole run (after cleaning up) if `what` is still running after `limit`.
+    /// If `what` is still running after `limit`, kills its child processes (so that it fails
+    /// as when its peer dies, see [`Deadline::overran`]), and if it still has not ended
+    /// [`AFTER_KILL`] later, aborts the whole run after cleaning up. `None`, or a limit too far
+    /// away to represent, arms nothing.
     pub(crate) fn arm(limit: Option<Duration>, what: String) -> Deadline {
-        *watched() = limit.map(|limit| Watch { deadline: Instant::now() + limit, what });
+        let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
+        *watched() = deadline.map(|deadline| Watch { deadline, what, overran: false });
         WATCH_CHANGED.notify_all();
         Deadline(())
+    }
+
+    /// Whether the case ran past its limit and had its child processes killed for it.
+    pub(crate) fn overran(&self) -> bool {
+        watched().as_ref().is_some_and(|w| w.overran)
     }
 }
 
@@ -189,4 +227,46 @@ pub(crate) fn unique_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("shmring-bench-{}-{n}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// A child process killed and reaped on drop, whatever happens in the test.
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_case_past_its_deadline_has_its_child_killed_and_knows_it() {
+        let _mask = install().unwrap();
+        let mut child = Sleeper(std::process::Command::new("sleep").arg("60").spawn().unwrap());
+        let ticket = track_child(Pid::from_raw(child.0.id() as i32));
+        let deadline = Deadline::arm(Some(Duration::from_millis(100)), "test case".into());
+        assert!(!deadline.overran());
+        let t = Instant::now();
+        // Well before AFTER_KILL, after which the watchdog would end this process.
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "the watchdog did not kill the child");
+            thread::sleep(Duration::from_millis(5));
+        };
+        untrack_child(ticket);
+        assert!(t.elapsed() >= Duration::from_millis(100), "killed early, after {:?}", t.elapsed());
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(deadline.overran());
+        drop(deadline);
+        // A limit too far away to represent arms nothing.
+        let never = Deadline::arm(Some(Duration::MAX), "another case".into());
+        assert!(!never.overran());
+    }
 }

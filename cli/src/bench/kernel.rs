@@ -5,13 +5,13 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_attr_member_t, mq_open};
 use nix::sys::stat::Mode;
 
@@ -146,9 +146,92 @@ fn tcp_pair() -> Result<(TcpStream, TcpStream), String> {
     Ok((server, client))
 }
 
-/// Opens a FIFO, blocking until the other side opens it too.
+/// Opens a FIFO, blocking until the other side opens it too (child side: the parent is
+/// there, or we die with it).
 fn open_fifo(path: &Path, read: bool) -> Result<File, String> {
     OpenOptions::new().read(read).write(!read).open(path).map_err(|e| format!("fifo: opening {}: {e}", path.display()))
+}
+
+/// Clears `O_NONBLOCK`, so that reads and writes block as with an ordinary open.
+fn set_blocking(file: &File) -> Result<(), String> {
+    let flags = fcntl(file, FcntlArg::F_GETFL).map_err(|e| format!("fifo: fcntl(F_GETFL): {e}"))?;
+    let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+    fcntl(file, FcntlArg::F_SETFL(flags)).map_err(|e| format!("fifo: fcntl(F_SETFL): {e}"))?;
+    Ok(())
+}
+
+/// Parent side: opens the write end of a FIFO once the child has opened its read end, which
+/// a plain open would wait for even if the child died first.
+fn open_fifo_writer(path: &Path, peer: PeerWatch) -> Result<File, String> {
+    loop {
+        match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path) {
+            Ok(file) => {
+                set_blocking(&file)?;
+                return Ok(file);
+            }
+            // No reader yet.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if peer.gone() {
+                    return Err(format!("fifo: the child process exited before opening {}", path.display()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(format!("fifo: opening {}: {e}", path.display())),
+        }
+    }
+}
+
+/// Parent side: the read end of a FIFO, opened at once. Until something arrives, a read
+/// with no writer would see end of file, and a plain open would wait for a writer even if the
+/// child died first: so the first read waits in `poll` for data (or for a writer that came
+/// and went), in slices of [`peer::PEER_CHECK`], checking on the child between them.
+struct FifoReader {
+    file: File,
+    /// The child, until its first bytes have arrived.
+    before_contact: Option<PeerWatch>,
+}
+
+impl FifoReader {
+    fn open(path: &Path, peer: PeerWatch) -> Result<FifoReader, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| format!("fifo: opening {}: {e}", path.display()))?;
+        set_blocking(&file)?;
+        Ok(FifoReader { file, before_contact: Some(peer) })
+    }
+
+    /// Waits until a read would not block, or the child is gone.
+    fn wait_for_writer(&self, peer: PeerWatch) -> io::Result<()> {
+        let mut pfd = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let slice = peer::PEER_CHECK.as_millis() as libc::c_int;
+        loop {
+            // SAFETY: `pfd` is one valid pollfd, readable and writable for the whole call, and its descriptor stays open (owned by `self.file`).
+            match unsafe { libc::poll(&mut pfd, 1, slice) } {
+                // Data, or a writer that already closed its end (the read then sees end of file).
+                n if n > 0 => return Ok(()),
+                0 if peer.gone() => return Err(io::Error::other("the child process exited before writing anything")),
+                0 => {}
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Read for FifoReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(peer) = self.before_contact {
+            self.wait_for_writer(peer)?;
+            self.before_contact = None;
+        }
+        self.file.read(buf)
+    }
 }
 
 fn fifo_parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
@@ -167,17 +250,24 @@ fn fifo_parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outc
     let dir_name = dir.to_str().ok_or("temporary directory path is not UTF-8")?;
     let child = launcher.spawn(case, budget, vec![dir_name.to_owned()], vec![])?;
     let what = case.transport.name();
+    let peer = child.watch();
+    // Our ends open before the child's may: the names go once the first message has come.
     if case.is_stream() {
-        let r = open_fifo(&dir.join("data"), true)?;
-        // Both ends are open: the names are no longer needed.
-        drop(cleanup);
-        let mut ch = FdChannel::new(r, io::sink(), case.payload, what);
+        let r = match FifoReader::open(&dir.join("data"), peer) {
+            Ok(r) => r,
+            Err(e) => return protocol::conclude(Err(e), child),
+        };
+        let mut ch = FirstContact::new(FdChannel::new(r, io::sink(), case.payload, what), vec![cleanup]);
         protocol::drive(&mut ch, case, budget, child)
     } else {
-        let w = open_fifo(&dir.join("ping"), false)?;
-        let r = open_fifo(&dir.join("pong"), true)?;
-        drop(cleanup);
-        let mut ch = FdChannel::new(r, w, case.payload, what);
+        // Same order as the child, which opens "ping" first: no deadlock.
+        let opened = open_fifo_writer(&dir.join("ping"), peer)
+            .and_then(|w| FifoReader::open(&dir.join("pong"), peer).map(|r| (w, r)));
+        let (w, r) = match opened {
+            Ok(ends) => ends,
+            Err(e) => return protocol::conclude(Err(e), child),
+        };
+        let mut ch = FirstContact::new(FdChannel::new(r, w, case.payload, what), vec![cleanup]);
         protocol::drive(&mut ch, case, budget, child)
     }
 }

@@ -3,13 +3,13 @@
 //! rows, one message per call, so the two rows side by side show what the MPMC slot
 //! protocol (a compare-and-swap per message, a sequence word per slot) costs over SPSC.
 //! The parent creates every segment and unlinks its name once the first message proves the
-//! child has attached.
+//! child has attached, and closes the ring it receives from if the child exits.
 
 use shmring::mpmc::{Consumer, MpmcOptions, Producer};
 
 use super::case::{Budget, Case};
 use super::guard::unique_name;
-use super::peer::{self, ChildSpec, Launcher};
+use super::peer::{self, Child, ChildSpec, ExitWatch, Launcher};
 use super::protocol::{self, Channel, FirstContact, Outcome};
 use super::ring::{location, policy, unlink_later};
 
@@ -41,9 +41,18 @@ impl Channel for MpmcChannel {
         let rx = self.rx.as_mut().ok_or("shmring-mpmc: no ring to receive from")?;
         match rx.recv().map_err(err("recv"))? {
             Some(record) => Ok(f(&record)),
-            None => Err("shmring-mpmc: peer closed the ring early".into()),
+            None => Err("shmring-mpmc: the ring was closed early (by the peer, or because it exited)".into()),
         }
     }
+}
+
+/// Closes the ring `rx` receives from once `child` has exited, so that a wait for its next
+/// message ends (after everything sent before): an MPMC ring does not watch its peers, so a
+/// child that died before it attached, or at any time after, would leave the parent waiting
+/// for ever. Watches until dropped.
+fn close_when_gone(rx: &Consumer, child: &Child) -> Result<ExitWatch, String> {
+    let closer = rx.new_producer().map_err(err("attaching a handle to close the ring with"))?;
+    ExitWatch::start(child.watch(), move || closer.close_ring())
 }
 
 /// Parent side: creates the ring(s), starts the child, measures.
@@ -55,6 +64,7 @@ pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Resul
         let rx = Consumer::create(&loc, &opts).map_err(err("creating ring"))?;
         let unlink = unlink_later(loc);
         let child = launcher.spawn(case, budget, vec![base], vec![])?;
+        let _watch = close_when_gone(&rx, &child)?;
         let ch = MpmcChannel { tx: None, rx: Some(rx) };
         protocol::drive(&mut FirstContact::new(ch, vec![unlink]), case, budget, child)
     } else {
@@ -64,6 +74,7 @@ pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Resul
         let rx = Consumer::create(&pong, &opts).map_err(err("creating ring"))?;
         let unlink_pong = unlink_later(pong);
         let child = launcher.spawn(case, budget, vec![base], vec![])?;
+        let _watch = close_when_gone(&rx, &child)?;
         let ch = MpmcChannel { tx: Some(tx), rx: Some(rx) };
         let mut ch = FirstContact::new(ch, vec![unlink_ping, unlink_pong]);
         protocol::drive(&mut ch, case, budget, child)

@@ -4,6 +4,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,11 @@ use super::guard;
 
 /// Environment variable that turns a process into a bench child; holds a JSON [`ChildSpec`].
 pub(crate) const CHILD_ENV: &str = "SHMRING_BENCH_CHILD";
+
+/// Environment variable for testing how the parent copes with a child that never makes
+/// contact: set to `exit` in the environment of `shmring bench` (children inherit it), it makes
+/// every child fail as soon as it has started, before it touches its transport.
+pub(crate) const FAULT_ENV: &str = "SHMRING_BENCH_CHILD_FAULT";
 
 /// Argument given to children. No ordinary command accepts it, so a binary that forgot to
 /// call `maybe_run_child` fails at once instead of starting a second benchmark.
@@ -176,6 +183,10 @@ impl Child {
     pub(crate) fn gone(&mut self) -> bool {
         if self.status.is_none() {
             self.status = self.inner.try_wait().ok().flatten();
+            if self.status.is_some() {
+                // Reaped: its pid may be reused from now on, so the watchdog must leave it be.
+                guard::untrack_child(self.ticket);
+            }
         }
         self.status.is_some()
     }
@@ -245,6 +256,51 @@ impl PeerWatch {
     }
 }
 
+/// How often a parent waiting on a transport that cannot tell by itself whether the child is
+/// still there checks on it.
+pub(crate) const PEER_CHECK: Duration = Duration::from_millis(100);
+
+/// Runs an action once the child has exited, from a thread of its own that checks every
+/// [`PEER_CHECK`]: for transports that do not notice by themselves that the other end is gone.
+/// Stopped (and joined) when dropped.
+pub(crate) struct ExitWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ExitWatch {
+    /// Starts watching `peer`; `action` runs at most once, when it is gone.
+    pub(crate) fn start(peer: PeerWatch, action: impl FnOnce() + Send + 'static) -> Result<ExitWatch, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::Builder::new()
+            .name("bench-peer-watch".into())
+            .spawn(move || {
+                // Relaxed: a plain stop request; nothing else is published through it.
+                while !flag.load(Ordering::Relaxed) {
+                    if peer.gone() {
+                        action();
+                        return;
+                    }
+                    thread::park_timeout(PEER_CHECK);
+                }
+            })
+            .map_err(|e| format!("starting the peer watch thread: {e}"))?;
+        Ok(ExitWatch { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        // Relaxed: see the load in the thread.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
 /// Child side: parses the spec, ties our life to the parent's, pins, and returns the spec.
 pub(crate) fn child_setup(raw: &str) -> Result<ChildSpec, String> {
     let spec: ChildSpec = serde_json::from_str(raw).map_err(|e| format!("bad {CHILD_ENV} value: {e}"))?;
@@ -259,6 +315,9 @@ pub(crate) fn child_setup(raw: &str) -> Result<ChildSpec, String> {
     }
     if let Some(cpu) = spec.cpu {
         pin_to(cpu)?;
+    }
+    if std::env::var_os(FAULT_ENV).is_some_and(|v| v == "exit") {
+        return Err(format!("exiting before first contact, as {FAULT_ENV}=exit asks"));
     }
     Ok(spec)
 }

@@ -1,6 +1,7 @@
 //! shmring itself: two SPSC rings for ping-pong (parent→child, child→parent), one for
 //! streaming. The parent creates every segment and unlinks its name as soon as the first
-//! message proves the child has attached.
+//! message proves the child has attached; until then it checks that the child is still there
+//! (after that, the ring itself reports a dead peer).
 //!
 //! The 8-byte stream row batches on both sides — the producer writes [`BATCH`] records at a
 //! time in place with `grant_records` and publishes them with one store, the consumer takes
@@ -12,7 +13,7 @@ use shmring::{Location, RingOptions, WaitPolicy};
 
 use super::case::{Budget, Case, Mode};
 use super::guard::{Cleanup, unique_name};
-use super::peer::{self, ChildSpec, Launcher};
+use super::peer::{self, ChildSpec, Launcher, PeerWatch};
 use super::protocol::{self, Channel, END, FirstContact, MARK, Outcome, StreamCheck, read_seq};
 
 /// Data bytes per ring.
@@ -59,6 +60,8 @@ pub(crate) fn unlink_later(loc: Location) -> Cleanup {
 struct RingChannel {
     tx: Option<Producer>,
     rx: Option<Consumer>,
+    /// The child, until its first message has arrived (parent side).
+    before_contact: Option<PeerWatch>,
 }
 
 impl Channel for RingChannel {
@@ -71,9 +74,32 @@ impl Channel for RingChannel {
     #[inline]
     fn recv_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<T, String> {
         let rx = self.rx.as_mut().ok_or("shmring: no ring to receive from")?;
+        if let Some(peer) = self.before_contact {
+            let got = first_message(rx, peer, f)?;
+            self.before_contact = None;
+            return Ok(got);
+        }
         match rx.recv().map_err(err("recv"))? {
             Some(record) => Ok(f(&record)),
             None => Err("shmring: peer closed the stream early".into()),
+        }
+    }
+}
+
+/// Parent side: receives the child's first message and hands it to `f`, waiting in slices of
+/// [`peer::PEER_CHECK`] and checking between them that the child is still there. Until the
+/// child has attached, the ring cannot tell that it died and would wait for ever; once it has,
+/// `recv` reports a dead producer by itself.
+fn first_message<T>(rx: &mut Consumer, peer: PeerWatch, f: impl FnOnce(&[u8]) -> T) -> Result<T, String> {
+    loop {
+        match rx.recv_timeout(peer::PEER_CHECK) {
+            Ok(Some(record)) => return Ok(f(&record)),
+            Ok(None) => return Err("shmring: peer closed the stream early".into()),
+            Err(shmring::Error::Timeout) if !peer.gone() => {}
+            Err(shmring::Error::Timeout) => {
+                return Err("shmring: the child process exited before its first message".into());
+            }
+            Err(e) => return Err(err("recv")(e)),
         }
     }
 }
@@ -90,10 +116,10 @@ pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Resul
         rx.set_wait_policy(policy);
         let child = launcher.spawn(case, budget, vec![base], vec![])?;
         if batched(case) {
-            let result = batched_reader(&mut rx, unlink).map(Outcome::Stream);
+            let result = batched_reader(&mut rx, unlink, child.watch()).map(Outcome::Stream);
             return protocol::conclude(result, child);
         }
-        let ch = RingChannel { tx: None, rx: Some(rx) };
+        let ch = RingChannel { tx: None, rx: Some(rx), before_contact: Some(child.watch()) };
         protocol::drive(&mut FirstContact::new(ch, vec![unlink]), case, budget, child)
     } else {
         let (ping, pong) = (location(&base, "ping"), location(&base, "pong"));
@@ -105,7 +131,7 @@ pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Resul
         tx.set_demote(demote(case.mode));
         rx.set_wait_policy(policy);
         let child = launcher.spawn(case, budget, vec![base], vec![])?;
-        let ch = RingChannel { tx: Some(tx), rx: Some(rx) };
+        let ch = RingChannel { tx: Some(tx), rx: Some(rx), before_contact: Some(child.watch()) };
         let mut ch = FirstContact::new(ch, vec![unlink_ping, unlink_pong]);
         protocol::drive(&mut ch, case, budget, child)
     }
@@ -121,7 +147,7 @@ pub(crate) fn child(spec: &ChildSpec) -> Result<(), String> {
         if batched(&spec.case) {
             return batched_writer(&mut tx, &spec.budget);
         }
-        let mut ch = RingChannel { tx: Some(tx), rx: None };
+        let mut ch = RingChannel { tx: Some(tx), rx: None, before_contact: None };
         protocol::serve(&mut ch, spec)
     } else {
         let mut rx = Consumer::open(&location(base, "ping")).map_err(err("opening ring"))?;
@@ -129,7 +155,7 @@ pub(crate) fn child(spec: &ChildSpec) -> Result<(), String> {
         tx.set_wait_policy(policy);
         tx.set_demote(demote(spec.case.mode));
         rx.set_wait_policy(policy);
-        let mut ch = RingChannel { tx: Some(tx), rx: Some(rx) };
+        let mut ch = RingChannel { tx: Some(tx), rx: Some(rx), before_contact: None };
         protocol::serve(&mut ch, spec)
     }
 }
@@ -180,13 +206,16 @@ fn batched_writer(tx: &mut Producer, budget: &Budget) -> Result<(), String> {
     Ok(())
 }
 
-/// The batching reader: verifies every record in place, releasing once per batch.
-fn batched_reader(rx: &mut Consumer, unlink: Cleanup) -> Result<protocol::Throughput, String> {
-    let mut unlink = Some(unlink);
+/// The batching reader: verifies every record in place, releasing once per batch (the first
+/// record, which proves that the child has attached, on its own).
+fn batched_reader(rx: &mut Consumer, unlink: Cleanup, peer: PeerWatch) -> Result<protocol::Throughput, String> {
     let mut check = StreamCheck::default();
+    let first = first_message(rx, peer, |m| read_seq(m, 8))??;
+    // The child has attached: the name can go.
+    drop(unlink);
+    let mut complete = check.feed(first)?;
     let mut failure: Option<String> = None;
-    let mut complete = false;
-    loop {
+    while !complete {
         let n = rx
             .recv_batch(usize::MAX, |m| {
                 if complete || failure.is_some() {
@@ -198,16 +227,12 @@ fn batched_reader(rx: &mut Consumer, unlink: Cleanup) -> Result<protocol::Throug
                 }
             })
             .map_err(err("recv_batch"))?;
-        // The child has attached: the name can go.
-        drop(unlink.take());
         if let Some(e) = failure {
             return Err(e);
         }
-        if complete {
-            return Ok(check.result().expect("complete"));
-        }
-        if n == 0 {
+        if n == 0 && !complete {
             return Err("shmring: peer closed the stream early".into());
         }
     }
+    Ok(check.result().expect("complete"))
 }
