@@ -70,7 +70,9 @@ enum Cmd {
     /// An MPMC segment is `alive` if any process in its participant table is
     /// alive, `stale` if processes are recorded there but all of them died
     /// without detaching, `waiting` if the table is empty.
-    /// Files in /dev/shm that are not shmring segments are not shown.
+    /// Files in /dev/shm that are not shmring segments are not shown; one
+    /// that this user may not open is shown as `not readable (owner uid N)`,
+    /// since whether it is a segment cannot be told.
     /// With --json, MPMC rows also carry the slot geometry, counters, closed
     /// flag, loss statistics and participant counts.
     Ls(LsArgs),
