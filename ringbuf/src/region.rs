@@ -87,12 +87,15 @@ impl Region {
     fn track(&self, _off: usize, _len: usize, _write: bool) {}
 
     /// The header word at `off` as an atomic.
+    ///
+    /// # Safety
+    /// `off` must be a multiple of 8 with `off + 8 <= capacity`.
     #[inline(always)]
-    fn word(&self, off: usize) -> &crate::sync::AtomicU64 {
+    unsafe fn word(&self, off: usize) -> &crate::sync::AtomicU64 {
         self.check(off, 8);
         #[cfg(not(loom))]
         {
-            // SAFETY: in bounds and 8-aligned (the caller masks the offset and checks it against the capacity); the mapping outlives `self`, and an AtomicU64 tolerates concurrent (hostile) readers and writers.
+            // SAFETY: in bounds and 8-aligned per this function's contract; the mapping outlives `self`, and an AtomicU64 tolerates concurrent (hostile) readers and writers.
             unsafe { &*(self.base.add(off) as *const crate::sync::AtomicU64) }
         }
         #[cfg(loom)]
@@ -102,15 +105,26 @@ impl Region {
     }
 
     /// Read the 8-byte header word at `off` with `order`.
+    ///
+    /// # Safety
+    /// `off` must be a multiple of 8 with `off + 8 <= capacity` (callers
+    /// mask positions with `capacity - 1`, or bound a slot offset by the
+    /// slot count): the bound is checked only in debug builds, since this
+    /// is the load every received message starts with.
     #[inline]
-    pub(crate) fn load_word(&self, off: usize, order: crate::sync::Ordering) -> u64 {
-        self.word(off).load(order)
+    pub(crate) unsafe fn load_word(&self, off: usize, order: crate::sync::Ordering) -> u64 {
+        // SAFETY: the caller upholds `word`'s contract, which is ours.
+        unsafe { self.word(off) }.load(order)
     }
 
     /// Write the 8-byte header word at `off` with `order`.
+    ///
+    /// # Safety
+    /// As [`Region::load_word`].
     #[inline]
-    pub(crate) fn store_word(&self, off: usize, value: u64, order: crate::sync::Ordering) {
-        self.word(off).store(value, order)
+    pub(crate) unsafe fn store_word(&self, off: usize, value: u64, order: crate::sync::Ordering) {
+        // SAFETY: the caller upholds `word`'s contract, which is ours.
+        unsafe { self.word(off) }.store(value, order)
     }
 
     /// Ask the CPU to fetch the cache line holding `off` (x86-64 `prefetcht0`;

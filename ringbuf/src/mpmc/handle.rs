@@ -431,7 +431,8 @@ impl Core {
     #[inline]
     pub(super) fn commit_slot(&self, pos: u64, len: usize, skip: bool) {
         let off = self.sh.slot_off(pos);
-        self.sh.region.store_word(off + 8, len as u64, Ordering::Relaxed);
+        // SAFETY: `slot_off` is below `slots * stride`, a multiple of 8, and a slot's stride holds its 16 bytes of metadata, so the length word is in bounds.
+        unsafe { self.sh.region.store_word(off + 8, len as u64, Ordering::Relaxed) };
         let seq = if skip { (pos + 1) | SKIP } else { pos + 1 };
         // Release: pairs with the consumers' Acquire load of the sequence in
         // `claim_deq`: the length word and payload written before are
@@ -458,7 +459,8 @@ impl Core {
             return Ok(None);
         }
         let off = self.sh.slot_off(pos);
-        let len = self.sh.region.load_word(off + 8, Ordering::Relaxed);
+        // SAFETY: as in `commit_slot`.
+        let len = unsafe { self.sh.region.load_word(off + 8, Ordering::Relaxed) };
         if s != pos + 1 || len > self.sh.slot_size as u64 {
             return Err(self.poison(format!(
                 "claimed slot {} has sequence {s:#x} and length {len} (position {pos}, slot size {})",

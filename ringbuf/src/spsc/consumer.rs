@@ -245,7 +245,8 @@ impl Consumer {
         let cap = self.sh.capacity;
         let off = self.head & (cap - 1);
         // Acquire: as in `try_next`.
-        let word = self.sh.region.load_word(off as usize, Ordering::Acquire);
+        // SAFETY: `off` is a position masked with `capacity - 1`, and positions are multiples of 8 (checked at attach, and every step adds a multiple of 8).
+        let word = unsafe { self.sh.region.load_word(off as usize, Ordering::Acquire) };
         let len = word as u32 as u64;
         let total = RECORD_HEADER + ((len + 7) & !7);
         if (word >> 32) as u32 != FLAG_RECORD || total > cap - off || total > self.room() {
@@ -292,7 +293,8 @@ impl Consumer {
             // Acquire: pairs with the Release store of the header word in
             // `Producer::flush`: the record's bytes (and the headers and end
             // marker of the rest of its batch) are visible.
-            let word = self.sh.region.load_word(off as usize, Ordering::Acquire);
+            // SAFETY: as in `next_now`.
+            let word = unsafe { self.sh.region.load_word(off as usize, Ordering::Acquire) };
             if word == 0 {
                 // Publish any padding skipped on the way here: a producer
                 // waiting for space may be waiting for exactly those bytes.
@@ -389,7 +391,8 @@ impl Consumer {
         if ahead != 0 && ahead <= self.sh.capacity {
             let off = self.head & (self.sh.capacity - 1);
             // Acquire: as in `try_next`.
-            if self.sh.region.load_word(off as usize, Ordering::Acquire) == 0 {
+            // SAFETY: as in `next_now`.
+            if unsafe { self.sh.region.load_word(off as usize, Ordering::Acquire) } == 0 {
                 return Err(self.poison(format!(
                     "the producer's position {t} is {ahead} bytes ahead of ours ({}), but no record is there",
                     self.head

@@ -328,7 +328,8 @@ impl Producer {
         } else {
             // Relaxed: the consumer reaches this record only through the
             // batch's first header, stored later with Release in `flush`.
-            self.sh.region.store_word((pos & (self.sh.capacity - 1)) as usize, word, Ordering::Relaxed);
+            // SAFETY: a position masked with `capacity - 1`; positions are multiples of 8 (checked at attach, and every step adds a multiple of 8).
+            unsafe { self.sh.region.store_word((pos & (self.sh.capacity - 1)) as usize, word, Ordering::Relaxed) };
         }
     }
 
@@ -695,11 +696,13 @@ impl Producer {
         // Relaxed: ordered before the Release store below. `has_room` kept
         // these 8 bytes free, so the consumer is not reading them, and it
         // reaches them only after that store.
-        self.sh.region.store_word((self.tail & mask) as usize, 0, Ordering::Relaxed);
+        // SAFETY: as in `put_header`.
+        unsafe { self.sh.region.store_word((self.tail & mask) as usize, 0, Ordering::Relaxed) };
         // Release: pairs with the consumer's Acquire load of the header word
         // in `try_next`/`next_now`: every record byte, header and the end
         // marker written before are visible once it sees this word.
-        self.sh.region.store_word(at as usize, first, Ordering::Release);
+        // SAFETY: as in `put_header`.
+        unsafe { self.sh.region.store_word(at as usize, first, Ordering::Release) };
         if alone {
             self.demote_record(at, self.tail.wrapping_sub(self.published));
         }
