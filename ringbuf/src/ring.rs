@@ -112,7 +112,7 @@ pub(crate) fn wait_ready(seg: &Segment, ready_timeout: Duration, expected: RingK
     // SAFETY: `validate` checked the mapping is `g.total_len()` bytes long, which includes the header of kind `g.kind`.
     for ec in unsafe { eventcounts(seg, g.kind) } {
         let word = ec.notifier_word();
-        if NotifierKind::of_eventcount_word(word) != notifier {
+        if !notifier.eventcount_word_matches(word) {
             return Err(Error::corrupted(
                 seg.name(),
                 format!("an eventcount's notifier word is {word}, the header says {}", notifier.name()),

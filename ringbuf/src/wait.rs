@@ -622,19 +622,21 @@ pub(crate) fn block_on<T, E>(
     mut attempt: impl FnMut(bool) -> Result<Attempt<T>, E>,
 ) -> Result<T, E> {
     let mut next_check = Instant::now() + policy.check_interval;
-    // Returns whether a liveness check is due; errors on the deadline.
+    // Returns whether a liveness check is due; errors on the deadline. A
+    // check due at the deadline runs first (one more attempt), so a wait
+    // whose timeout is no longer than the check interval still checks.
     let tick = |next_check: &mut Instant| -> Result<bool, E> {
         // Under loom, real time must not change what a model does.
         if cfg!(loom) {
             return Ok(false);
         }
         let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return Err(timeout_err());
-        }
         if now >= *next_check {
             *next_check = now + policy.check_interval;
             return Ok(true);
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(timeout_err());
         }
         Ok(false)
     };

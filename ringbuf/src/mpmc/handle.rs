@@ -9,8 +9,7 @@ use super::STUCK_POLL;
 use super::{CLAIM_RETRIES, SKIP, Shared};
 use crate::error::{Error, Result};
 use crate::header::{
-    self, CLAIM_NONE, FLAG_POISONED, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, PARKED_NOT_EMPTY, PARKED_NOT_FULL,
-    Participant,
+    self, CLAIM_NONE, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, PARKED_NOT_EMPTY, PARKED_NOT_FULL, Participant,
 };
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{Attempt, ParkMark, WaitPolicy, block_on};
@@ -154,22 +153,27 @@ impl Core {
         r
     }
 
-    /// Checks made at every liveness tick while waiting: the header's flags
-    /// word (poisoned by another process, or unknown bits) and our own
-    /// participant word (nobody may change it while we hold the entry).
+    /// Checks made at every liveness tick while waiting: the header words
+    /// fixed at creation and the flags word (see `FixedWords::check`), both
+    /// eventcounts' notifier words, and our own participant word (nobody may
+    /// change it while we hold the entry).
     fn check_shared(&mut self) -> Result<()> {
         if let Some(h) = self.sh.header {
             // SAFETY: the header lives in the mapping kept alive by `sh`; it is made of atomics.
             let h = unsafe { h.as_ref() };
-            // Relaxed: a flag read on its own.
-            let flags = h.flags.load(Ordering::Relaxed);
-            if flags & FLAG_POISONED != 0 {
-                return Err(self.poison(format!(
-                    "header flags word {flags:#x}: another process found the ring corrupted and poisoned it"
-                )));
+            if let Err(what) = self.sh.fixed.check(h) {
+                return Err(self.poison(what));
             }
-            if flags != 0 {
-                return Err(self.poison(format!("header flags word {flags:#x} has unknown bits")));
+            // Unchanged since `wait_ready` checked it names a notifier: checked just above.
+            let want = header::NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
+            let ctl = self.sh.ctl();
+            for (name, word) in
+                [("not_empty", ctl.not_empty.notifier_word()), ("not_full", ctl.not_full.notifier_word())]
+            {
+                if !want.eventcount_word_matches(word) {
+                    let what = format!("eventcount {name}'s notifier word is {word}, the header says {}", want.name());
+                    return Err(self.poison(what));
+                }
             }
         }
         // Relaxed: only we change our word while we hold the entry.

@@ -273,6 +273,8 @@ struct Shared {
     stride: usize,
     slot_size: usize,
     name: String,
+    /// The header as we opened it (unused under loom, which has no header).
+    fixed: header::FixedWords,
     _keep: Arc<dyn Any + Send + Sync>,
 }
 
@@ -405,6 +407,8 @@ fn shared_from_segment(seg: Segment, opts: &MpmcOptions) -> Result<Arc<Shared>> 
         stride,
         slot_size: g.slot_size as usize,
         name: seg.name().to_owned(),
+        // SAFETY: `wait_ready` validated the mapping holds the header; page-aligned, made of atomics.
+        fixed: header::FixedWords::read(unsafe { &*(base as *const Header) }),
         _keep: Arc::new(seg),
     }))
 }
@@ -524,6 +528,7 @@ pub fn loom_ring(
         stride,
         slot_size: g.slot_size as usize,
         name: "loom".into(),
+        fixed: header::FixedWords::default(),
         _keep: heap,
     });
     let policy = WaitPolicy::park();

@@ -39,6 +39,8 @@ pub struct Consumer {
     pub(super) ended: bool,
     /// The producer's identity, copied the first time it was seen attached.
     pub(super) producer: Option<ProcessId>,
+    /// Our position when we attached.
+    pub(super) attach_head: u64,
     /// CPU pause hints after each empty poll: set while `recv_batch` waits.
     pub(super) backoff: u32,
 }
@@ -71,6 +73,7 @@ impl Role for Consumer {
             failure: None,
             ended: false,
             producer: None,
+            attach_head: head,
             backoff: 0,
         };
         if head % 8 != 0 {
@@ -182,10 +185,15 @@ impl Consumer {
     /// was and has left. `false` while nobody has opened the ring as its
     /// producer yet.
     ///
+    /// Also makes the checks of a liveness tick (which a caller polling this
+    /// instead of waiting would otherwise miss).
+    ///
     /// # Errors
-    /// [`Error::Corrupted`] if the producer's role slot is impossible.
+    /// [`Error::Corrupted`] if the producer's role slot or the segment header
+    /// is impossible or was rewritten; [`Error::PeerDied`] if the producer
+    /// attached and died.
     pub fn peer_arrived(&mut self) -> Result<bool> {
-        Ok(!matches!(self.producer_state(false)?, Peer::NotYet))
+        Ok(!matches!(self.producer_state(true)?, Peer::NotYet))
     }
 
     /// Give up: end our side as aborted, leaving `reason` (cut to 64 bytes)
@@ -222,7 +230,9 @@ impl Consumer {
         let ctl = self.sh.ctl;
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
         let slot = unsafe { &ctl.as_ref().producer };
-        let r = self.sh.peer(slot, "producer", &mut self.producer, liveness);
+        // We received something since we attached: a producer was there.
+        let moved = self.head != self.attach_head;
+        let r = self.sh.peer(slot, "producer", &mut self.producer, moved, liveness);
         if let Err(Error::Corrupted { what, .. }) = &r {
             self.poisoned = true;
             self.sh.poison(what.clone());

@@ -163,6 +163,8 @@ struct Shared {
     region: Region,
     capacity: u64,
     name: String,
+    /// The header as we opened it (unused under loom, which has no header).
+    fixed: header::FixedWords,
     _keep: Arc<dyn Any + Send + Sync>,
 }
 
@@ -188,10 +190,22 @@ impl Shared {
     /// What the other side's role `slot` says, checked: every state value
     /// outside the known set, a step backwards, or an identity other than
     /// the one first seen attached (`seen`, filled in here the first time) is
-    /// corruption (`Err` with what is wrong; the caller poisons). With
+    /// corruption (`Err` with what is wrong; the caller poisons). A role
+    /// still free although the ring `moved` (the other side released or
+    /// published something since we attached, so it was there) is too. With
     /// `liveness`, also checks that the holder is alive, on the private copy
     /// of its identity, and that no other process poisoned the segment.
-    fn peer(&self, slot: &RoleSlot, role: &'static str, seen: &mut Option<ProcessId>, liveness: bool) -> Result<Peer> {
+    fn peer(
+        &self,
+        slot: &RoleSlot,
+        role: &'static str,
+        seen: &mut Option<ProcessId>,
+        moved: bool,
+        liveness: bool,
+    ) -> Result<Peer> {
+        if liveness {
+            self.check_header()?;
+        }
         // Acquire: pairs with the Release stores of the state word in
         // `claim`, `close` and `abort`: the identity, the seal and the
         // reason written before are visible.
@@ -205,6 +219,11 @@ impl Shared {
                     return Err(
                         self.corrupt(format!("{role} role state went back to {state} after pid {} attached", was.pid))
                     );
+                }
+                if moved {
+                    return Err(self.corrupt(format!(
+                        "{role} role state is {state} (not attached yet), but the ring moved since we attached"
+                    )));
                 }
                 return Ok(Peer::NotYet);
             }
@@ -220,9 +239,6 @@ impl Shared {
                 "{role} role slot now names pid {} (start time {}), but pid {} (start time {}) attached",
                 id.pid, id.start_time, first.pid, first.start_time
             )));
-        }
-        if liveness {
-            self.check_flags()?;
         }
         match state {
             ROLE_CLOSED => {
@@ -240,22 +256,23 @@ impl Shared {
         }
     }
 
-    /// The header's flags word: set by another process (we are not
-    /// poisoned, or we would not be here), or with unknown bits, it is
-    /// corruption.
-    fn check_flags(&self) -> Result<()> {
+    /// Checks made at every liveness tick: the header words fixed at
+    /// creation are as we opened them, the flags word is clean (see
+    /// [`header::FixedWords::check`]), and both eventcounts still name the
+    /// segment's notifier.
+    fn check_header(&self) -> Result<()> {
         let Some(h) = self.header else { return Ok(()) };
         // SAFETY: as for `ctl`.
         let h = unsafe { h.as_ref() };
-        // Relaxed: a flag read on its own; nothing else is read on its strength.
-        let flags = h.flags.load(Ordering::Relaxed);
-        if flags & FLAG_POISONED != 0 {
-            return Err(self.corrupt(format!(
-                "header flags word {flags:#x}: another process found the segment corrupted and poisoned it"
-            )));
-        }
-        if flags != 0 {
-            return Err(self.corrupt(format!("header flags word {flags:#x} has unknown bits")));
+        self.fixed.check(h).map_err(|what| self.corrupt(what))?;
+        // Unchanged since `wait_ready` checked it names a notifier: checked just above.
+        let want = NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
+        for (name, ec) in [("data_ready", &*self.ctl().data_ready), ("space_free", &*self.ctl().space_free)] {
+            let word = ec.notifier_word();
+            if !want.eventcount_word_matches(word) {
+                return Err(self
+                    .corrupt(format!("eventcount {name}'s notifier word is {word}, the header says {}", want.name())));
+            }
         }
         Ok(())
     }
@@ -358,7 +375,9 @@ fn shared_from_segment(seg: Segment, opts: &RingOptions) -> Result<Shared> {
         // SAFETY: as above; `shadow` has one cell per 8 bytes of the region.
         unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize, shadow) }
     };
-    Ok(Shared { ctl, header: NonNull::new(base as *mut Header), region, capacity, name, _keep: Arc::new(seg) })
+    // SAFETY: the mapping is at least HEADER_LEN bytes (validated by `wait_ready`), page-aligned; the header is made of atomics.
+    let fixed = header::FixedWords::read(unsafe { &*(base as *const Header) });
+    Ok(Shared { ctl, header: NonNull::new(base as *mut Header), region, capacity, name, fixed, _keep: Arc::new(seg) })
 }
 
 /// Create and initialise an SPSC segment at `loc`. Neither role is claimed;
@@ -464,6 +483,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
         region: unsafe { Region::new(base, capacity as usize, shadow.clone()) },
         capacity,
         name: "loom".into(),
+        fixed: header::FixedWords::default(),
         _keep: keep,
     };
     let (ps, cs) = (mk(heap.clone()), mk(heap));
@@ -484,6 +504,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             failure: None,
             ended: false,
             consumer: None,
+            attach_head: 0,
             demote: false,
         },
         Consumer {
@@ -496,6 +517,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             failure: None,
             ended: false,
             producer: None,
+            attach_head: 0,
             backoff: 0,
         },
     )

@@ -70,6 +70,8 @@ pub struct Producer {
     pub(super) ended: bool,
     /// The consumer's identity, copied the first time it was seen attached.
     pub(super) consumer: Option<ProcessId>,
+    /// The consumer's position when we attached.
+    pub(super) attach_head: u64,
     /// Push each record published alone towards the shared cache
     /// ([`Producer::set_demote`]).
     pub(super) demote: bool,
@@ -186,6 +188,7 @@ impl Role for Producer {
             failure: None,
             ended: false,
             consumer: None,
+            attach_head: 0,
             demote: opts.demote,
         };
         // Relaxed: only the producer role writes `tail`, and we hold it.
@@ -195,7 +198,7 @@ impl Role for Producer {
         if tail.wrapping_sub(head) > p.sh.capacity || !tail.is_multiple_of(8) || !head.is_multiple_of(8) {
             return Err(p.poison(format!("positions impossible at attach: head {head}, tail {tail}")));
         }
-        (p.tail, p.published, p.cached_head) = (tail, tail, head);
+        (p.tail, p.published, p.cached_head, p.attach_head) = (tail, tail, head, head);
         Ok(p)
     }
 }
@@ -505,7 +508,9 @@ impl Producer {
         let ctl = self.sh.ctl;
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
         let slot = unsafe { &ctl.as_ref().consumer };
-        let r = self.sh.peer(slot, "consumer", &mut self.consumer, liveness);
+        // The consumer released something since we attached: it was there.
+        let moved = self.cached_head != self.attach_head;
+        let r = self.sh.peer(slot, "consumer", &mut self.consumer, moved, liveness);
         if let Err(Error::Corrupted { what, .. }) = &r {
             self.poisoned = true;
             self.sh.poison(what.clone());
@@ -527,10 +532,15 @@ impl Producer {
     /// was and has left. `false` while nobody has opened the ring as its
     /// consumer yet (records sent meanwhile wait in the ring).
     ///
+    /// Also makes the checks of a liveness tick (which a caller polling this
+    /// instead of waiting would otherwise miss).
+    ///
     /// # Errors
-    /// [`Error::Corrupted`] if the consumer's role slot is impossible.
+    /// [`Error::Corrupted`] if the consumer's role slot or the segment header
+    /// is impossible or was rewritten; [`Error::PeerDied`] if the consumer
+    /// attached and died.
     pub fn peer_arrived(&mut self) -> Result<bool> {
-        Ok(!matches!(self.consumer_state(false)?, Peer::NotYet))
+        Ok(!matches!(self.consumer_state(true)?, Peer::NotYet))
     }
 
     /// Grant `len` bytes to write in place, waiting for space per the wait
@@ -751,33 +761,43 @@ impl Producer {
     /// nonetheless).
     ///
     /// # Errors
-    /// The stream is closed in every case but the first; the error says
-    /// that what was sent may not all be received:
-    /// - [`Error::Corrupted`] if the ring was poisoned: then the stream is
-    ///   aborted instead of closed;
+    /// Each says that what was sent cannot all be received; the stream is
+    /// then aborted instead of closed:
+    /// - [`Error::Corrupted`] if the ring was poisoned, or the consumer's
+    ///   role slot or position is impossible;
     /// - [`Error::Closed`] if the consumer closed before receiving all of it;
     /// - [`Error::PeerAborted`] if the consumer aborted;
     /// - [`Error::PeerDied`] if the consumer died.
+    ///
+    /// A consumer that leaves after this call returns `Ok` is not seen: it
+    /// gets its own error, or chose to stop reading.
     pub fn close(mut self) -> Result<()> {
         if self.poisoned {
             self.end();
             return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error; the stream was aborted"));
         }
-        self.failure = None;
+        self.flush();
+        // Whether what was sent can be received is decided before the close
+        // is sealed: a stream this call reports as failed is aborted, so a
+        // consumer can never end it cleanly. (Checked after the seal, a word
+        // rewritten meanwhile could fail a stream the consumer already
+        // finished cleanly.)
+        let verdict = match self.consumer_state(true) {
+            Ok(Peer::NotYet | Peer::Attached) => Ok(()),
+            Ok(Peer::Aborted(e)) | Err(e) => Err(e),
+            Ok(Peer::Closed { .. }) => match self.refresh_head() {
+                Ok(()) if self.tail == self.cached_head => Ok(()),
+                Ok(()) => Err(Error::Closed(format!(
+                    "{} (the consumer left {} bytes unread)",
+                    self.sh.name,
+                    self.tail.wrapping_sub(self.cached_head)
+                ))),
+                Err(e) => Err(e),
+            },
+        };
+        self.failure = verdict.as_ref().err().map(Error::abort_reason);
         self.end();
-        match self.consumer_state(true)? {
-            Peer::Aborted(e) => Err(e),
-            Peer::Closed { .. } => {
-                self.refresh_head()?;
-                let unread = self.tail.wrapping_sub(self.cached_head);
-                if unread == 0 {
-                    Ok(())
-                } else {
-                    Err(Error::Closed(format!("{} (the consumer left {unread} bytes unread)", self.sh.name)))
-                }
-            }
-            Peer::NotYet | Peer::Attached => Ok(()),
-        }
+        verdict
     }
 
     /// Give up: publish what is staged, then end the stream as aborted, so
