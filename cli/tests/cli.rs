@@ -773,3 +773,47 @@ fn waiting_for_a_peer_is_said_after_2_s_and_timeout_gives_up() {
     assert!(err.contains("no consumer attached") && err.contains("gave up"), "{err}");
     feeder.join().unwrap();
 }
+
+#[test]
+fn recv_that_cannot_write_aborts_and_send_says_so() {
+    let name = Name::new("fullout");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let recv = Proc(shmring(&["recv", &name.0]).stdout(full).stderr(Stdio::piped()).spawn().unwrap());
+    let mut send = Proc(
+        shmring(&["send", "--capacity", "64K", &name.0]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+    );
+    let mut stdin = send.0.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || while stdin.write_all(&data(64 * 1024)).is_ok() {});
+    let (st, err, _) = wait_for_exit(recv);
+    assert!(!st.success());
+    assert!(err.contains("writing standard output") && err.contains("aborted the stream"), "{err}");
+    let (st, err, _) = wait_for_exit(send);
+    assert!(!st.success());
+    assert!(err.contains("the consumer") && err.contains("aborted the stream: writing standard output"), "{err}");
+    feeder.join().unwrap();
+}
+
+#[test]
+fn inspect_shows_who_aborted_and_why() {
+    let name = Name::new("inspect-abort");
+    let loc = Location::shm(&name.0);
+    let mut tx = shmring::spsc::Producer::create(&loc, &shmring::RingOptions::new()).unwrap();
+    tx.send(b"half").unwrap();
+    tx.abort("input\tbroke");
+    let (code, out) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(0), "an aborted stream is not a damaged segment: {out}");
+    let pid = std::process::id();
+    assert!(out.contains(&format!("producer    : ABORTED by pid {pid}: \"input\\tbroke\"")), "{out}");
+
+    let name = Name::new("inspect-abort-mpmc");
+    let loc = Location::shm(&name.0);
+    let opts = MpmcOptions::new().slot_size(8).slot_count(8);
+    let keep = mpmc::Producer::create(&loc, &opts).unwrap();
+    keep.new_consumer().unwrap().abort("worker gave up");
+    let (code, out) = stdout_of(&["inspect", &name.0]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("pid {pid:<8} ABORTED: \"worker gave up\"")), "{out}");
+    assert!(out.contains("1 alive, 0 dead but still recorded, 1 aborted"), "{out}");
+    assert_eq!(ls_json_row(&name)["participants_aborted"], 1);
+    drop(keep);
+}

@@ -59,6 +59,15 @@ impl Drop for Side {
     }
 }
 
+/// Removes a file when dropped, even if the trial panics.
+struct Remove(String);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// What one trial saw (printed whole when a trial fails).
 #[derive(Debug)]
 #[allow(dead_code)] // some fields are only read through Debug
@@ -76,7 +85,7 @@ struct Outcome {
 fn trial(seed: u64) -> Outcome {
     let mut rng = Rng(seed | 1);
     let name = format!("shmring-scribble-{}-{seed}", std::process::id());
-    let dev = format!("/dev/shm/{name}");
+    let _remove = Remove(format!("/dev/shm/{name}"));
     let input: Vec<u8> = (0..4 << 20).map(|_| rng.next() as u8).collect();
     let mut recv = Side {
         child: Command::new(BIN).args(["recv", &name]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
@@ -197,7 +206,6 @@ fn trial(seed: u64) -> Outcome {
         recv_err: recv_err.join().unwrap(),
         send_err: send_err.join().unwrap(),
     };
-    let _ = std::fs::remove_file(&dev);
     assert!(o.recv.code().is_some() && o.send.code().is_some(), "{}", report(&format!("ended by a signal: {o:?}")));
     for (side, at) in [("recv", recv_at), ("send", send_at)] {
         let late = at.saturating_duration_since(stopped);

@@ -7,6 +7,7 @@ use super::{
     open_role, shared_from_segment,
 };
 use crate::error::{Error, Result};
+use crate::header::ROLE_ATTACHED;
 use crate::liveness::ProcessId;
 use crate::ring::ending_reason;
 use crate::segment::{Location, Segment};
@@ -224,6 +225,14 @@ impl Consumer {
         ctl.space_free.notify();
     }
 
+    /// Whether the producer's role still says attached, once we have seen
+    /// it attached (one load; `producer_state` makes the full check).
+    #[inline(always)]
+    fn producer_still_attached(&self) -> bool {
+        // Acquire: as in `Shared::peer`.
+        self.producer.is_some() && self.sh.ctl().producer.state.load(Ordering::Acquire) == ROLE_ATTACHED
+    }
+
     /// The producer's role slot, checked (see `Shared::peer`); corruption
     /// poisons.
     fn producer_state(&mut self, liveness: bool) -> Result<Peer> {
@@ -416,6 +425,11 @@ impl Consumer {
     fn attempt(&mut self, check: bool) -> Result<Attempt<Option<Found>>> {
         if let Some(found) = self.try_next()? {
             return Ok(Attempt::Ready(Some(found)));
+        }
+        // The common case while waiting, kept to one load: the producer we
+        // saw attached still is (the full check runs at every tick).
+        if !check && self.producer_still_attached() {
+            return Ok(Attempt::NotYet);
         }
         let end = self.producer_state(check)?;
         if !matches!(end, Peer::NotYet | Peer::Attached) {

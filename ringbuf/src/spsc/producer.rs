@@ -7,6 +7,7 @@ use super::{
     record_size, record_word, run_word, shared_from_segment,
 };
 use crate::error::{Error, Result};
+use crate::header::ROLE_ATTACHED;
 use crate::liveness::ProcessId;
 use crate::ring::ending_reason;
 use crate::segment::{Location, Segment};
@@ -521,6 +522,13 @@ impl Producer {
     /// Error if the consumer is gone: closed, aborted, dead (with
     /// `liveness`), or its role slot is impossible.
     fn check_consumer(&mut self, liveness: bool) -> Result<()> {
+        // The common case while waiting, kept to one load: the consumer we
+        // saw attached still is (the full check runs at every tick).
+        // Acquire: as in `Shared::peer`.
+        if !liveness && self.consumer.is_some() && self.sh.ctl().consumer.state.load(Ordering::Acquire) == ROLE_ATTACHED
+        {
+            return Ok(());
+        }
         match self.consumer_state(liveness)? {
             Peer::Closed { .. } => Err(Error::Closed(self.sh.name.clone())),
             Peer::Aborted(e) => Err(e),
