@@ -16,9 +16,14 @@
 //! - [`WaitPolicy`]: spin, yield, then park on a shared futex through an
 //!   eventcount ([`EventCount`]); a sender wakes nobody unless a receiver is
 //!   actually asleep.
-//! - Everything read from shared memory is treated as hostile: impossible
-//!   values give [`Error::Corrupted`], never a panic or an out-of-bounds
-//!   access. A peer that dies gives [`Error::PeerDied`], never a hang.
+//! - Everything read from shared memory is treated as hostile, wherever it
+//!   is read: impossible values give [`Error::Corrupted`], never a panic, an
+//!   out-of-bounds access or a wait for ever.
+//! - A stream ends in one of three ways that never look alike: the producer
+//!   closed (everything, then `Ok(None)`), aborted (everything it committed,
+//!   then [`Error::PeerAborted`] with its reason; also what dropping a handle
+//!   after a failed call does), or died (everything it committed, then
+//!   [`Error::PeerDied`], within about 100 ms).
 //!
 //! ## Two processes
 //!
