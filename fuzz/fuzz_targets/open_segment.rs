@@ -256,7 +256,7 @@ fn header_ok(s: &Snapshot) -> bool {
         && header::record_type_problem(s.record_type.0, s.record_type.1, s.record_type.2).is_none()
         && [s.ec_notifiers.0, s.ec_notifiers.1]
             .iter()
-            .all(|&w| (w == NotifierKind::Semaphore as u32) == (s.notifier == NotifierKind::Semaphore as u32))
+            .all(|&w| NotifierKind::from_u32(s.notifier).is_some_and(|n| n.eventcount_word_matches(w)))
 }
 
 /// The positions a producer accepts at attach.

@@ -151,16 +151,69 @@ pub(crate) fn create_or_open(
     }
 }
 
-/// How a handle ends when it is dropped: its last error, if the call that
-/// returned it was not followed by a successful one, makes it abort.
-pub(crate) fn ending_reason(poisoned: bool, failure: &mut Option<String>) -> Option<String> {
-    if let Some(why) = failure.take() {
-        return Some(why);
+/// How a handle is doing: whether it found the ring corrupted (poisoned:
+/// every later call fails), and why its last call failed if no call
+/// succeeded after it. The fast paths run only while both are clear; a
+/// handle that ends with either aborts instead of closing.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    pub(crate) poisoned: bool,
+    pub(crate) failure: Option<String>,
+}
+
+impl Health {
+    /// Neither poisoned nor failed: the fast paths may run.
+    #[inline(always)]
+    pub(crate) fn clear(&self) -> bool {
+        !self.poisoned && self.failure.is_none()
     }
-    if poisoned {
-        return Some("corrupted: ring poisoned".into());
+
+    /// Remember how a call ended: a failure (not a
+    /// [transient](Error::is_transient) one) is kept as the reason to abort
+    /// with; a success forgets an earlier failure; a corruption error
+    /// poisons.
+    #[inline]
+    pub(crate) fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => {
+                if self.failure.is_some() {
+                    self.failure = None;
+                }
+            }
+            Err(e) if e.is_transient() => {}
+            Err(e) => {
+                if matches!(e, Error::Corrupted { .. }) {
+                    self.poisoned = true;
+                }
+                self.failure = Some(e.abort_reason());
+            }
+        }
+        r
     }
-    std::thread::panicking().then(|| "the thread holding it panicked".into())
+
+    /// Poisoned by `e` (a corruption error): returns it.
+    pub(crate) fn poisoned_by(&mut self, e: Error) -> Error {
+        self.poisoned = true;
+        self.failure = Some(e.abort_reason());
+        e
+    }
+
+    /// The error of a call on a poisoned handle.
+    pub(crate) fn poisoned_error(segment: &str) -> Error {
+        Error::corrupted(segment, "ring poisoned by an earlier error")
+    }
+
+    /// Why the handle ends aborted, if it does: its last failure, its
+    /// poisoning, or its thread panicking. `None`: it closes cleanly.
+    pub(crate) fn ending_reason(&mut self) -> Option<String> {
+        if let Some(why) = self.failure.take() {
+            return Some(why);
+        }
+        if self.poisoned {
+            return Some("corrupted: ring poisoned".into());
+        }
+        std::thread::panicking().then(|| "the thread holding it panicked".into())
+    }
 }
 
 /// Check a typed opener's record type against the one the segment was

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::header::{
     self, CLAIM_NONE, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, PARKED_NOT_EMPTY, PARKED_NOT_FULL, Participant,
 };
+use crate::ring::Health;
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{Attempt, ParkMark, WaitPolicy, block_on};
 
@@ -96,10 +97,9 @@ pub(super) struct Core {
     /// Our entry's word as we attached it: checked at every liveness tick.
     pub(super) word: u64,
     pub(super) policy: WaitPolicy,
-    pub(super) poisoned: bool,
-    /// Why the last call failed, if no call succeeded after it: the reason
-    /// this handle's entry is left with (aborted) when it is dropped.
-    pub(super) failure: Option<String>,
+    /// Poisoned, or the last call failed: then drop leaves the entry
+    /// aborted, with the reason.
+    pub(super) health: Health,
     /// Last count stored in our entry's claim count word.
     pub(super) claim_count: u64,
     /// Last value seen of our side's counter (counters never go back).
@@ -123,34 +123,21 @@ impl Core {
 
     #[inline]
     pub(super) fn check_poison(&self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
+        if self.health.poisoned {
+            return Err(Health::poisoned_error(&self.sh.name));
         }
         Ok(())
     }
 
     pub(super) fn poison(&mut self, what: String) -> Error {
-        self.poisoned = true;
         let e = self.sh.poison(what);
-        self.failure = Some(e.abort_reason());
-        e
+        self.health.poisoned_by(e)
     }
 
-    /// Remember how a call ended, for `Drop`: a failure (not a transient
-    /// one) makes a later drop leave the entry aborted; a success forgets an
-    /// earlier failure.
+    /// Remember how a call ended, for `Drop` (see `Health::note`).
     #[inline]
     pub(super) fn note<T>(&mut self, r: Result<T>) -> Result<T> {
-        match &r {
-            Ok(_) => {
-                if self.failure.is_some() {
-                    self.failure = None;
-                }
-            }
-            Err(e) if e.is_transient() => {}
-            Err(e) => self.failure = Some(e.abort_reason()),
-        }
-        r
+        self.health.note(r)
     }
 
     /// Checks made at every liveness tick while waiting: the header words

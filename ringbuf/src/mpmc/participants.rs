@@ -87,8 +87,7 @@ impl Core {
                 pid: me.pid,
                 word: attached,
                 policy,
-                poisoned: false,
-                failure: None,
+                health: Default::default(),
                 claim_count: 0,
                 last_pos: 0,
                 stuck: None,
@@ -106,11 +105,11 @@ impl Core {
     }
 
     /// Give our entry back: free, or marked aborted with the reason if the
-    /// handle ends after an error (see `ring::ending_reason`).
+    /// handle ends after an error (see `Health::ending_reason`).
     pub(super) fn detach(&mut self) {
         self.clear_claim(Side::Enq);
         self.clear_claim(Side::Deq);
-        let why = crate::ring::ending_reason(self.poisoned, &mut self.failure);
+        let why = self.health.ending_reason();
         let e = self.entry();
         // Relaxed: the word only ever changes by CAS; if it is not ours
         // (garbage), leave it.

@@ -95,7 +95,7 @@ macro_rules! handle_common {
         /// Whether an earlier call found the ring corrupted: every later
         /// call fails.
         pub fn is_poisoned(&self) -> bool {
-            self.core.poisoned
+            self.core.health.poisoned
         }
 
         /// Leave after an error: detach, leaving this handle's participant
@@ -106,7 +106,7 @@ macro_rules! handle_common {
         /// panicking) does the same with the error as the reason; dropping
         /// it otherwise just detaches.
         pub fn abort(mut self, reason: &str) {
-            self.core.failure = Some(reason.to_owned());
+            self.core.health.failure = Some(reason.to_owned());
         }
 
         /// Recover every slot left claimed by a dead process, wherever it is

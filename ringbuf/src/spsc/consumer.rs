@@ -9,7 +9,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::header::ROLE_ATTACHED;
 use crate::liveness::ProcessId;
-use crate::ring::ending_reason;
+use crate::ring::Health;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::{Attempt, WaitPolicy, block_on};
@@ -32,10 +32,8 @@ pub struct Consumer {
     /// The rest of the run being received, if any.
     pub(super) run: Run,
     pub(super) policy: WaitPolicy,
-    pub(super) poisoned: bool,
-    /// Why the last call failed, if no call succeeded after it (see
-    /// `Producer::failure`).
-    pub(super) failure: Option<String>,
+    /// Poisoned, or the last call failed: then drop aborts.
+    pub(super) health: Health,
     /// Closed or aborted already.
     pub(super) ended: bool,
     /// The producer's identity, copied the first time it was seen attached.
@@ -70,8 +68,7 @@ impl Role for Consumer {
             published: head,
             run: Run::default(),
             policy: opts.policy,
-            poisoned: false,
-            failure: None,
+            health: Health::default(),
             ended: false,
             producer: None,
             attach_head: head,
@@ -154,32 +151,20 @@ impl Consumer {
     }
 
     fn poison(&mut self, what: String) -> Error {
-        self.poisoned = true;
         let e = self.sh.poison(what);
-        self.failure = Some(e.abort_reason());
-        e
+        self.health.poisoned_by(e)
     }
 
-    /// Remember how a call ended, for `Drop` (as `Producer::note`).
+    /// Remember how a call ended, for `Drop` (see `Health::note`).
     #[inline]
     fn note<T>(&mut self, r: Result<T>) -> Result<T> {
-        match &r {
-            Ok(_) => self.failure = None,
-            Err(e) if e.is_transient() => {}
-            Err(e) => {
-                if matches!(e, Error::Corrupted { .. }) {
-                    self.poisoned = true;
-                }
-                self.failure = Some(e.abort_reason());
-            }
-        }
-        r
+        self.health.note(r)
     }
 
     /// Whether an earlier call found the ring corrupted: every later call
     /// fails, and dropping the handle aborts its end.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.health.poisoned
     }
 
     /// Whether the producer role has been taken: a producer is attached, or
@@ -201,7 +186,7 @@ impl Consumer {
     /// for the producer, whose later sends fail with
     /// [`Error::PeerAborted`], and for `shmring inspect`.
     pub fn abort(mut self, reason: &str) {
-        self.failure = Some(reason.to_owned());
+        self.health.failure = Some(reason.to_owned());
         self.end();
     }
 
@@ -212,13 +197,13 @@ impl Consumer {
             return;
         }
         self.ended = true;
-        if !self.poisoned {
+        if !self.health.poisoned {
             self.release();
         }
         let ctl = self.sh.ctl;
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
         let ctl = unsafe { ctl.as_ref() };
-        match ending_reason(self.poisoned, &mut self.failure) {
+        match self.health.ending_reason() {
             Some(why) => self.sh.abort(&ctl.consumer, &why),
             None => self.sh.close(&ctl.consumer, None),
         }
@@ -242,11 +227,7 @@ impl Consumer {
         // We received something since we attached: a producer was there.
         let moved = self.head != self.attach_head;
         let r = self.sh.peer(slot, "producer", &mut self.producer, moved, liveness);
-        if let Err(Error::Corrupted { what, .. }) = &r {
-            self.poisoned = true;
-            self.sh.poison(what.clone());
-        }
-        r
+        self.sh.poison_on_corruption(&mut self.health, r)
     }
 
     /// The common case of [`Consumer::try_next`], kept small enough to
@@ -255,7 +236,7 @@ impl Consumer {
     /// bad header), which `try_next` handles.
     #[inline(always)]
     fn next_now(&mut self) -> Option<Found> {
-        if self.poisoned || self.failure.is_some() {
+        if !self.health.clear() {
             return None;
         }
         if self.run.left > 0 {
@@ -300,8 +281,8 @@ impl Consumer {
     /// a record there (see the module docs), so no shared position is read.
     #[inline]
     fn try_next(&mut self) -> Result<Option<Found>> {
-        if self.poisoned {
-            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
+        if self.health.poisoned {
+            return Err(Health::poisoned_error(&self.sh.name));
         }
         if self.run.left > 0 {
             return Ok(Some(self.take_run()));

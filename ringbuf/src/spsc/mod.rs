@@ -46,7 +46,7 @@ use crate::header::{
 };
 use crate::liveness::ProcessId;
 use crate::region::Region;
-use crate::ring;
+use crate::ring::{self, Health};
 use crate::segment::{CreateOptions, Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::WaitPolicy;
@@ -277,6 +277,15 @@ impl Shared {
         Ok(())
     }
 
+    /// `r`, having poisoned the segment and the handle's `health` if it is
+    /// a corruption error.
+    fn poison_on_corruption<T>(&self, health: &mut Health, r: Result<T>) -> Result<T> {
+        match r {
+            Err(Error::Corrupted { what, .. }) => Err(health.poisoned_by(self.poison(what))),
+            other => other,
+        }
+    }
+
     /// A corruption error (the caller poisons its handle).
     fn corrupt(&self, what: String) -> Error {
         Error::corrupted(&self.name, what)
@@ -500,8 +509,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             staged: 0,
             cached_head: 0,
             policy,
-            poisoned: false,
-            failure: None,
+            health: Health::default(),
             ended: false,
             consumer: None,
             attach_head: 0,
@@ -513,8 +521,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             published: 0,
             run: consumer::Run::default(),
             policy,
-            poisoned: false,
-            failure: None,
+            health: Health::default(),
             ended: false,
             producer: None,
             attach_head: 0,

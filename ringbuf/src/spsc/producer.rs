@@ -9,7 +9,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::header::ROLE_ATTACHED;
 use crate::liveness::ProcessId;
-use crate::ring::ending_reason;
+use crate::ring::Health;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::{Attempt, WaitPolicy, block_on};
@@ -63,10 +63,8 @@ pub struct Producer {
     /// Last consumer position read.
     pub(super) cached_head: u64,
     pub(super) policy: WaitPolicy,
-    pub(super) poisoned: bool,
-    /// Why the last call failed, if no call succeeded after it: the reason
-    /// this handle aborts with if it is dropped now.
-    pub(super) failure: Option<String>,
+    /// Poisoned, or the last call failed: then drop aborts.
+    pub(super) health: Health,
     /// Closed or aborted already: nothing left for `Drop` to do.
     pub(super) ended: bool,
     /// The consumer's identity, copied the first time it was seen attached.
@@ -185,8 +183,7 @@ impl Role for Producer {
             staged: 0,
             cached_head: 0,
             policy: opts.policy,
-            poisoned: false,
-            failure: None,
+            health: Health::default(),
             ended: false,
             consumer: None,
             attach_head: 0,
@@ -264,34 +261,20 @@ impl Producer {
     }
 
     fn poison(&mut self, what: String) -> Error {
-        self.poisoned = true;
         let e = self.sh.poison(what);
-        self.failure = Some(e.abort_reason());
-        e
+        self.health.poisoned_by(e)
     }
 
-    /// Remember how a call ended, for `Drop`: a failure (not a
-    /// [transient](Error::is_transient) one) makes a later drop abort; a
-    /// success forgets an earlier failure. A corruption error poisons.
+    /// Remember how a call ended, for `Drop` (see `Health::note`).
     #[inline]
     fn note<T>(&mut self, r: Result<T>) -> Result<T> {
-        match &r {
-            Ok(_) => self.failure = None,
-            Err(e) if e.is_transient() => {}
-            Err(e) => {
-                if matches!(e, Error::Corrupted { .. }) {
-                    self.poisoned = true;
-                }
-                self.failure = Some(e.abort_reason());
-            }
-        }
-        r
+        self.health.note(r)
     }
 
     /// Whether an earlier call found the ring corrupted: every later call
     /// fails, and dropping the handle aborts the stream.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.health.poisoned
     }
     /// Re-read the consumer's position; checks it is between the last one
     /// seen and what we published.
@@ -352,8 +335,8 @@ impl Producer {
     /// that a truncated grant can still get a header of its own.
     #[inline]
     fn try_reserve(&mut self, len: usize, total: u64) -> Result<Option<(usize, bool)>> {
-        if self.poisoned {
-            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error"));
+        if self.health.poisoned {
+            return Err(Health::poisoned_error(&self.sh.name));
         }
         loop {
             let off = self.tail & (self.sh.capacity - 1);
@@ -512,11 +495,7 @@ impl Producer {
         // The consumer released something since we attached: it was there.
         let moved = self.cached_head != self.attach_head;
         let r = self.sh.peer(slot, "consumer", &mut self.consumer, moved, liveness);
-        if let Err(Error::Corrupted { what, .. }) = &r {
-            self.poisoned = true;
-            self.sh.poison(what.clone());
-        }
-        r
+        self.sh.poison_on_corruption(&mut self.health, r)
     }
 
     /// Error if the consumer is gone: closed, aborted, dead (with
@@ -612,7 +591,7 @@ impl Producer {
         let cap = self.sh.capacity;
         // `tail == published`: nothing staged, so no run is open either.
         // After a failure the general path runs, which forgets it.
-        if self.poisoned || self.failure.is_some() || self.tail != self.published {
+        if !self.health.clear() || self.tail != self.published {
             return false;
         }
         // A record over `max_record_len` takes at least `cap` bytes, so the
@@ -780,7 +759,7 @@ impl Producer {
     /// A consumer that leaves after this call returns `Ok` is not seen: it
     /// gets its own error, or chose to stop reading.
     pub fn close(mut self) -> Result<()> {
-        if self.poisoned {
+        if self.health.poisoned {
             self.end();
             return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error; the stream was aborted"));
         }
@@ -803,7 +782,7 @@ impl Producer {
                 Err(e) => Err(e),
             },
         };
-        self.failure = verdict.as_ref().err().map(Error::abort_reason);
+        self.health.failure = verdict.as_ref().err().map(Error::abort_reason);
         self.end();
         verdict
     }
@@ -831,7 +810,7 @@ impl Producer {
     /// # Ok(()) }
     /// ```
     pub fn abort(mut self, reason: &str) {
-        self.failure = Some(reason.to_owned());
+        self.health.failure = Some(reason.to_owned());
         self.end();
     }
 
@@ -842,13 +821,13 @@ impl Producer {
             return;
         }
         self.ended = true;
-        if !self.poisoned {
+        if !self.health.poisoned {
             self.flush();
         }
         let ctl = self.sh.ctl;
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
         let ctl = unsafe { ctl.as_ref() };
-        match ending_reason(self.poisoned, &mut self.failure) {
+        match self.health.ending_reason() {
             Some(why) => self.sh.abort(&ctl.producer, &why),
             None => self.sh.close(&ctl.producer, Some(self.published)),
         }
