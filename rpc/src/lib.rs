@@ -1,0 +1,55 @@
+//! # shmring-rpc
+//!
+//! Request/response between processes on one host over shmring's
+//! shared-memory rings, with the same API over a UNIX socket (the
+//! fallback) and over TCP (other hosts).
+//!
+//! - [`Server::bind`] a `unix:PATH` or `tcp:HOST:PORT` [`Addr`], then
+//!   [`Server::serve`] a handler `Fn(&[u8]) -> Vec<u8>`: every client on its
+//!   own thread, so a slow handler for one does not stall the others.
+//! - [`Client::connect`], then [`Client::call`]: each call has a deadline
+//!   (10 s by default); [`Client::transport`] says what the connection
+//!   uses.
+//! - On a `unix:` address the server hands each client two rings in sealed
+//!   memfds ([`handshake`]); if that fails, or either side asks
+//!   ([`ClientOptions::transport`], [`ServerOptions::no_shm`], or
+//!   `SHMRING_RPC_TRANSPORT=unix`), frames go over the socket instead.
+//! - Only the server's own user and root may connect over a UNIX socket by
+//!   default ([`AccessPolicy`], checked with `SO_PEERCRED`); the socket file
+//!   is created with mode 0600.
+//! - Everything the peer sends is checked ([`frame`]): garbage ends that
+//!   connection with an error, never a panic, and the server keeps serving
+//!   the others.
+//!
+//! ```no_run
+//! use shmring_rpc::{Addr, Client, ClientOptions, Server, ServerOptions};
+//! # fn main() -> shmring_rpc::Result<()> {
+//! let addr = Addr::parse("unix:/tmp/upper.sock")?;
+//! if std::env::args().nth(1).as_deref() == Some("serve") {
+//!     Server::bind(&addr, &ServerOptions::new())?.serve(|req: &[u8]| req.to_ascii_uppercase())
+//! } else {
+//!     let mut client = Client::connect(&addr, &ClientOptions::new())?;
+//!     assert_eq!(client.call(b"hello")?, b"HELLO");
+//!     Ok(())
+//! }
+//! # }
+//! ```
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod access;
+mod addr;
+mod call;
+mod error;
+pub mod frame;
+pub mod handshake;
+mod transport;
+
+pub use access::AccessPolicy;
+pub use addr::Addr;
+pub use call::{
+    Client, ClientOptions, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_RING_CAPACITY, Server, ServerOptions,
+    TRANSPORT_ENV,
+};
+pub use error::{Error, Result};
+pub use transport::TransportKind;

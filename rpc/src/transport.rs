@@ -1,0 +1,344 @@
+//! One framed duplex over shared memory, a UNIX socket or TCP.
+//!
+//! - **Shm**: two SPSC rings in sealed memfds, one each way. A frame goes as
+//!   one ring record (header, then payload) or, when larger than a record,
+//!   as several chunks in order ([`frame::FLAG_MORE`]). The receiver copies
+//!   each chunk out of the ring before it looks at it: the peer is
+//!   untrusted. The UNIX socket of the handshake stays open beside the
+//!   rings for the life of the connection.
+//! - **Unix** and **Tcp**: the 16-byte header, then the payload, on the
+//!   socket.
+//!
+//! Which one a connection uses is decided in the handshake
+//! (`handshake.rs`); everything above this module sees only frames.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use shmring::spsc::{Consumer, Producer};
+
+use crate::error::{Error, Result};
+use crate::frame::{self, FLAG_MORE, Frame, Header, Joiner, Kind};
+
+/// The transport a connection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Two shared-memory rings (a `unix:` address; the default there).
+    Shm,
+    /// Frames over the UNIX socket itself (a `unix:` address; the fallback).
+    Unix,
+    /// Frames over TCP (a `tcp:` address).
+    Tcp,
+}
+
+impl TransportKind {
+    /// The bit of this transport in the handshake's bitmask.
+    pub(crate) fn bit(self) -> u16 {
+        match self {
+            TransportKind::Shm => 1,
+            TransportKind::Unix => 2,
+            TransportKind::Tcp => 4,
+        }
+    }
+
+    /// The transport of a single handshake bit.
+    pub(crate) fn from_bit(bit: u16) -> Option<TransportKind> {
+        [TransportKind::Shm, TransportKind::Unix, TransportKind::Tcp].into_iter().find(|t| t.bit() == bit)
+    }
+
+    /// Lower-case name: `shm`, `unix` or `tcp` (as `SHMRING_RPC_TRANSPORT` takes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Shm => "shm",
+            TransportKind::Unix => "unix",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+
+    /// Parse a name as [`TransportKind::name`] gives it.
+    pub fn from_name(s: &str) -> Option<TransportKind> {
+        [TransportKind::Shm, TransportKind::Unix, TransportKind::Tcp].into_iter().find(|t| t.name() == s)
+    }
+}
+
+/// A connected byte stream.
+pub(crate) enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// The two rings of a shared-memory connection.
+struct Rings {
+    tx: Producer,
+    rx: Consumer,
+    /// The handshake's socket, kept open for the life of the connection.
+    _socket: UnixStream,
+}
+
+/// How the frames move.
+enum Path {
+    Shm(Box<Rings>),
+    Stream(Stream),
+}
+
+/// A framed duplex: frames out, frames in.
+pub(crate) struct Link {
+    path: Path,
+    kind: TransportKind,
+    /// The peer, for error messages.
+    peer: String,
+    /// Largest frame payload either side sends, in bytes.
+    max_frame: u64,
+    joiner: Joiner,
+    /// A read failed mid-frame: the stream is out of step for good.
+    broken: bool,
+}
+
+/// Payloads up to this size go out with their header in one write.
+const COALESCE: usize = 64 << 10;
+
+impl Link {
+    /// A link over two rings; `socket` stays open beside them.
+    pub(crate) fn shm(tx: Producer, rx: Consumer, socket: UnixStream, peer: String, max_frame: u64) -> Link {
+        Link::new(Path::Shm(Box::new(Rings { tx, rx, _socket: socket })), TransportKind::Shm, peer, max_frame)
+    }
+
+    /// A link over a socket.
+    pub(crate) fn stream(stream: Stream, peer: String, max_frame: u64) -> Link {
+        let kind = match stream {
+            Stream::Unix(_) => TransportKind::Unix,
+            Stream::Tcp(_) => TransportKind::Tcp,
+        };
+        Link::new(Path::Stream(stream), kind, peer, max_frame)
+    }
+
+    fn new(path: Path, kind: TransportKind, peer: String, max_frame: u64) -> Link {
+        Link { path, kind, peer, max_frame, joiner: Joiner::new(max_frame), broken: false }
+    }
+
+    pub(crate) fn kind(&self) -> TransportKind {
+        self.kind
+    }
+
+    pub(crate) fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Send one frame, waiting (until `deadline`, if any) for room.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a payload over the maximum frame size;
+    /// [`Error::Timeout`]; ring or socket errors.
+    pub(crate) fn send(
+        &mut self,
+        id: u64,
+        kind: Kind,
+        flags: u8,
+        payload: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        if payload.len() as u64 > self.max_frame {
+            return Err(Error::InvalidArgument(format!(
+                "a frame of {} bytes exceeds the connection's maximum of {} bytes",
+                payload.len(),
+                self.max_frame
+            )));
+        }
+        let peer = &self.peer;
+        match &mut self.path {
+            Path::Shm(rings) => {
+                let tx = &mut rings.tx;
+                let room = tx.max_record_len() - frame::HEADER_LEN;
+                let mut chunks = payload.chunks(room).peekable();
+                if payload.is_empty() {
+                    return ring_send(tx, Header { id, len: 0, kind, flags }, &[], deadline, peer);
+                }
+                while let Some(chunk) = chunks.next() {
+                    let more = if chunks.peek().is_some() { FLAG_MORE } else { 0 };
+                    let h = Header { id, len: chunk.len() as u32, kind, flags: flags | more };
+                    ring_send(tx, h, chunk, deadline, peer)?;
+                }
+                Ok(())
+            }
+            Path::Stream(s) => {
+                let h = Header { id, len: payload.len() as u32, kind, flags }.encode();
+                let r = if payload.len() <= COALESCE {
+                    let mut buf = Vec::with_capacity(frame::HEADER_LEN + payload.len());
+                    buf.extend_from_slice(&h);
+                    buf.extend_from_slice(payload);
+                    s.write_all(&buf)
+                } else {
+                    s.write_all(&h).and_then(|()| s.write_all(payload))
+                };
+                r.map_err(|e| stream_error(peer, "sending to", e))
+            }
+        }
+    }
+
+    /// Receive the next whole frame, waiting until `deadline` (without one,
+    /// as long as it takes). `Ok(None)`: the peer closed the connection
+    /// cleanly, between frames.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if nothing arrived in time (the connection stays
+    /// usable); [`Error::Protocol`] for a frame that does not decode, or a
+    /// connection closed or stalled mid-frame; ring errors (the peer died,
+    /// aborted, or wrote garbage).
+    pub(crate) fn recv(&mut self, deadline: Option<Instant>) -> Result<Option<Frame>> {
+        if self.broken {
+            return Err(Error::protocol(&self.peer, "the connection broke mid-frame earlier"));
+        }
+        loop {
+            let max = self.max_frame;
+            let chunk = match &mut self.path {
+                Path::Shm(rings) => ring_recv(&mut rings.rx, deadline, max, &self.peer)?,
+                Path::Stream(s) => {
+                    let r = stream_recv(s, deadline, max, &self.peer);
+                    if matches!(r, Err(Error::Protocol { .. })) {
+                        self.broken = true;
+                    }
+                    r?
+                }
+            };
+            let Some((h, payload)) = chunk else { return Ok(None) };
+            if let Some(frame) = self.joiner.push(h, &payload).map_err(|e| Error::frame(&self.peer, e))? {
+                return Ok(Some(frame));
+            }
+        }
+    }
+}
+
+/// Time left until `deadline`; `Err(Timeout)` if it passed.
+fn remaining(deadline: Option<Instant>, peer: &str) -> Result<Option<Duration>> {
+    match deadline {
+        None => Ok(None),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() { Err(Error::Timeout(peer.to_owned())) } else { Ok(Some(left)) }
+        }
+    }
+}
+
+fn ring_send(tx: &mut Producer, h: Header, chunk: &[u8], deadline: Option<Instant>, peer: &str) -> Result<()> {
+    let len = frame::HEADER_LEN + chunk.len();
+    let mut g = match remaining(deadline, peer)? {
+        None => tx.grant(len),
+        Some(left) => tx.grant_timeout(len, left),
+    }
+    .map_err(|e| ring_error(peer, e))?;
+    g[..frame::HEADER_LEN].copy_from_slice(&h.encode());
+    g[frame::HEADER_LEN..].copy_from_slice(chunk);
+    g.commit();
+    Ok(())
+}
+
+/// The next chunk from the ring, copied out.
+fn ring_recv(rx: &mut Consumer, deadline: Option<Instant>, max: u64, peer: &str) -> Result<Option<(Header, Vec<u8>)>> {
+    let rec = match remaining(deadline, peer)? {
+        None => rx.recv(),
+        Some(left) => rx.recv_timeout(left),
+    }
+    .map_err(|e| ring_error(peer, e))?;
+    let Some(rec) = rec else { return Ok(None) };
+    // Copied out first: the peer can rewrite the ring under us.
+    let bytes = rec.to_vec();
+    drop(rec);
+    let h = Header::decode(&bytes, max).map_err(|e| Error::frame(peer, e))?;
+    if h.len as usize != bytes.len() - frame::HEADER_LEN {
+        return Err(Error::protocol(
+            peer,
+            format!("a ring record of {} bytes holds a frame header for {} payload bytes", bytes.len(), h.len),
+        ));
+    }
+    Ok(Some((h, bytes[frame::HEADER_LEN..].to_vec())))
+}
+
+fn ring_error(peer: &str, e: shmring::Error) -> Error {
+    match e {
+        shmring::Error::Timeout => Error::Timeout(peer.to_owned()),
+        other => Error::Ring(other),
+    }
+}
+
+fn stream_error(peer: &str, doing: &str, e: std::io::Error) -> Error {
+    match e.kind() {
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => Error::Closed(peer.to_owned()),
+        _ => Error::io(format!("{doing} {peer}"), e),
+    }
+}
+
+/// Read exactly `buf.len()` bytes before `deadline`. `Ok(false)`: end of
+/// stream before the first byte (only if `at_boundary`).
+fn read_full(s: &mut Stream, buf: &mut [u8], deadline: Option<Instant>, at_boundary: bool, peer: &str) -> Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = match remaining(deadline, peer) {
+            Ok(left) => left,
+            Err(e) if got == 0 && at_boundary => return Err(e),
+            Err(_) => return Err(Error::protocol(peer, "timed out in the middle of a frame")),
+        };
+        s.set_read_timeout(left).map_err(|e| Error::io(format!("receiving from {peer}"), e))?;
+        match s.read(&mut buf[got..]) {
+            Ok(0) if got == 0 && at_boundary => return Ok(false),
+            Ok(0) => return Err(Error::protocol(peer, "the connection closed in the middle of a frame")),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if got == 0 && at_boundary {
+                    return Err(Error::Timeout(peer.to_owned()));
+                }
+                return Err(Error::protocol(peer, "timed out in the middle of a frame"));
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && got == 0 && at_boundary => return Ok(false),
+            Err(e) => return Err(stream_error(peer, "receiving from", e)),
+        }
+    }
+    Ok(true)
+}
+
+/// The next frame from a socket.
+fn stream_recv(s: &mut Stream, deadline: Option<Instant>, max: u64, peer: &str) -> Result<Option<(Header, Vec<u8>)>> {
+    let mut hb = [0u8; frame::HEADER_LEN];
+    if !read_full(s, &mut hb, deadline, true, peer)? {
+        return Ok(None);
+    }
+    let h = Header::decode(&hb, max).map_err(|e| Error::frame(peer, e))?;
+    let mut payload = vec![0u8; h.len as usize];
+    read_full(s, &mut payload, deadline, false, peer)?;
+    Ok(Some((h, payload)))
+}

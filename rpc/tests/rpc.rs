@@ -1,0 +1,261 @@
+//! The native RPC between real processes: the server is this test binary
+//! re-run (`server_main`), the client is the test itself.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmring_rpc::handshake::{Hello, MAGIC, VERSION, WAKE_FUTEX};
+use shmring_rpc::{AccessPolicy, Addr, Client, ClientOptions, Error, Server, ServerOptions, TransportKind};
+
+const ROLE_ENV: &str = "SHMRING_RPC_TEST_ROLE";
+const ADDR_ENV: &str = "SHMRING_RPC_TEST_ADDR";
+
+/// A private directory for socket files, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("shmring-rpc-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn addr(&self) -> Addr {
+        Addr::Unix(self.0.join("sock"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server process, killed and reaped on drop.
+struct ServerProc {
+    child: Child,
+    addr: Addr,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `server_main` with `role` on `addr`; returns once it listens.
+fn server(role: &str, addr: &Addr) -> ServerProc {
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new(exe)
+        .args(["server_main", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_ENV, role)
+        .env(ADDR_ENV, addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed and reaped on drop from here on, even if the asserts below fail.
+    let mut srv = ServerProc { child, addr: addr.clone() };
+    let mut out = BufReader::new(srv.child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the server exited before listening");
+        if let Some(a) = line.trim().strip_prefix("listening ") {
+            srv.addr = Addr::parse(a).unwrap();
+            // Keep draining its stdout so it never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+            return srv;
+        }
+    }
+}
+
+/// Peer entry: a server. `echo` answers each request reversed; `slow`
+/// sleeps 5 s first; `deny` lets nobody in but uid 4242; `noshm` refuses
+/// shared memory.
+#[test]
+#[ignore = "server process for the rpc tests"]
+fn server_main() {
+    let (Ok(role), Ok(addr)) = (std::env::var(ROLE_ENV), std::env::var(ADDR_ENV)) else { return };
+    let addr = Addr::parse(&addr).unwrap();
+    let mut opts = ServerOptions::new().ring_capacity(64 << 10);
+    match role.as_str() {
+        "deny" => opts = opts.access(AccessPolicy::only_uids([4242])),
+        "noshm" => opts = opts.no_shm(),
+        _ => {}
+    }
+    let server = Server::bind(&addr, &opts).unwrap();
+    println!("listening {}", server.local_addr());
+    std::io::stdout().flush().unwrap();
+    let slow = role == "slow";
+    server
+        .serve(move |req: &[u8]| {
+            if slow {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            req.iter().rev().copied().collect()
+        })
+        .unwrap();
+}
+
+/// Deterministic request `i` of `len` bytes.
+fn request(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 131 + j * 7) as u8).collect()
+}
+
+fn reversed(v: &[u8]) -> Vec<u8> {
+    v.iter().rev().copied().collect()
+}
+
+/// Many calls of many sizes, including frames larger than a ring (64 KiB
+/// here), which travel in chunks.
+fn exercise(c: &mut Client) {
+    for (i, len) in [0, 1, 100, 4096, 65_000, 70_000, 300_000, 3 << 20].into_iter().enumerate() {
+        let req = request(i, len);
+        assert_eq!(c.call(&req).unwrap(), reversed(&req), "call {i} of {len} bytes");
+    }
+    for i in 0..500 {
+        let req = request(i, i % 200);
+        assert_eq!(c.call(&req).unwrap(), reversed(&req));
+    }
+    assert!(c.ping(b"are you there").unwrap() < Duration::from_secs(5));
+}
+
+#[test]
+fn calls_over_shared_memory_between_processes() {
+    let dir = TempDir::new("shm");
+    let srv = server("echo", &dir.addr());
+    let mode = std::fs::metadata(dir.0.join("sock")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket file is private by default");
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    assert_eq!(c.transport(), TransportKind::Shm);
+    exercise(&mut c);
+    // A second client at the same time gets its own rings.
+    let mut c2 = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    assert_eq!(c2.call(b"abc").unwrap(), b"cba");
+    assert_eq!(c.call(b"xy").unwrap(), b"yx");
+}
+
+#[test]
+fn frames_over_the_socket_when_asked_or_when_the_server_refuses_shared_memory() {
+    let dir = TempDir::new("unix");
+    let srv = server("echo", &dir.addr());
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new().transport(TransportKind::Unix)).unwrap();
+    assert_eq!(c.transport(), TransportKind::Unix);
+    exercise(&mut c);
+
+    let dir = TempDir::new("noshm");
+    let srv = server("noshm", &dir.addr());
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    assert_eq!(c.transport(), TransportKind::Unix, "fell back to the socket");
+    exercise(&mut c);
+    // Asking for shared memory only from a server that refuses it fails, saying why.
+    match Client::connect(&srv.addr, &ClientOptions::new().transport(TransportKind::Shm)) {
+        Err(Error::Protocol { what, .. }) => assert!(what.contains("no transport in common"), "{what}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|c| c.transport())),
+    }
+}
+
+#[test]
+fn calls_over_tcp_loopback() {
+    let srv = server("echo", &Addr::parse("tcp:127.0.0.1:0").unwrap());
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    assert_eq!(c.transport(), TransportKind::Tcp);
+    exercise(&mut c);
+}
+
+#[test]
+fn a_user_outside_the_policy_is_refused_and_the_server_goes_on() {
+    let dir = TempDir::new("deny");
+    let mut srv = server("deny", &dir.addr());
+    for _ in 0..2 {
+        match Client::connect(&srv.addr, &ClientOptions::new()) {
+            Err(e @ Error::PermissionDenied(_)) => {
+                assert!(e.to_string().contains("permission denied by server policy"), "{e}")
+            }
+            other => panic!("expected PermissionDenied, got {:?}", other.map(|c| c.transport())),
+        }
+    }
+    assert!(srv.child.try_wait().unwrap().is_none(), "the server keeps running");
+}
+
+#[test]
+fn garbage_silence_and_version_skew_end_only_their_own_connection() {
+    let dir = TempDir::new("garbage");
+    let srv = server("echo", &dir.addr());
+    let Addr::Unix(path) = &srv.addr else { unreachable!() };
+    // A client that says nothing does not hold up the others.
+    let _silent = UnixStream::connect(path).unwrap();
+    // Garbage: the server hangs up on it.
+    let mut g = UnixStream::connect(path).unwrap();
+    g.write_all(&[0xAB; 32]).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(g.read_to_end(&mut rest).unwrap(), 0, "no answer to garbage, only the end of the connection");
+    // Version skew: the server says which versions.
+    let mut v = UnixStream::connect(path).unwrap();
+    let hello = Hello { version: VERSION + 98, transports: 3, wakeups: WAKE_FUTEX, max_frame: 1024 };
+    v.write_all(&hello.encode()).unwrap();
+    v.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    v.read_to_end(&mut answer).unwrap();
+    assert_eq!(&answer[..8], &MAGIC);
+    let text = String::from_utf8_lossy(&answer[32..]);
+    assert!(text.contains(&format!("protocol version {VERSION}")) && text.contains("99"), "{text}");
+    // And a real client is served all along.
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    assert_eq!(c.call(b"still here").unwrap(), b"ereh llits");
+}
+
+#[test]
+fn a_server_killed_mid_call_fails_the_call_promptly() {
+    let dir = TempDir::new("kill");
+    for transport in [TransportKind::Shm, TransportKind::Unix] {
+        let mut srv = server("slow", &dir.addr());
+        let mut c = Client::connect(&srv.addr, &ClientOptions::new().transport(transport)).unwrap();
+        let killer = {
+            let pid = srv.child.id();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                Instant::now()
+            })
+        };
+        let r = c.call(b"never answered");
+        let ended = Instant::now();
+        let killed = killer.join().unwrap();
+        let _ = srv.child.wait();
+        match (&r, transport) {
+            (Err(Error::Ring(shmring::Error::PeerDied { .. })), TransportKind::Shm) => {}
+            (Err(Error::Closed(_)), TransportKind::Unix) => {}
+            _ => panic!("{transport:?}: expected the death reported, got {r:?}"),
+        }
+        let took = ended.saturating_duration_since(killed);
+        assert!(took < Duration::from_secs(2), "{transport:?}: reported {took:?} after the kill");
+    }
+}
+
+#[test]
+fn calls_over_the_maximum_frame_and_deadlines_fail_cleanly() {
+    let dir = TempDir::new("limits");
+    let srv = server("echo", &dir.addr());
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new().max_frame(1024)).unwrap();
+    assert!(matches!(c.call(&[0; 2000]), Err(Error::InvalidArgument(_))));
+    assert_eq!(c.call(&[1; 1000]).unwrap(), vec![1; 1000], "the connection is still good");
+
+    let dir = TempDir::new("deadline");
+    let srv = server("slow", &dir.addr());
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    let t = Instant::now();
+    assert!(matches!(c.call_timeout(b"late", Duration::from_millis(200)), Err(Error::Timeout(_))));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // The late reply of the abandoned call is skipped, not taken for this one's.
+    assert_eq!(c.call_timeout(b"next", Duration::from_secs(20)).unwrap(), b"txen");
+}
