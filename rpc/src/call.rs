@@ -437,18 +437,23 @@ impl Server {
     {
         let handler: Handler = Arc::new(handler);
         loop {
-            let (stream, peer) = match &self.listener {
-                Listener::Unix(l) => match l.accept() {
-                    Ok((s, _)) => (Stream::Unix(s), format!("client of {}", self.addr)),
-                    Err(e) => return Err(Error::io(format!("accept on {}", self.addr), e)),
-                },
-                Listener::Tcp(l) => match l.accept() {
-                    Ok((s, from)) => {
-                        let _ = s.set_nodelay(true);
-                        (Stream::Tcp(s), format!("client {from} of {}", self.addr))
-                    }
-                    Err(e) => return Err(Error::io(format!("accept on {}", self.addr), e)),
-                },
+            let accepted = match &self.listener {
+                Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), format!("client of {}", self.addr))),
+                Listener::Tcp(l) => l.accept().map(|(s, from)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), format!("client {from} of {}", self.addr))
+                }),
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) if accept_error_is_transient(&e) => {
+                    // Out of descriptors or memory for now, or a client that
+                    // gave up while queued: the server goes on.
+                    tracing::warn!("accept on {}: {e}", self.addr);
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(e) => return Err(Error::io(format!("accept on {}", self.addr), e)),
             };
             let (opts, handler) = (self.opts.clone(), handler.clone());
             std::thread::spawn(move || match serve_one(stream, &peer, &opts, &handler) {
@@ -457,6 +462,12 @@ impl Server {
             });
         }
     }
+}
+
+/// Whether a failed `accept` is worth retrying.
+fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ConnectionAborted
+        || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO))
 }
 
 fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {

@@ -252,8 +252,12 @@ pub(crate) fn send_with_fds(s: &UnixStream, bytes: &[u8], fds: &[RawFd], peer: &
     let iov = [IoSlice::new(bytes)];
     let cmsg = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    let n = sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(|e| Error::io(format!("sending the welcome to {peer}"), e.into()))?;
+    let n = loop {
+        match sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.map_err(|e| Error::io(format!("sending the welcome to {peer}"), e.into()))?,
+        }
+    };
     // The fds went with the first byte; the rest, if any, follows plainly.
     let mut s = s;
     s.write_all(&bytes[n..]).map_err(|e| Error::io(format!("sending the welcome to {peer}"), e))
@@ -267,14 +271,16 @@ pub(crate) fn recv_with_fds(s: &mut UnixStream, max_fds: usize, peer: &str) -> R
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let (n, fds, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg =
-            recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| {
-                if e == nix::errno::Errno::EAGAIN {
-                    Error::Timeout(format!("{peer} (waiting for its welcome)"))
-                } else {
-                    Error::io(format!("receiving the welcome from {peer}"), e.into())
+        let msg = loop {
+            match recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    return Err(Error::Timeout(format!("{peer} (waiting for its welcome)")));
                 }
-            })?;
+                Err(e) => return Err(Error::io(format!("receiving the welcome from {peer}"), e.into())),
+                Ok(msg) => break msg,
+            }
+        };
         let mut fds = Vec::new();
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
