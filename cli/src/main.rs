@@ -3,6 +3,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod bench;
+mod ping;
 mod segments;
 mod stream;
 
@@ -104,6 +105,16 @@ enum Cmd {
     /// a POSIX message queue, a raw futex and a shared cache line, with real
     /// process pairs.
     Bench(bench::BenchArgs),
+    /// Connect to an RPC server like a client and measure ping round trips.
+    ///
+    /// Prints the transport the server and this client agreed on (shm,
+    /// unix or tcp), then one line per ping and a summary (min, p50, p99,
+    /// max), like ping(8). The first thing to run when a service seems down:
+    /// it says whether the server answers, over what, and how fast.
+    /// Exits 0 if every ping was answered, 1 otherwise.
+    ///
+    /// Example:  shmring ping unix:/run/kv.sock --count 10
+    Ping(ping::PingArgs),
 }
 
 /// Where a segment is: a shm NAME or --path FILE.
@@ -233,6 +244,7 @@ fn main() -> ExitCode {
         Cmd::Inspect(a) => segments::inspect(&a.target.location()),
         Cmd::Rm(a) => segments::rm(&a.names, &a.path, a.stale, a.force),
         Cmd::Bench(a) => bench::run(a).map(|()| 0),
+        Cmd::Ping(a) => ping::run(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

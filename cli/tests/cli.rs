@@ -817,3 +817,35 @@ fn inspect_shows_who_aborted_and_why() {
     assert_eq!(ls_json_row(&name)["participants_aborted"], 1);
     drop(keep);
 }
+
+#[test]
+fn ping_reports_the_transport_and_the_round_trips() {
+    let dir = std::env::temp_dir().join(format!("shmring-clitest-ping-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let addr = shmring_rpc::Addr::Unix(dir.join("sock"));
+    let server = shmring_rpc::Server::bind(&addr, &shmring_rpc::ServerOptions::new()).unwrap();
+    std::thread::spawn(move || server.serve(|req: &[u8]| req.to_vec()));
+    let a = addr.to_string();
+    for (extra, transport) in [(None, "shm"), (Some("unix"), "unix")] {
+        let mut args = vec!["ping", &a, "--count", "3", "--interval", "0"];
+        if let Some(t) = extra {
+            args.extend(["--transport", t]);
+        }
+        let out = run(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(text.contains(&format!("PING {a} over {transport}: 64 bytes")), "{text}");
+        assert_eq!(text.matches("seq=").count(), 3, "{text}");
+        assert!(text.contains("3 sent, 3 answered; round trip min"), "{text}");
+    }
+    let nobody = run(&["ping", &format!("unix:{}", dir.join("nobody").display())]);
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("connect unix:"), "{nobody:?}");
+}

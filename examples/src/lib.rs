@@ -4,6 +4,8 @@
 //! A record is [`RECORD_LEN`] bytes: a little-endian sequence number, then a
 //! payload derived from it, so the consumer can check both order and content.
 
+pub mod kv;
+
 use std::fmt;
 use std::time::Duration;
 

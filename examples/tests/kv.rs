@@ -1,0 +1,104 @@
+//! Runs `kv_server` and `kv_client` as separate processes, as a user would,
+//! over shared memory, over the socket fallback (`SHMRING_RPC_TRANSPORT=unix`)
+//! and over TCP.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+/// An example binary, built next to this test (`cargo test` builds the
+/// package's examples); built on demand if it is missing.
+fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().expect("test binary path");
+    let dir = deps.parent().and_then(|d| d.parent()).expect("target profile directory");
+    let bin = dir.join("examples").join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "shmring-examples", "--example", name]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        assert!(build.status().expect("run cargo").success(), "building the {name} example failed");
+    }
+    bin
+}
+
+/// The server, killed and reaped on drop; its directory removed.
+struct KvServer {
+    child: Child,
+    addr: String,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for KvServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn start(addr: &str, dir: Option<PathBuf>) -> KvServer {
+    let child = Command::new(example("kv_server")).arg(addr).stdout(Stdio::piped()).spawn().unwrap();
+    let mut srv = KvServer { child, addr: String::new(), dir };
+    let mut out = BufReader::new(srv.child.stdout.take().unwrap());
+    let mut line = String::new();
+    assert!(out.read_line(&mut line).unwrap() > 0, "kv_server exited before listening");
+    srv.addr = line.trim().strip_prefix("kv_server listening on ").expect("the listening line").to_owned();
+    srv
+}
+
+fn client(srv: &KvServer, args: &[&str], env: Option<(&str, &str)>) -> Output {
+    let mut c = Command::new(example("kv_client"));
+    c.arg(&srv.addr).args(args);
+    if let Some((k, v)) = env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn session(srv: &KvServer, transport: &str, env: Option<(&str, &str)>) {
+    let set = client(srv, &["set", "colour", "blue"], env);
+    assert!(set.status.success(), "{set:?}");
+    assert_eq!(String::from_utf8_lossy(&set.stdout), "OK\n");
+    assert!(String::from_utf8_lossy(&set.stderr).contains(&format!("over {transport}")), "{set:?}");
+    let get = client(srv, &["get", "colour"], env);
+    assert_eq!((get.status.code(), String::from_utf8_lossy(&get.stdout).as_ref()), (Some(0), "blue\n"));
+    let del = client(srv, &["del", "colour"], env);
+    assert_eq!(String::from_utf8_lossy(&del.stdout), "deleted\n");
+    let gone = client(srv, &["get", "colour"], env);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no such key"));
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shmring-kv-test-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn kv_over_shared_memory_the_socket_and_tcp() {
+    let dir = temp_dir("unix");
+    let srv = start(&format!("unix:{}", dir.join("kv.sock").display()), Some(dir));
+    session(&srv, "shm", None);
+    session(&srv, "unix", Some(("SHMRING_RPC_TRANSPORT", "unix")));
+    let tcp = start("tcp:127.0.0.1:0", None);
+    session(&tcp, "tcp", None);
+}
+
+#[test]
+fn kv_client_says_what_is_wrong() {
+    let usage = Command::new(example("kv_client")).args(["unix:/nowhere"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    let unreachable =
+        Command::new(example("kv_client")).args(["unix:/nonexistent/kv.sock", "get", "k"]).output().unwrap();
+    assert_eq!(unreachable.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).contains("connect unix:/nonexistent/kv.sock"),
+        "{unreachable:?}"
+    );
+}
