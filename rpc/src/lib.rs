@@ -23,16 +23,18 @@
 //!
 //! ```no_run
 //! use shmring_rpc::{Addr, Client, ClientOptions, Server, ServerOptions};
-//! # fn main() -> shmring_rpc::Result<()> {
-//! let addr = Addr::parse("unix:/tmp/upper.sock")?;
-//! if std::env::args().nth(1).as_deref() == Some("serve") {
-//!     Server::bind(&addr, &ServerOptions::new())?.serve(|req: &[u8]| req.to_ascii_uppercase())
-//! } else {
+//!
+//! fn main() -> shmring_rpc::Result<()> {
+//!     let addr = Addr::parse("unix:/tmp/upper.sock")?; // or tcp:HOST:PORT
+//!     if std::env::args().nth(1).as_deref() == Some("serve") {
+//!         // Each client on its own thread; socket mode 0600, same user (and root) only.
+//!         return Server::bind(&addr, &ServerOptions::new())?.serve(|req: &[u8]| req.to_ascii_uppercase());
+//!     }
 //!     let mut client = Client::connect(&addr, &ClientOptions::new())?;
-//!     assert_eq!(client.call(b"hello")?, b"HELLO");
+//!     assert_eq!(client.call(b"hello")?, b"HELLO"); // 10 s deadline by default
+//!     println!("over {}", client.transport().name()); // shm, or unix if it fell back
 //!     Ok(())
 //! }
-//! # }
 //! ```
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
