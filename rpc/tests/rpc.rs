@@ -259,3 +259,68 @@ fn calls_over_the_maximum_frame_and_deadlines_fail_cleanly() {
     // The late reply of the abandoned call is skipped, not taken for this one's.
     assert_eq!(c.call_timeout(b"next", Duration::from_secs(20)).unwrap(), b"txen");
 }
+
+/// Peer entry: a client that connects, makes one call, says so, then waits
+/// to be killed.
+#[test]
+#[ignore = "client process for the rpc tests"]
+fn client_main() {
+    let (Ok(transport), Ok(addr)) = (std::env::var(ROLE_ENV), std::env::var(ADDR_ENV)) else { return };
+    let t = TransportKind::from_name(&transport).unwrap();
+    let mut c = Client::connect(&Addr::parse(&addr).unwrap(), &ClientOptions::new().transport(t)).unwrap();
+    assert_eq!(c.call(b"ab").unwrap(), b"ba");
+    println!("called");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Open file descriptors of process `pid`.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn a_killed_client_frees_what_the_server_held_for_it() {
+    let dir = TempDir::new("clientdies");
+    let srv = server("echo", &dir.addr());
+    let pid = srv.child.id();
+    // One connection first, so the server's threads and lazy state exist.
+    drop(Client::connect(&srv.addr, &ClientOptions::new()).unwrap().call(b"warm").unwrap());
+    // Wait until the count is `want`, or (None) until it stays put for 200 ms.
+    let settle = |want: Option<usize>| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut last, mut same) = (fds_of(pid), 0);
+        while Instant::now() < deadline && want.map_or(same < 10, |w| last != w) {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = fds_of(pid);
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
+    };
+    let baseline = settle(None);
+    for transport in ["shm", "unix"] {
+        let exe = std::env::current_exe().unwrap();
+        let mut client = Command::new(exe)
+            .args(["client_main", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+            .env(ROLE_ENV, transport)
+            .env(ADDR_ENV, srv.addr.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(client.stdout.take().unwrap());
+        let mut line = String::new();
+        while line.trim() != "called" {
+            line.clear();
+            let n = out.read_line(&mut line).unwrap();
+            assert!(n > 0, "{transport}: the client process exited before its call got through");
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        assert!(fds_of(pid) > baseline, "{transport}: the connection holds descriptors");
+        client.kill().unwrap();
+        client.wait().unwrap();
+        assert_eq!(settle(Some(baseline)), baseline, "{transport}: the server kept the dead client's socket or rings");
+    }
+    let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    assert_eq!(c.call(b"ok").unwrap(), b"ko");
+}
