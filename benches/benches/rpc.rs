@@ -1,0 +1,143 @@
+//! shmring-rpc calls between two processes, beside the raw transports they
+//! stand on, in one run: a 64-byte call's round trip over shared memory
+//! (both sides spinning), over the UNIX-socket fallback and over TCP
+//! loopback, and the raw SPSC ping-pong and a raw UNIX-socket ping-pong of
+//! the same 64 bytes.
+//!
+//! ```text
+//! cargo bench -p shmring-benches --bench rpc
+//! ```
+//!
+//! The server is this executable re-run with `SHMRING_BENCH_RPC_SERVER`
+//! set; it starts once per row and serves every iteration.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use shmring::WaitPolicy;
+use shmring_benches::shm::{Mode, ShmPingPong};
+use shmring_benches::{MSG_LEN, Workload, affinity};
+use shmring_rpc::{Addr, Client, ClientOptions, Server, ServerOptions, TransportKind};
+
+const SERVER_ENV: &str = "SHMRING_BENCH_RPC_SERVER";
+
+fn main() {
+    serve_if_requested();
+    shmring_benches::run_peer_if_requested();
+    let cpus = affinity::cpu_pair();
+    affinity::pin_if_some(cpus.map(|[bench, _]| bench));
+    let peer = cpus.map(|[_, peer]| peer);
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+        .configure_from_args();
+    let mut g = c.benchmark_group("rpc_roundtrip_64b");
+    let mut raw = None;
+    g.bench_function("spsc-pingpong-raw", |b| {
+        let w = raw.get_or_insert_with(|| ShmPingPong::new(Mode::CrossProcess, peer).expect("spsc ping-pong"));
+        b.iter_custom(|iters| w.run(iters));
+    });
+    for (name, kind) in [("rpc-shm", "shm"), ("rpc-unix", "unix"), ("rpc-tcp", "tcp"), ("unix-socket-raw", "raw-uds")] {
+        let mut server = None;
+        g.bench_function(name, |b| {
+            let s = server.get_or_insert_with(|| RpcPeer::start(kind, peer));
+            b.iter_custom(|iters| s.run(iters));
+        });
+    }
+    g.finish();
+    c.final_summary();
+}
+
+/// A server process and the client end connected to it.
+struct RpcPeer {
+    child: Child,
+    client: Option<Client>,
+    raw: Option<UnixStream>,
+    dir: std::path::PathBuf,
+}
+
+impl RpcPeer {
+    fn start(kind: &str, cpu: Option<usize>) -> RpcPeer {
+        let dir = std::env::temp_dir().join(format!("shmring-bench-rpc-{}-{kind}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let addr =
+            if kind == "tcp" { "tcp:127.0.0.1:0".to_owned() } else { format!("unix:{}", dir.join("sock").display()) };
+        let cpu = cpu.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let exe = std::env::current_exe().expect("bench executable");
+        let mut child = Command::new(exe)
+            .env(SERVER_ENV, format!("{kind}|{cpu}|{addr}"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("server's address");
+        let addr = line.trim().to_owned();
+        let (mut client, mut raw) = (None, None);
+        if kind == "raw-uds" {
+            raw = Some(UnixStream::connect(addr.trim_start_matches("unix:")).expect("connect"));
+        } else {
+            let t = TransportKind::from_name(kind).expect("transport");
+            let opts = ClientOptions::new().transport(t).wait_policy(WaitPolicy::busy_poll());
+            client = Some(Client::connect(&Addr::parse(&addr).expect("address"), &opts).expect("connect"));
+        }
+        RpcPeer { child, client, raw, dir }
+    }
+
+    fn run(&mut self, iters: u64) -> Duration {
+        let msg = [7u8; MSG_LEN];
+        let start = Instant::now();
+        if let Some(c) = &mut self.client {
+            for _ in 0..iters {
+                let r = c.call(&msg).expect("call");
+                assert_eq!(r.len(), MSG_LEN);
+            }
+        } else if let Some(s) = &mut self.raw {
+            let mut back = [0u8; MSG_LEN];
+            for _ in 0..iters {
+                s.write_all(&msg).expect("write");
+                s.read_exact(&mut back).expect("read");
+            }
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for RpcPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// If `SHMRING_BENCH_RPC_SERVER=KIND|CPU|ADDR` is set, serve until killed.
+fn serve_if_requested() {
+    let Ok(spec) = std::env::var(SERVER_ENV) else { return };
+    let mut parts = spec.splitn(3, '|');
+    let (Some(kind), Some(cpu), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        eprintln!("{SERVER_ENV}={spec:?}: expected KIND|CPU|ADDR");
+        std::process::exit(2);
+    };
+    affinity::pin_if_some(cpu.parse().ok());
+    if kind == "raw-uds" {
+        let path = addr.trim_start_matches("unix:");
+        let l = UnixListener::bind(path).expect("bind");
+        println!("{addr}");
+        let _ = std::io::stdout().flush();
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = [0u8; MSG_LEN];
+        while s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {}
+        std::process::exit(0);
+    }
+    let opts = ServerOptions::new().wait_policy(WaitPolicy::busy_poll());
+    let server = Server::bind(&Addr::parse(addr).expect("address"), &opts).expect("bind");
+    println!("{}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    let _ = server.serve(|req: &[u8]| req.to_vec());
+    std::process::exit(0);
+}
