@@ -102,3 +102,20 @@ fn kv_client_says_what_is_wrong() {
         "{unreachable:?}"
     );
 }
+
+#[test]
+fn rpc_multi_checks_every_reply_of_eight_client_processes() {
+    for transport in ["shm", "unix"] {
+        let out = Command::new(example("rpc_multi"))
+            .args(["--clients", "8", "--calls", "1000", "--transport", transport])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.contains(&format!("8 client processes x 1000 calls over {transport}: 8000 calls"))
+                && text.contains("every reply checked; 0 client(s) failed"),
+            "{text}"
+        );
+    }
+}

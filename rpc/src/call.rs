@@ -30,11 +30,15 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The environment variable that picks the transport: `unix`, `shm` or `tcp`.
 pub const TRANSPORT_ENV: &str = "SHMRING_RPC_TRANSPORT";
 
-/// The wait policy of both ends of the rings by default: the ring's
-/// default, checking the peer every 50 ms, so a dead peer fails the calls
-/// waiting on it within about that long.
+/// The wait policy of both ends of the rings by default: spin 128 rounds
+/// (about a microsecond), yield 8 times, then park, checking the peer every
+/// 50 ms, so a dead peer fails the calls waiting on it within about that
+/// long. The ring's default spins 1024 rounds; with more threads than cores
+/// that costs more than it saves: 8 client processes of `rpc_multi` on 2
+/// cores made 38 to 90 thousand calls/s with it and 192 thousand with 128
+/// rounds, while one client kept its 600 thousand.
 fn default_policy() -> WaitPolicy {
-    WaitPolicy::default().check_interval(Duration::from_millis(50))
+    WaitPolicy::default().spin(128).check_interval(Duration::from_millis(50))
 }
 
 /// How a client connects.
