@@ -238,6 +238,7 @@ fn a_server_killed_mid_call_fails_the_call_promptly() {
             _ => panic!("{transport:?}: expected the death reported, got {r:?}"),
         }
         let took = ended.saturating_duration_since(killed);
+        eprintln!("{transport:?}: the death was reported {took:?} after the kill");
         assert!(took < Duration::from_secs(2), "{transport:?}: reported {took:?} after the kill");
     }
 }
