@@ -219,6 +219,23 @@ impl Client {
         Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
     }
 
+    /// Connect over an already connected UNIX socket (one end of a
+    /// `socketpair`, say); `name` stands for the peer in error messages.
+    ///
+    /// # Errors
+    /// As [`Client::connect`], but for reaching the address.
+    pub fn connect_stream(stream: UnixStream, name: &str, opts: &ClientOptions) -> Result<Client> {
+        let offer = match opts.transport {
+            None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
+            Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
+            Some(TransportKind::Tcp) => {
+                return Err(Error::InvalidArgument(format!("{name}: a UNIX socket cannot carry tcp")));
+            }
+        };
+        let link = connect_unix(stream, offer, opts, name.to_owned())?;
+        Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
+    }
+
     /// The transport this connection uses.
     pub fn transport(&self) -> TransportKind {
         self.link.kind()
@@ -429,6 +446,19 @@ impl Server {
         &self.addr
     }
 
+    /// Serve one client already connected to `stream` (accepted elsewhere,
+    /// or one end of a `socketpair`) on the calling thread: the handshake,
+    /// with `opts`' access policy and transports, then its calls until it
+    /// leaves.
+    ///
+    /// # Errors
+    /// The handshake's errors ([`Error::PermissionDenied`] for a refused
+    /// user, [`Error::Protocol`], [`Error::Timeout`], ...), and how the
+    /// connection ended if not cleanly (the client died, or sent garbage).
+    pub fn serve_stream(stream: UnixStream, opts: &ServerOptions, handler: impl Fn(&[u8]) -> Vec<u8>) -> Result<()> {
+        serve_one(Stream::Unix(stream), "client", opts, &handler)
+    }
+
     /// Accept clients for ever, each served on its own thread by `handler`.
     /// A client whose handshake fails, or who is refused, is logged (with
     /// `tracing`) and dropped; the others are not affected.
@@ -460,7 +490,7 @@ impl Server {
                 Err(e) => return Err(Error::io(format!("accept on {}", self.addr), e)),
             };
             let (opts, handler) = (self.opts.clone(), handler.clone());
-            std::thread::spawn(move || match serve_one(stream, &peer, &opts, &handler) {
+            std::thread::spawn(move || match serve_one(stream, &peer, &opts, &*handler) {
                 Ok(()) => tracing::debug!("{peer}: connection closed"),
                 Err(e) => tracing::warn!("{peer}: {e}"),
             });
@@ -493,14 +523,13 @@ fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {
 }
 
 /// Handshake with one client, then answer its frames until it leaves.
-fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &Handler) -> Result<()> {
+fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &dyn Fn(&[u8]) -> Vec<u8>) -> Result<()> {
     let mut link = accept(stream, peer, opts)?;
     loop {
         let Some(f) = link.recv(None)? else { return Ok(()) };
         match f.kind {
             Kind::Request => {
-                let h = handler.clone();
-                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(&f.payload)));
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&f.payload)));
                 match reply {
                     Ok(r) if r.len() as u64 > u64::from(opts.max_frame) => {
                         let msg = format!("the handler's reply of {} bytes exceeds the maximum frame", r.len());
