@@ -325,3 +325,19 @@ fn a_killed_client_frees_what_the_server_held_for_it() {
     let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
     assert_eq!(c.call(b"ok").unwrap(), b"ko");
 }
+
+#[test]
+fn a_socketpair_carries_a_connection_over_shared_memory_or_the_socket() {
+    for transport in [TransportKind::Shm, TransportKind::Unix] {
+        let (client_end, server_end) = UnixStream::pair().unwrap();
+        std::thread::scope(|s| {
+            let server = s.spawn(|| Server::serve_stream(server_end, &ServerOptions::new(), |r: &[u8]| r.to_vec()));
+            let mut c = Client::connect_stream(client_end, "pair", &ClientOptions::new().transport(transport)).unwrap();
+            assert_eq!(c.transport(), transport);
+            assert_eq!(c.call(b"through the pair").unwrap(), b"through the pair");
+            drop(c);
+            // The client left cleanly: the server's call returns Ok.
+            server.join().unwrap().unwrap();
+        });
+    }
+}
