@@ -1,8 +1,9 @@
 //! shmring-rpc calls between two processes, beside the raw transports they
-//! stand on, in one run: a 64-byte call's round trip over shared memory
-//! (both sides spinning), over the UNIX-socket fallback and over TCP
-//! loopback, and the raw SPSC ping-pong and a raw UNIX-socket ping-pong of
-//! the same 64 bytes.
+//! stand on, in one run: a call's round trip over shared memory (both
+//! sides spinning), over the UNIX-socket fallback and over TCP loopback, at
+//! 64 B, 4 KiB and 1 MiB (request and reply each that size; a 1 MiB frame
+//! crosses a 1 MiB ring in two chunks), and the raw SPSC ping-pong and a raw
+//! UNIX-socket ping-pong of 64 bytes.
 //!
 //! ```text
 //! cargo bench -p shmring-benches --bench rpc
@@ -42,14 +43,27 @@ fn main() {
         let w = raw.get_or_insert_with(|| ShmPingPong::new(Mode::CrossProcess, peer).expect("spsc ping-pong"));
         b.iter_custom(|iters| w.run(iters));
     });
-    for (name, kind) in [("rpc-shm", "shm"), ("rpc-unix", "unix"), ("rpc-tcp", "tcp"), ("unix-socket-raw", "raw-uds")] {
-        let mut server = None;
-        g.bench_function(name, |b| {
-            let s = server.get_or_insert_with(|| RpcPeer::start(kind, peer));
-            b.iter_custom(|iters| s.run(iters));
-        });
-    }
+    let mut uds = None;
+    g.bench_function("unix-socket-raw", |b| {
+        let s = uds.get_or_insert_with(|| RpcPeer::start("raw-uds", peer));
+        b.iter_custom(|iters| s.run(iters, MSG_LEN));
+    });
     g.finish();
+    for (group, size) in [("rpc_roundtrip_64b", MSG_LEN), ("rpc_roundtrip_4kib", 4096), ("rpc_roundtrip_1mib", 1 << 20)]
+    {
+        let mut g = c.benchmark_group(group);
+        if size > 4096 {
+            g.sample_size(10);
+        }
+        for (name, kind) in [("rpc-shm", "shm"), ("rpc-unix", "unix"), ("rpc-tcp", "tcp")] {
+            let mut server = None;
+            g.bench_function(name, |b| {
+                let s = server.get_or_insert_with(|| RpcPeer::start(kind, peer));
+                b.iter_custom(|iters| s.run(iters, size));
+            });
+        }
+        g.finish();
+    }
     c.final_summary();
 }
 
@@ -88,16 +102,17 @@ impl RpcPeer {
         RpcPeer { child, client, raw, dir }
     }
 
-    fn run(&mut self, iters: u64) -> Duration {
-        let msg = [7u8; MSG_LEN];
+    /// `iters` round trips of `size` bytes each way.
+    fn run(&mut self, iters: u64, size: usize) -> Duration {
+        let msg = vec![7u8; size];
         let start = Instant::now();
         if let Some(c) = &mut self.client {
             for _ in 0..iters {
                 let r = c.call(&msg).expect("call");
-                assert_eq!(r.len(), MSG_LEN);
+                assert_eq!(r.len(), size);
             }
         } else if let Some(s) = &mut self.raw {
-            let mut back = [0u8; MSG_LEN];
+            let mut back = vec![0u8; size];
             for _ in 0..iters {
                 s.write_all(&msg).expect("write");
                 s.read_exact(&mut back).expect("read");

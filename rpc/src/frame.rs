@@ -208,6 +208,15 @@ impl Joiner {
     /// open one, [`FrameError::TooLarge`] if the chunks add up to more than
     /// the maximum.
     pub fn push(&mut self, h: Header, payload: &[u8]) -> Result<Option<Frame>, FrameError> {
+        self.push_vec(h, payload.to_vec())
+    }
+
+    /// [`Joiner::push`] of a payload already copied out: a frame of one
+    /// chunk keeps the buffer as it is, with no further copy.
+    ///
+    /// # Errors
+    /// As [`Joiner::push`].
+    pub fn push_vec(&mut self, h: Header, payload: Vec<u8>) -> Result<Option<Frame>, FrameError> {
         let frame = match self.open.take() {
             Some(f) if f.id != h.id || f.kind != h.kind => {
                 return Err(FrameError::Interleaved { want: f.id, want_kind: f.kind, got: h.id, got_kind: h.kind });
@@ -217,14 +226,14 @@ impl Joiner {
                 if len > self.max {
                     return Err(FrameError::TooLarge { len, max: self.max });
                 }
-                f.payload.extend_from_slice(payload);
+                f.payload.extend_from_slice(&payload);
                 f
             }
             None => {
                 if payload.len() as u64 > self.max {
                     return Err(FrameError::TooLarge { len: payload.len() as u64, max: self.max });
                 }
-                Frame { id: h.id, kind: h.kind, flags: h.flags & FLAG_REPLY, payload: payload.to_vec() }
+                Frame { id: h.id, kind: h.kind, flags: h.flags & FLAG_REPLY, payload }
             }
         };
         if h.flags & FLAG_MORE != 0 {

@@ -236,7 +236,7 @@ impl Link {
                 }
             };
             let Some((h, payload)) = chunk else { return Ok(None) };
-            if let Some(frame) = self.joiner.push(h, &payload).map_err(|e| Error::frame(&self.peer, e))? {
+            if let Some(frame) = self.joiner.push_vec(h, payload).map_err(|e| Error::frame(&self.peer, e))? {
                 return Ok(Some(frame));
             }
         }
@@ -256,36 +256,71 @@ fn remaining(deadline: Option<Instant>, peer: &str) -> Result<Option<Duration>> 
 
 fn ring_send(tx: &mut Producer, h: Header, chunk: &[u8], deadline: Option<Instant>, peer: &str) -> Result<()> {
     let len = frame::HEADER_LEN + chunk.len();
-    let mut g = match remaining(deadline, peer)? {
+    let fill = |mut g: shmring::spsc::Grant<'_>| {
+        g[..frame::HEADER_LEN].copy_from_slice(&h.encode());
+        g[frame::HEADER_LEN..].copy_from_slice(chunk);
+        g.commit();
+    };
+    // The common case first, without reading the clock: there is room.
+    match tx.try_grant(len) {
+        Ok(g) => {
+            fill(g);
+            return Ok(());
+        }
+        Err(shmring::Error::WouldBlock { .. }) => {}
+        Err(e) => return Err(ring_error(peer, e)),
+    }
+    let g = match remaining(deadline, peer)? {
         None => tx.grant(len),
         Some(left) => tx.grant_timeout(len, left),
     }
     .map_err(|e| ring_error(peer, e))?;
-    g[..frame::HEADER_LEN].copy_from_slice(&h.encode());
-    g[frame::HEADER_LEN..].copy_from_slice(chunk);
-    g.commit();
+    fill(g);
     Ok(())
 }
 
 /// The next chunk from the ring, copied out.
 fn ring_recv(rx: &mut Consumer, deadline: Option<Instant>, max: u64, peer: &str) -> Result<Option<(Header, Vec<u8>)>> {
+    // A record already there is taken without reading the clock.
+    match rx.try_recv() {
+        Ok(Some(rec)) => return take(&rec, max, peer).map(Some),
+        Ok(None) => return Ok(None),
+        Err(shmring::Error::WouldBlock { .. }) => {}
+        Err(e) => return Err(ring_error(peer, e)),
+    }
     let rec = match remaining(deadline, peer)? {
         None => rx.recv(),
         Some(left) => rx.recv_timeout(left),
     }
     .map_err(|e| ring_error(peer, e))?;
-    let Some(rec) = rec else { return Ok(None) };
-    // Copied out first: the peer can rewrite the ring under us.
-    let bytes = rec.to_vec();
-    drop(rec);
-    let h = Header::decode(&bytes, max).map_err(|e| Error::frame(peer, e))?;
-    if h.len as usize != bytes.len() - frame::HEADER_LEN {
+    match rec {
+        Some(rec) => take(&rec, max, peer).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Copy a chunk out of its ring record and check its header. Everything
+/// is copied out before it is looked at (the peer can rewrite the ring under
+/// us): the header to the stack, the payload once, into the buffer the frame
+/// keeps.
+fn take(rec: &[u8], max: u64, peer: &str) -> Result<(Header, Vec<u8>)> {
+    let mut hb = [0u8; frame::HEADER_LEN];
+    let Some(head) = rec.get(..frame::HEADER_LEN) else {
         return Err(Error::protocol(
             peer,
-            format!("a ring record of {} bytes holds a frame header for {} payload bytes", bytes.len(), h.len),
+            format!("a ring record of {} bytes, shorter than a frame header", rec.len()),
+        ));
+    };
+    hb.copy_from_slice(head);
+    let payload = rec[frame::HEADER_LEN..].to_vec();
+    let h = Header::decode(&hb, max).map_err(|e| Error::frame(peer, e))?;
+    if h.len as usize != payload.len() {
+        return Err(Error::protocol(
+            peer,
+            format!("a ring record of {} payload bytes holds a frame header for {}", payload.len(), h.len),
         ));
     }
-    Ok(Some((h, bytes[frame::HEADER_LEN..].to_vec())))
+    Ok((h, payload))
 }
 
 fn ring_error(peer: &str, e: shmring::Error) -> Error {
