@@ -216,6 +216,12 @@ pub(crate) fn decode_ready(b: &[u8; 16]) -> std::result::Result<bool, String> {
     }
 }
 
+/// Set both timeouts of a handshake socket (`None`: none).
+pub(crate) fn set_timeouts(s: &UnixStream, t: Option<Duration>) -> std::io::Result<()> {
+    s.set_read_timeout(t)?;
+    s.set_write_timeout(t)
+}
+
 /// Read exactly `buf.len()` bytes of handshake from `s`.
 pub(crate) fn read_msg(s: &mut UnixStream, buf: &mut [u8], peer: &str, what: &str) -> Result<()> {
     s.read_exact(buf).map_err(|e| match e.kind() {

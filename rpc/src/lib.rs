@@ -41,17 +41,20 @@
 
 mod access;
 mod addr;
-mod call;
+mod client;
 mod error;
 pub mod frame;
 pub mod handshake;
+mod options;
+mod server;
 mod transport;
 
 pub use access::AccessPolicy;
 pub use addr::Addr;
-pub use call::{
-    Client, ClientOptions, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_RING_CAPACITY, Server, ServerOptions,
-    TRANSPORT_ENV,
-};
+pub use client::Client;
 pub use error::{Error, Result};
+pub use options::{
+    ClientOptions, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_RING_CAPACITY, ServerOptions, TRANSPORT_ENV,
+};
+pub use server::Server;
 pub use transport::TransportKind;

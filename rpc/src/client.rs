@@ -1,0 +1,250 @@
+//! The blocking client: connect (the client's side of the handshake), call,
+//! ping.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use shmring::Segment;
+use shmring::spsc::{Consumer, Producer};
+
+use crate::addr::Addr;
+use crate::error::{Error, Result};
+use crate::frame::{FLAG_REPLY, Frame, Kind};
+use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Status, VERSION, WAKE_FUTEX, Welcome, set_timeouts};
+use crate::options::{ClientOptions, TRANSPORT_ENV};
+use crate::transport::{Link, Stream, TransportKind};
+
+/// A blocking client: one call at a time on one connection.
+///
+/// ```no_run
+/// # fn main() -> shmring_rpc::Result<()> {
+/// use shmring_rpc::{Addr, Client, ClientOptions};
+/// let mut c = Client::connect(&Addr::parse("unix:/tmp/echo.sock")?, &ClientOptions::new())?;
+/// let reply = c.call(b"hello")?;
+/// println!("{} bytes back over {}", reply.len(), c.transport().name());
+/// # Ok(()) }
+/// ```
+pub struct Client {
+    link: Link,
+    next_id: u64,
+    timeout: Duration,
+    /// Ids of calls that timed out: their late replies are skipped.
+    abandoned: HashSet<u64>,
+}
+
+impl Client {
+    /// Connect to a server and agree on a transport.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the address cannot be reached; [`Error::PermissionDenied`],
+    /// [`Error::Version`], [`Error::Protocol`] or [`Error::Timeout`] from the
+    /// handshake; [`Error::InvalidArgument`] for a transport the address
+    /// cannot carry (or a bad `SHMRING_RPC_TRANSPORT`).
+    pub fn connect(addr: &Addr, opts: &ClientOptions) -> Result<Client> {
+        let wanted = match opts.transport {
+            Some(t) => Some(t),
+            None => match std::env::var(TRANSPORT_ENV) {
+                Ok(v) => Some(TransportKind::from_name(&v).ok_or_else(|| {
+                    Error::InvalidArgument(format!("{TRANSPORT_ENV}={v:?}: expected unix, shm or tcp"))
+                })?),
+                Err(_) => None,
+            },
+        };
+        let peer = addr.to_string();
+        let link = match addr {
+            Addr::Unix(path) => {
+                let offer = match wanted {
+                    None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
+                    Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
+                    Some(TransportKind::Tcp) => {
+                        return Err(Error::InvalidArgument(format!("{peer}: a unix: address cannot carry tcp")));
+                    }
+                };
+                let s = UnixStream::connect(path).map_err(|e| Error::io(format!("connect {peer}"), e))?;
+                connect_unix(s, offer, opts, peer)?
+            }
+            Addr::Tcp(hostport) => {
+                if wanted.is_some_and(|t| t != TransportKind::Tcp) {
+                    return Err(Error::InvalidArgument(format!("{peer}: a tcp: address carries tcp only")));
+                }
+                let s = TcpStream::connect(hostport).map_err(|e| Error::io(format!("connect {peer}"), e))?;
+                let _ = s.set_nodelay(true);
+                connect_tcp(s, opts, peer)?
+            }
+        };
+        Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
+    }
+
+    /// Connect over an already connected UNIX socket (one end of a
+    /// `socketpair`, say); `name` stands for the peer in error messages.
+    ///
+    /// # Errors
+    /// As [`Client::connect`], but for reaching the address.
+    pub fn connect_stream(stream: UnixStream, name: &str, opts: &ClientOptions) -> Result<Client> {
+        let offer = match opts.transport {
+            None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
+            Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
+            Some(TransportKind::Tcp) => {
+                return Err(Error::InvalidArgument(format!("{name}: a UNIX socket cannot carry tcp")));
+            }
+        };
+        let link = connect_unix(stream, offer, opts, name.to_owned())?;
+        Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
+    }
+
+    /// The transport this connection uses.
+    pub fn transport(&self) -> TransportKind {
+        self.link.kind()
+    }
+
+    /// Call the server with `request`, waiting for its reply at most the
+    /// default timeout.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] if the handler failed; [`Error::Timeout`];
+    /// [`Error::Closed`] or a ring error (`PeerDied`, ...) if the server went
+    /// away; [`Error::Protocol`] if it answered nonsense.
+    pub fn call(&mut self, request: &[u8]) -> Result<Vec<u8>> {
+        self.call_timeout(request, self.timeout)
+    }
+
+    /// [`Client::call`] with its own deadline. A call that times out is
+    /// cancelled on the server (a cancel frame), and its late reply, if any,
+    /// is skipped.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn call_timeout(&mut self, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let deadline = Instant::now() + timeout;
+        self.link.send(id, Kind::Request, 0, request, Some(deadline)).inspect_err(|_| {
+            self.abandoned.insert(id);
+        })?;
+        match self.wait_for(id, Some(deadline)) {
+            Err(Error::Timeout(p)) => {
+                self.abandoned.insert(id);
+                let _ = self.link.send(id, Kind::Cancel, 0, &[], Some(Instant::now() + Duration::from_millis(100)));
+                Err(Error::Timeout(p))
+            }
+            Ok(f) if f.kind == Kind::Response => Ok(f.payload),
+            Ok(f) if f.kind == Kind::Error => Err(Error::Remote(String::from_utf8_lossy(&f.payload).into_owned())),
+            Ok(f) => Err(Error::protocol(self.link.peer(), format!("answered request {id} with a {:?} frame", f.kind))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send a ping with `payload` and wait for its echo: the round trip.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn ping(&mut self, payload: &[u8]) -> Result<Duration> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let start = Instant::now();
+        let deadline = Some(start + self.timeout);
+        self.link.send(id, Kind::Ping, 0, payload, deadline)?;
+        let f = self.wait_for(id, deadline)?;
+        if f.kind != Kind::Ping || f.flags & FLAG_REPLY == 0 || f.payload != payload {
+            return Err(Error::protocol(self.link.peer(), "answered a ping with something else"));
+        }
+        Ok(start.elapsed())
+    }
+
+    /// The next frame for `id`, skipping late replies to abandoned calls.
+    fn wait_for(&mut self, id: u64, deadline: Option<Instant>) -> Result<Frame> {
+        loop {
+            let Some(f) = self.link.recv(deadline)? else {
+                return Err(Error::Closed(self.link.peer().to_owned()));
+            };
+            if f.id == id {
+                return Ok(f);
+            }
+            if !self.abandoned.remove(&f.id) {
+                return Err(Error::protocol(self.link.peer(), format!("sent a reply to request {}, never made", f.id)));
+            }
+        }
+    }
+}
+
+/// Connect over a UNIX socket: shared memory if both sides can, else frames
+/// over the socket.
+fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, peer: String) -> Result<Link> {
+    set_timeouts(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
+    let hello = Hello { version: VERSION, transports: offer, wakeups: WAKE_FUTEX, max_frame: opts.max_frame };
+    s.write_all(&hello.encode()).map_err(|e| Error::io(format!("sending the hello to {peer}"), e))?;
+    let (bytes, fds) = handshake::recv_with_fds(&mut s, 2, &peer)?;
+    let w = welcome(&mut s, &bytes, &peer)?;
+    if w.fds as usize != fds.len() {
+        return Err(Error::protocol(&peer, format!("announced {} file descriptors and sent {}", w.fds, fds.len())));
+    }
+    let max_frame = u64::from(w.max_frame.min(opts.max_frame));
+    if TransportKind::from_bit(w.transport) == Some(TransportKind::Shm) {
+        match attach_rings(fds, &peer, opts) {
+            Ok((tx, rx)) => {
+                s.write_all(&handshake::ready(true)).map_err(|e| Error::io(format!("sending ready to {peer}"), e))?;
+                set_timeouts(&s, None).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
+                return Ok(Link::shm(tx, rx, s, peer, max_frame));
+            }
+            Err(e) if offer & TransportKind::Unix.bit() != 0 => {
+                tracing::warn!("{peer}: shared memory failed ({e}); falling back to frames over the socket");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    s.write_all(&handshake::ready(false)).map_err(|e| Error::io(format!("sending ready to {peer}"), e))?;
+    set_timeouts(&s, None).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
+    Ok(Link::stream(Stream::Unix(s), peer, max_frame))
+}
+
+fn connect_tcp(mut s: TcpStream, opts: &ClientOptions, peer: String) -> Result<Link> {
+    let cfg = |s: &TcpStream, t| s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t));
+    cfg(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
+    let hello = Hello {
+        version: VERSION,
+        transports: TransportKind::Tcp.bit(),
+        wakeups: WAKE_FUTEX,
+        max_frame: opts.max_frame,
+    };
+    s.write_all(&hello.encode()).map_err(|e| Error::io(format!("sending the hello to {peer}"), e))?;
+    let mut bytes = [0u8; 32];
+    s.read_exact(&mut bytes).map_err(|e| Error::io(format!("reading the welcome from {peer}"), e))?;
+    let w = welcome(&mut s, &bytes, &peer)?;
+    s.write_all(&handshake::ready(false)).map_err(|e| Error::io(format!("sending ready to {peer}"), e))?;
+    cfg(&s, None).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
+    Ok(Link::stream(Stream::Tcp(s), peer, u64::from(w.max_frame.min(opts.max_frame))))
+}
+
+/// Decode a welcome and turn a refusal into its error (reading the
+/// refusal's message from `s`).
+fn welcome(s: &mut impl Read, bytes: &[u8; 32], peer: &str) -> Result<Welcome> {
+    let w = Welcome::decode(bytes).map_err(|what| Error::protocol(peer, what))?;
+    let mut message = vec![0u8; w.message_len as usize];
+    s.read_exact(&mut message).map_err(|e| Error::io(format!("reading the welcome from {peer}"), e))?;
+    let message = String::from_utf8_lossy(&message).into_owned();
+    match w.status {
+        Status::Ok if w.version == VERSION => Ok(w),
+        Status::Ok | Status::Version => Err(Error::Version { peer: peer.to_owned(), theirs: w.version, ours: VERSION }),
+        Status::Denied => Err(Error::PermissionDenied(peer.to_owned())),
+        Status::NoTransport => Err(Error::protocol(peer, format!("no transport in common: {message}"))),
+    }
+}
+
+/// Check, map and attach the two rings the server sent: ours to produce on
+/// (client to server), then ours to consume from.
+fn attach_rings(fds: Vec<std::os::fd::OwnedFd>, peer: &str, opts: &ClientOptions) -> Result<(Producer, Consumer)> {
+    let mut fds = fds.into_iter();
+    let (Some(c2s), Some(s2c)) = (fds.next(), fds.next()) else {
+        return Err(Error::protocol(peer, "announced shared memory without its two rings"));
+    };
+    handshake::check_seals(&c2s, peer)?;
+    handshake::check_seals(&s2c, peer)?;
+    let mut tx = Producer::attach(Segment::from_fd(c2s, "rpc-c2s")?)?;
+    let mut rx = Consumer::attach(Segment::from_fd(s2c, "rpc-s2c")?)?;
+    tx.set_wait_policy(opts.policy);
+    rx.set_wait_policy(opts.policy);
+    Ok((tx, rx))
+}
