@@ -7,7 +7,6 @@ use super::{
     open_role, shared_from_segment,
 };
 use crate::error::{Error, Result};
-use crate::header::ROLE_ATTACHED;
 use crate::liveness::ProcessId;
 use crate::ring::Health;
 use crate::segment::{Location, Segment};
@@ -167,69 +166,6 @@ impl Consumer {
         self.health.poisoned
     }
 
-    /// Whether the producer role has been taken: a producer is attached, or
-    /// was and has left. `false` while nobody has opened the ring as its
-    /// producer yet.
-    ///
-    /// Also makes the checks of a liveness tick (which a caller polling this
-    /// instead of waiting would otherwise miss).
-    ///
-    /// # Errors
-    /// [`Error::Corrupted`] if the producer's role slot or the segment header
-    /// is impossible or was rewritten; [`Error::PeerDied`] if the producer
-    /// attached and died.
-    pub fn peer_arrived(&mut self) -> Result<bool> {
-        Ok(!matches!(self.producer_state(true)?, Peer::NotYet))
-    }
-
-    /// Give up: end our side as aborted, leaving `reason` (cut to 64 bytes)
-    /// for the producer, whose later sends fail with
-    /// [`Error::PeerAborted`], and for `shmring inspect`.
-    pub fn abort(mut self, reason: &str) {
-        self.health.failure = Some(reason.to_owned());
-        self.end();
-    }
-
-    /// End the role: abort if there is a reason to, else close; then wake
-    /// the producer.
-    fn end(&mut self) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
-        if !self.health.poisoned {
-            self.release();
-        }
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
-        let ctl = unsafe { ctl.as_ref() };
-        match self.health.ending_reason() {
-            Some(why) => self.sh.abort(&ctl.consumer, &why),
-            None => self.sh.close(&ctl.consumer, None),
-        }
-        ctl.space_free.notify();
-    }
-
-    /// Whether the producer's role still says attached, once we have seen
-    /// it attached (one load; `producer_state` makes the full check).
-    #[inline(always)]
-    fn producer_still_attached(&self) -> bool {
-        // Acquire: as in `Shared::peer`.
-        self.producer.is_some() && self.sh.ctl().producer.state.load(Ordering::Acquire) == ROLE_ATTACHED
-    }
-
-    /// The producer's role slot, checked (see `Shared::peer`); corruption
-    /// poisons.
-    fn producer_state(&mut self, liveness: bool) -> Result<Peer> {
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
-        let slot = unsafe { &ctl.as_ref().producer };
-        // We received something since we attached: a producer was there.
-        let moved = self.head != self.attach_head;
-        let r = self.sh.peer(slot, "producer", &mut self.producer, moved, liveness);
-        self.sh.poison_on_corruption(&mut self.health, r)
-    }
-
     /// The common case of [`Consumer::try_next`], kept small enough to
     /// inline: the next record of a run underway, or a single record at our
     /// position. `None` for everything else (empty, padding, a new run, a
@@ -367,7 +303,7 @@ impl Consumer {
 
     /// Store our position for the producer and wake it if it waits.
     #[inline]
-    fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         if self.head != self.published {
             // Release: pairs with the producer's Acquire load in
             // `refresh_head`; our reads of the released bytes happen before
@@ -597,12 +533,6 @@ impl Consumer {
         // Relaxed: a statistic; nothing is read on the strength of it.
         let f = self.sh.ctl().tail.load(Ordering::Relaxed).wrapping_sub(self.head);
         if f <= self.sh.capacity { f } else { 0 }
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        self.end();
     }
 }
 

@@ -41,21 +41,26 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::header::{
-    self, CLOSE_SEAL, FLAG_POISONED, Header, NotifierKind, ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED,
-    ROLE_FREE, RoleSlot, SpscControl,
+    self, FLAG_POISONED, Header, NotifierKind, ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE,
+    RoleSlot, SpscControl,
 };
 use crate::liveness::ProcessId;
 use crate::region::Region;
-use crate::ring::{self, Health};
+use crate::ring;
 use crate::segment::{CreateOptions, Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::WaitPolicy;
 
 mod consumer;
+mod ending;
+mod grant;
 mod producer;
 
+use ending::Peer;
+
 pub use consumer::{Consumer, Record, RecordRun};
-pub use producer::{Grant, Producer, Records};
+pub use grant::{Grant, Records};
+pub use producer::Producer;
 
 /// Record header flag: padding (to the end of the region, or to align the
 /// next batch to a cache line); skip `len` bytes, header included.
@@ -187,110 +192,6 @@ impl Shared {
         Error::corrupted(&self.name, what)
     }
 
-    /// What the other side's role `slot` says, checked: every state value
-    /// outside the known set, a step backwards, or an identity other than
-    /// the one first seen attached (`seen`, filled in here the first time) is
-    /// corruption (`Err` with what is wrong; the caller poisons). A role
-    /// still free although the ring `moved` (the other side released or
-    /// published something since we attached, so it was there) is too. With
-    /// `liveness`, also checks that the holder is alive, on the private copy
-    /// of its identity, and that no other process poisoned the segment.
-    fn peer(
-        &self,
-        slot: &RoleSlot,
-        role: &'static str,
-        seen: &mut Option<ProcessId>,
-        moved: bool,
-        liveness: bool,
-    ) -> Result<Peer> {
-        if liveness {
-            self.check_header()?;
-        }
-        // Acquire: pairs with the Release stores of the state word in
-        // `claim`, `close` and `abort`: the identity, the seal and the
-        // reason written before are visible.
-        let state = slot.state.load(Ordering::Acquire);
-        if state == ROLE_ATTACHED && !liveness && seen.is_some() {
-            return Ok(Peer::Attached); // the common case while waiting: one load
-        }
-        let id = match state {
-            ROLE_FREE | ROLE_ATTACHING => {
-                if let Some(was) = seen {
-                    return Err(
-                        self.corrupt(format!("{role} role state went back to {state} after pid {} attached", was.pid))
-                    );
-                }
-                if moved {
-                    return Err(self.corrupt(format!(
-                        "{role} role state is {state} (not attached yet), but the ring moved since we attached"
-                    )));
-                }
-                return Ok(Peer::NotYet);
-            }
-            ROLE_ATTACHED | ROLE_CLOSED | ROLE_ABORTED => {
-                // Relaxed: ordered by the Acquire load of the state.
-                ProcessId { pid: slot.pid.load(Ordering::Relaxed), start_time: slot.start_time.load(Ordering::Relaxed) }
-            }
-            other => return Err(self.corrupt(format!("{role} role state word is {other}, not a known state"))),
-        };
-        let first = *seen.get_or_insert(id);
-        if first != id {
-            return Err(self.corrupt(format!(
-                "{role} role slot now names pid {} (start time {}), but pid {} (start time {}) attached",
-                id.pid, id.start_time, first.pid, first.start_time
-            )));
-        }
-        match state {
-            ROLE_CLOSED => {
-                // Relaxed: ordered by the Acquire load of the state.
-                Ok(Peer::Closed { at: slot.seal.load(Ordering::Relaxed) ^ CLOSE_SEAL })
-            }
-            ROLE_ABORTED => {
-                let reason = slot.reason.load().map_err(|what| self.corrupt(format!("{role}'s {what}")))?;
-                Ok(Peer::Aborted(Error::PeerAborted { segment: self.name.clone(), role, pid: first.pid, reason }))
-            }
-            _ if liveness && !first.is_alive() => {
-                Err(Error::PeerDied { segment: self.name.clone(), role, pid: first.pid })
-            }
-            _ => Ok(Peer::Attached),
-        }
-    }
-
-    /// Checks made at every liveness tick: the header words fixed at
-    /// creation are as we opened them, the flags word is clean (see
-    /// [`header::FixedWords::check`]), and both eventcounts still name the
-    /// segment's notifier.
-    fn check_header(&self) -> Result<()> {
-        let Some(h) = self.header else { return Ok(()) };
-        // SAFETY: as for `ctl`.
-        let h = unsafe { h.as_ref() };
-        self.fixed.check(h).map_err(|what| self.corrupt(what))?;
-        // Unchanged since `wait_ready` checked it names a notifier: checked just above.
-        let want = NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
-        for (name, ec) in [("data_ready", &*self.ctl().data_ready), ("space_free", &*self.ctl().space_free)] {
-            let word = ec.notifier_word();
-            if !want.eventcount_word_matches(word) {
-                return Err(self
-                    .corrupt(format!("eventcount {name}'s notifier word is {word}, the header says {}", want.name())));
-            }
-        }
-        Ok(())
-    }
-
-    /// `r`, having poisoned the segment and the handle's `health` if it is
-    /// a corruption error.
-    fn poison_on_corruption<T>(&self, health: &mut Health, r: Result<T>) -> Result<T> {
-        match r {
-            Err(Error::Corrupted { what, .. }) => Err(health.poisoned_by(self.poison(what))),
-            other => other,
-        }
-    }
-
-    /// A corruption error (the caller poisons its handle).
-    fn corrupt(&self, what: String) -> Error {
-        Error::corrupted(&self.name, what)
-    }
-
     /// Take `slot` for this process.
     fn claim(&self, slot: &RoleSlot, role: &'static str) -> Result<()> {
         let me = ProcessId::current();
@@ -329,40 +230,6 @@ impl Shared {
             }
         }
     }
-
-    /// End our role cleanly. A producer passes its final position, which
-    /// seals the close ([`RoleSlot::seal`]).
-    fn close(&self, slot: &RoleSlot, at: Option<u64>) {
-        if let Some(pos) = at {
-            // Relaxed: published by the Release store of the state below.
-            slot.seal.store(pos ^ CLOSE_SEAL, Ordering::Relaxed);
-        }
-        // Release: pairs with the peer's Acquire load of the role state in
-        // `peer`; all our position stores and the seal happen before it sees
-        // CLOSED.
-        slot.state.store(ROLE_CLOSED, Ordering::Release);
-    }
-
-    /// End our role after an error, leaving `reason` for the peer.
-    fn abort(&self, slot: &RoleSlot, reason: &str) {
-        slot.reason.store(reason);
-        // Release: pairs with the peer's Acquire load of the role state in
-        // `peer`: our position stores and the reason happen before it sees
-        // ABORTED.
-        slot.state.store(ROLE_ABORTED, Ordering::Release);
-    }
-}
-
-/// What the other side's role slot says (see `Shared::peer`).
-pub(super) enum Peer {
-    /// Nobody has taken the role yet.
-    NotYet,
-    /// Attached (and alive, if liveness was checked).
-    Attached,
-    /// Closed; a producer's seal says it closed at position `at`.
-    Closed { at: u64 },
-    /// Aborted: the error to report once everything committed is delivered.
-    Aborted(Error),
 }
 
 /// Build the shared view of an initialised, validated SPSC segment; if
@@ -509,7 +376,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             staged: 0,
             cached_head: 0,
             policy,
-            health: Health::default(),
+            health: ring::Health::default(),
             ended: false,
             consumer: None,
             attach_head: 0,
@@ -521,7 +388,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
             published: 0,
             run: consumer::Run::default(),
             policy,
-            health: Health::default(),
+            health: ring::Health::default(),
             ended: false,
             producer: None,
             attach_head: 0,

@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use super::grant::{Grant, Records};
 use super::{
-    MAX_RUN, Peer, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, pad_word,
+    MAX_RUN, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role, open_role, pad_word,
     record_size, record_word, run_word, shared_from_segment,
 };
 use crate::error::{Error, Result};
-use crate::header::ROLE_ATTACHED;
 use crate::liveness::ProcessId;
 use crate::ring::Health;
 use crate::segment::{Location, Segment};
@@ -76,98 +76,13 @@ pub struct Producer {
     pub(super) demote: bool,
 }
 
-/// A region of the ring granted to the producer; write the payload through
-/// `DerefMut<Target = [u8]>`, then [`Grant::commit`] or [`Grant::stage`].
-/// Dropping it without either abandons the record: nothing is sent.
-pub struct Grant<'a> {
-    p: &'a mut Producer,
-    /// Offset of the payload in the data region.
-    off: usize,
-    len: usize,
-    /// The payload sits right after the open run (no header of its own).
-    joins: bool,
-}
-
-/// Room for a run of records of one length, granted by
-/// [`Producer::grant_records`]; write them through `DerefMut<Target = [u8]>`,
-/// then [`Records::commit`] or [`Records::stage`]. Dropping it without either
-/// sends nothing.
-pub struct Records<'a> {
-    p: &'a mut Producer,
-    /// Offset of the first payload in the data region.
-    off: usize,
-    len: usize,
-    count: u32,
-    /// Bytes of the run, header included.
-    total: u64,
-}
-
-impl Records<'_> {
-    /// Finish the records and publish them (with any staged before them).
-    pub fn commit(mut self) {
-        self.finish();
-        self.p.flush();
-    }
-
-    /// Finish the records without publishing them yet, like [`Grant::stage`].
-    pub fn stage(mut self) {
-        self.finish();
-    }
-
-    fn finish(&mut self) {
-        if self.count == 0 {
-            return; // truncated to nothing: like dropping the grant
-        }
-        let p = &mut *self.p;
-        p.close_run();
-        p.open = Some(OpenRun { pos: p.tail, len: self.len, count: self.count });
-        p.tail = p.tail.wrapping_add(self.total);
-        p.staged = p.staged.saturating_add(self.count);
-    }
-
-    /// Number of records granted (after any [`Records::truncate`]).
-    pub fn count(&self) -> usize {
-        self.count as usize
-    }
-
-    /// Keep only the first `count` records (no-op if `count` is not
-    /// smaller): when fewer were written than granted. Truncated to 0, the
-    /// grant sends nothing, as if dropped.
-    pub fn truncate(&mut self, count: usize) {
-        if count < self.count as usize {
-            self.count = count as u32;
-            self.total = RECORD_HEADER + count as u64 * self.stride() as u64;
-        }
-    }
-
-    /// Bytes between the starts of two records: the length rounded up to 8.
-    pub fn stride(&self) -> usize {
-        (self.len + 7) & !7
-    }
-}
-
-impl std::ops::Deref for Records<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: try_reserve checked the run fits before the end of the region; the bytes are granted to the producer and not yet published.
-        unsafe { self.p.sh.region.bytes(self.off, self.total as usize - RECORD_HEADER as usize) }
-    }
-}
-
-impl std::ops::DerefMut for Records<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as for Deref; `&mut self` makes this the only live slice.
-        unsafe { self.p.sh.region.bytes_mut(self.off, self.total as usize - RECORD_HEADER as usize) }
-    }
-}
-
 /// The last staged record (or run of same-length records) before its header
 /// is written: at position `pos`, `count` payloads of `len` bytes each.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct OpenRun {
-    pos: u64,
-    len: usize,
-    count: u32,
+    pub(super) pos: u64,
+    pub(super) len: usize,
+    pub(super) count: u32,
 }
 
 impl Role for Producer {
@@ -279,7 +194,7 @@ impl Producer {
     /// Re-read the consumer's position; checks it is between the last one
     /// seen and what we published.
     #[inline]
-    fn refresh_head(&mut self) -> Result<()> {
+    pub(super) fn refresh_head(&mut self) -> Result<()> {
         // Acquire: pairs with the consumer's Release store of `head`: it has
         // finished reading the bytes it released before we overwrite them.
         let h = self.sh.ctl().head.load(Ordering::Acquire);
@@ -322,7 +237,7 @@ impl Producer {
 
     /// Write the header of the open run, if any: no record joins it after this.
     #[inline]
-    fn close_run(&mut self) {
+    pub(super) fn close_run(&mut self) {
         if let Some(run) = self.open.take() {
             let word = if run.count == 1 { record_word(run.len) } else { run_word(run.len, run.count) };
             self.put_header(run.pos, word);
@@ -484,50 +399,6 @@ impl Producer {
         let r = self.reserve(0, total, timeout);
         let (off, _) = self.note(r)?;
         Ok(Records { p: self, off, len, count: count as u32, total })
-    }
-
-    /// The consumer's role slot, checked (see `Shared::peer`); corruption
-    /// poisons.
-    fn consumer_state(&mut self, liveness: bool) -> Result<Peer> {
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
-        let slot = unsafe { &ctl.as_ref().consumer };
-        // The consumer released something since we attached: it was there.
-        let moved = self.cached_head != self.attach_head;
-        let r = self.sh.peer(slot, "consumer", &mut self.consumer, moved, liveness);
-        self.sh.poison_on_corruption(&mut self.health, r)
-    }
-
-    /// Error if the consumer is gone: closed, aborted, dead (with
-    /// `liveness`), or its role slot is impossible.
-    fn check_consumer(&mut self, liveness: bool) -> Result<()> {
-        // The common case while waiting, kept to one load: the consumer we
-        // saw attached still is (the full check runs at every tick).
-        // Acquire: as in `Shared::peer`.
-        if !liveness && self.consumer.is_some() && self.sh.ctl().consumer.state.load(Ordering::Acquire) == ROLE_ATTACHED
-        {
-            return Ok(());
-        }
-        match self.consumer_state(liveness)? {
-            Peer::Closed { .. } => Err(Error::Closed(self.sh.name.clone())),
-            Peer::Aborted(e) => Err(e),
-            Peer::NotYet | Peer::Attached => Ok(()),
-        }
-    }
-
-    /// Whether the consumer role has been taken: a consumer is attached, or
-    /// was and has left. `false` while nobody has opened the ring as its
-    /// consumer yet (records sent meanwhile wait in the ring).
-    ///
-    /// Also makes the checks of a liveness tick (which a caller polling this
-    /// instead of waiting would otherwise miss).
-    ///
-    /// # Errors
-    /// [`Error::Corrupted`] if the consumer's role slot or the segment header
-    /// is impossible or was rewritten; [`Error::PeerDied`] if the consumer
-    /// attached and died.
-    pub fn peer_arrived(&mut self) -> Result<bool> {
-        Ok(!matches!(self.consumer_state(true)?, Peer::NotYet))
     }
 
     /// Grant `len` bytes to write in place, waiting for space per the wait
@@ -739,163 +610,5 @@ impl Producer {
     /// consumer, as last seen, in bytes.
     pub fn fill(&self) -> u64 {
         self.tail.wrapping_sub(self.cached_head)
-    }
-
-    /// Publish what is staged and close the stream: the consumer receives
-    /// everything sent, then end of stream. Dropping the producer does the
-    /// same, but says nothing of how it went (and aborts instead if its last
-    /// call failed; `close` is the caller saying the stream is complete
-    /// nonetheless).
-    ///
-    /// # Errors
-    /// Each says that what was sent cannot all be received; the stream is
-    /// then aborted instead of closed:
-    /// - [`Error::Corrupted`] if the ring was poisoned, or the consumer's
-    ///   role slot or position is impossible;
-    /// - [`Error::Closed`] if the consumer closed before receiving all of it;
-    /// - [`Error::PeerAborted`] if the consumer aborted;
-    /// - [`Error::PeerDied`] if the consumer died.
-    ///
-    /// A consumer that leaves after this call returns `Ok` is not seen: it
-    /// gets its own error, or chose to stop reading.
-    pub fn close(mut self) -> Result<()> {
-        if self.health.poisoned {
-            self.end();
-            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error; the stream was aborted"));
-        }
-        self.flush();
-        // Whether what was sent can be received is decided before the close
-        // is sealed: a stream this call reports as failed is aborted, so a
-        // consumer can never end it cleanly. (Checked after the seal, a word
-        // rewritten meanwhile could fail a stream the consumer already
-        // finished cleanly.)
-        let verdict = match self.consumer_state(true) {
-            Ok(Peer::NotYet | Peer::Attached) => Ok(()),
-            Ok(Peer::Aborted(e)) | Err(e) => Err(e),
-            Ok(Peer::Closed { .. }) => match self.refresh_head() {
-                Ok(()) if self.tail == self.cached_head => Ok(()),
-                Ok(()) => Err(Error::Closed(format!(
-                    "{} (the consumer left {} bytes unread)",
-                    self.sh.name,
-                    self.tail.wrapping_sub(self.cached_head)
-                ))),
-                Err(e) => Err(e),
-            },
-        };
-        self.health.failure = verdict.as_ref().err().map(Error::abort_reason);
-        self.end();
-        verdict
-    }
-
-    /// Give up: publish what is staged, then end the stream as aborted, so
-    /// the consumer receives everything committed and then
-    /// [`Error::PeerAborted`] with `reason`, not a clean end of stream.
-    /// `reason` is cut to 64 bytes ([`header::REASON_MAX`](crate::header::REASON_MAX))
-    /// and shown escaped; `shmring inspect` shows it too.
-    ///
-    /// ```
-    /// # fn main() -> shmring::Result<()> {
-    /// use shmring::{Error, Location, RingOptions, spsc::{Consumer, Producer}};
-    /// let loc = Location::shm(format!("doc-abort-{}", std::process::id()));
-    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
-    /// let mut rx = Consumer::open(&loc)?;
-    /// loc.unlink()?;
-    /// tx.send(b"first half")?;
-    /// tx.abort("input: disk read error");
-    /// assert_eq!(&*rx.recv()?.unwrap(), b"first half");
-    /// match rx.recv() {
-    ///     Err(Error::PeerAborted { reason, .. }) => assert_eq!(reason, "input: disk read error"),
-    ///     other => panic!("{:?}", other.map(|r| r.map(|r| r.to_vec()))),
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn abort(mut self, reason: &str) {
-        self.health.failure = Some(reason.to_owned());
-        self.end();
-    }
-
-    /// End the role: abort if there is a reason to (see
-    /// `ending_reason`), else close; then wake the consumer.
-    fn end(&mut self) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
-        if !self.health.poisoned {
-            self.flush();
-        }
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
-        let ctl = unsafe { ctl.as_ref() };
-        match self.health.ending_reason() {
-            Some(why) => self.sh.abort(&ctl.producer, &why),
-            None => self.sh.close(&ctl.producer, Some(self.published)),
-        }
-        ctl.data_ready.notify();
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
-
-impl Grant<'_> {
-    /// Shorten the record to `len` bytes (no-op if `len` is not smaller).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
-    #[inline]
-    fn finish(&mut self) {
-        let p = &mut *self.p;
-        p.staged = p.staged.saturating_add(1);
-        if self.joins {
-            if let Some(run) = p.open.as_mut().filter(|r| r.len == self.len) {
-                run.count += 1;
-                p.tail = p.tail.wrapping_add(record_size(self.len) - RECORD_HEADER);
-                return;
-            }
-            // Truncated to another length: it cannot join the run. Move the
-            // payload after a header of its own (try_reserve kept room).
-            // SAFETY: the grant covers `off .. off + 8 + pad8(granted len)`, which holds both ranges; the bytes are ours until published.
-            let bytes = unsafe { p.sh.region.bytes_mut(self.off, RECORD_HEADER as usize + self.len) };
-            bytes.copy_within(..self.len, RECORD_HEADER as usize);
-        }
-        p.close_run();
-        p.open = Some(OpenRun { pos: p.tail, len: self.len, count: 1 });
-        p.tail = p.tail.wrapping_add(record_size(self.len));
-    }
-
-    /// Finish the record and publish it (with any staged before it).
-    #[inline]
-    pub fn commit(mut self) {
-        self.finish();
-        self.p.flush();
-    }
-
-    /// Finish the record without publishing it yet: it becomes visible with
-    /// the next [`Grant::commit`], [`Producer::flush`], a wait for space, or
-    /// when the producer is dropped. Batching many records per publish is how
-    /// small records reach full speed.
-    #[inline]
-    pub fn stage(mut self) {
-        self.finish();
-    }
-}
-
-impl std::ops::Deref for Grant<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: try_reserve checked the record fits before the end of the region; the bytes are granted to the producer and not yet published, so nobody else may touch them.
-        unsafe { self.p.sh.region.bytes(self.off, self.len) }
-    }
-}
-
-impl std::ops::DerefMut for Grant<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as for Deref; `&mut self` makes this the only live slice.
-        unsafe { self.p.sh.region.bytes_mut(self.off, self.len) }
     }
 }

@@ -1,0 +1,376 @@
+//! How an SPSC stream ends, and what each end knows of the other.
+//!
+//! A role ends closed (the producer seals the close with its final
+//! position), aborted (with a reason for the peer), or not at all (its
+//! process died). The peer's role slot is checked wherever it is read
+//! ([`Shared::peer`]): an unknown state, a step backwards, or an identity
+//! other than the one first seen attached is corruption.
+
+use super::Shared;
+use super::consumer::Consumer;
+use super::producer::Producer;
+use crate::error::{Error, Result};
+use crate::header::{
+    CLOSE_SEAL, NotifierKind, ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot,
+};
+use crate::liveness::ProcessId;
+use crate::ring::Health;
+use crate::sync::Ordering;
+use crate::wait::EventCount;
+
+/// What the other side's role slot says (see `Shared::peer`).
+pub(super) enum Peer {
+    /// Nobody has taken the role yet.
+    NotYet,
+    /// Attached (and alive, if liveness was checked).
+    Attached,
+    /// Closed; a producer's seal says it closed at position `at`.
+    Closed { at: u64 },
+    /// Aborted: the error to report once everything committed is delivered.
+    Aborted(Error),
+}
+
+impl Shared {
+    /// What the other side's role `slot` says, checked: every state value
+    /// outside the known set, a step backwards, or an identity other than
+    /// the one first seen attached (`seen`, filled in here the first time) is
+    /// corruption (`Err` with what is wrong; the caller poisons). A role
+    /// still free although the ring `moved` (the other side released or
+    /// published something since we attached, so it was there) is too. With
+    /// `liveness`, also checks that the holder is alive, on the private copy
+    /// of its identity, and that no other process poisoned the segment.
+    fn peer(
+        &self,
+        slot: &RoleSlot,
+        role: &'static str,
+        seen: &mut Option<ProcessId>,
+        moved: bool,
+        liveness: bool,
+    ) -> Result<Peer> {
+        if liveness {
+            self.check_header()?;
+        }
+        // Acquire: pairs with the Release stores of the state word in
+        // `claim`, `close` and `abort`: the identity, the seal and the
+        // reason written before are visible.
+        let state = slot.state.load(Ordering::Acquire);
+        if state == ROLE_ATTACHED && !liveness && seen.is_some() {
+            return Ok(Peer::Attached); // the common case while waiting: one load
+        }
+        let id = match state {
+            ROLE_FREE | ROLE_ATTACHING => {
+                if let Some(was) = seen {
+                    return Err(
+                        self.corrupt(format!("{role} role state went back to {state} after pid {} attached", was.pid))
+                    );
+                }
+                if moved {
+                    return Err(self.corrupt(format!(
+                        "{role} role state is {state} (not attached yet), but the ring moved since we attached"
+                    )));
+                }
+                return Ok(Peer::NotYet);
+            }
+            ROLE_ATTACHED | ROLE_CLOSED | ROLE_ABORTED => {
+                // Relaxed: ordered by the Acquire load of the state.
+                ProcessId { pid: slot.pid.load(Ordering::Relaxed), start_time: slot.start_time.load(Ordering::Relaxed) }
+            }
+            other => return Err(self.corrupt(format!("{role} role state word is {other}, not a known state"))),
+        };
+        let first = *seen.get_or_insert(id);
+        if first != id {
+            return Err(self.corrupt(format!(
+                "{role} role slot now names pid {} (start time {}), but pid {} (start time {}) attached",
+                id.pid, id.start_time, first.pid, first.start_time
+            )));
+        }
+        match state {
+            ROLE_CLOSED => {
+                // Relaxed: ordered by the Acquire load of the state.
+                Ok(Peer::Closed { at: slot.seal.load(Ordering::Relaxed) ^ CLOSE_SEAL })
+            }
+            ROLE_ABORTED => {
+                let reason = slot.reason.load().map_err(|what| self.corrupt(format!("{role}'s {what}")))?;
+                Ok(Peer::Aborted(Error::PeerAborted { segment: self.name.clone(), role, pid: first.pid, reason }))
+            }
+            _ if liveness && !first.is_alive() => {
+                Err(Error::PeerDied { segment: self.name.clone(), role, pid: first.pid })
+            }
+            _ => Ok(Peer::Attached),
+        }
+    }
+
+    /// Checks made at every liveness tick: the header words fixed at
+    /// creation are as we opened them, the flags word is clean (see
+    /// [`header::FixedWords::check`]), and both eventcounts still name the
+    /// segment's notifier.
+    fn check_header(&self) -> Result<()> {
+        let Some(h) = self.header else { return Ok(()) };
+        // SAFETY: as for `ctl`.
+        let h = unsafe { h.as_ref() };
+        self.fixed.check(h).map_err(|what| self.corrupt(what))?;
+        // Unchanged since `wait_ready` checked it names a notifier: checked just above.
+        let want = NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
+        for (name, ec) in [("data_ready", &*self.ctl().data_ready), ("space_free", &*self.ctl().space_free)] {
+            let word = ec.notifier_word();
+            if !want.eventcount_word_matches(word) {
+                return Err(self
+                    .corrupt(format!("eventcount {name}'s notifier word is {word}, the header says {}", want.name())));
+            }
+        }
+        Ok(())
+    }
+
+    /// `r`, having poisoned the segment and the handle's `health` if it is
+    /// a corruption error.
+    fn poison_on_corruption<T>(&self, health: &mut Health, r: Result<T>) -> Result<T> {
+        match r {
+            Err(Error::Corrupted { what, .. }) => Err(health.poisoned_by(self.poison(what))),
+            other => other,
+        }
+    }
+
+    /// A corruption error (the caller poisons its handle).
+    fn corrupt(&self, what: String) -> Error {
+        Error::corrupted(&self.name, what)
+    }
+
+    /// End our role in `slot`: aborted if `health` gives a reason (see
+    /// `Health::ending_reason`), else closed (and sealed at `seal`, for a
+    /// producer); then wake the peer if it is parked on `peer_waits`.
+    fn end_role(&self, slot: &RoleSlot, health: &mut Health, seal: Option<u64>, peer_waits: &EventCount) {
+        match health.ending_reason() {
+            Some(why) => self.abort(slot, &why),
+            None => self.close(slot, seal),
+        }
+        peer_waits.notify();
+    }
+
+    /// End our role cleanly. A producer passes its final position, which
+    /// seals the close ([`RoleSlot::seal`]).
+    fn close(&self, slot: &RoleSlot, at: Option<u64>) {
+        if let Some(pos) = at {
+            // Relaxed: published by the Release store of the state below.
+            slot.seal.store(pos ^ CLOSE_SEAL, Ordering::Relaxed);
+        }
+        // Release: pairs with the peer's Acquire load of the role state in
+        // `peer`; all our position stores and the seal happen before it sees
+        // CLOSED.
+        slot.state.store(ROLE_CLOSED, Ordering::Release);
+    }
+
+    /// End our role after an error, leaving `reason` for the peer.
+    fn abort(&self, slot: &RoleSlot, reason: &str) {
+        slot.reason.store(reason);
+        // Release: pairs with the peer's Acquire load of the role state in
+        // `peer`: our position stores and the reason happen before it sees
+        // ABORTED.
+        slot.state.store(ROLE_ABORTED, Ordering::Release);
+    }
+}
+
+impl Producer {
+    /// The consumer's role slot, checked (see `Shared::peer`); corruption
+    /// poisons.
+    pub(super) fn consumer_state(&mut self, liveness: bool) -> Result<Peer> {
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
+        let slot = unsafe { &ctl.as_ref().consumer };
+        // The consumer released something since we attached: it was there.
+        let moved = self.cached_head != self.attach_head;
+        let r = self.sh.peer(slot, "consumer", &mut self.consumer, moved, liveness);
+        self.sh.poison_on_corruption(&mut self.health, r)
+    }
+
+    /// Error if the consumer is gone: closed, aborted, dead (with
+    /// `liveness`), or its role slot is impossible.
+    pub(super) fn check_consumer(&mut self, liveness: bool) -> Result<()> {
+        // The common case while waiting, kept to one load: the consumer we
+        // saw attached still is (the full check runs at every tick).
+        // Acquire: as in `Shared::peer`.
+        if !liveness && self.consumer.is_some() && self.sh.ctl().consumer.state.load(Ordering::Acquire) == ROLE_ATTACHED
+        {
+            return Ok(());
+        }
+        match self.consumer_state(liveness)? {
+            Peer::Closed { .. } => Err(Error::Closed(self.sh.name.clone())),
+            Peer::Aborted(e) => Err(e),
+            Peer::NotYet | Peer::Attached => Ok(()),
+        }
+    }
+
+    /// Whether the consumer role has been taken: a consumer is attached, or
+    /// was and has left. `false` while nobody has opened the ring as its
+    /// consumer yet (records sent meanwhile wait in the ring).
+    ///
+    /// Also makes the checks of a liveness tick (which a caller polling this
+    /// instead of waiting would otherwise miss).
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] if the consumer's role slot or the segment header
+    /// is impossible or was rewritten; [`Error::PeerDied`] if the consumer
+    /// attached and died.
+    pub fn peer_arrived(&mut self) -> Result<bool> {
+        Ok(!matches!(self.consumer_state(true)?, Peer::NotYet))
+    }
+
+    /// Publish what is staged and close the stream: the consumer receives
+    /// everything sent, then end of stream. Dropping the producer does the
+    /// same, but says nothing of how it went (and aborts instead if its last
+    /// call failed; `close` is the caller saying the stream is complete
+    /// nonetheless).
+    ///
+    /// # Errors
+    /// Each says that what was sent cannot all be received; the stream is
+    /// then aborted instead of closed:
+    /// - [`Error::Corrupted`] if the ring was poisoned, or the consumer's
+    ///   role slot or position is impossible;
+    /// - [`Error::Closed`] if the consumer closed before receiving all of it;
+    /// - [`Error::PeerAborted`] if the consumer aborted;
+    /// - [`Error::PeerDied`] if the consumer died.
+    ///
+    /// A consumer that leaves after this call returns `Ok` is not seen: it
+    /// gets its own error, or chose to stop reading.
+    pub fn close(mut self) -> Result<()> {
+        if self.health.poisoned {
+            self.end();
+            return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error; the stream was aborted"));
+        }
+        self.flush();
+        // Whether what was sent can be received is decided before the close
+        // is sealed: a stream this call reports as failed is aborted, so a
+        // consumer can never end it cleanly. (Checked after the seal, a word
+        // rewritten meanwhile could fail a stream the consumer already
+        // finished cleanly.)
+        let verdict = match self.consumer_state(true) {
+            Ok(Peer::NotYet | Peer::Attached) => Ok(()),
+            Ok(Peer::Aborted(e)) | Err(e) => Err(e),
+            Ok(Peer::Closed { .. }) => match self.refresh_head() {
+                Ok(()) if self.tail == self.cached_head => Ok(()),
+                Ok(()) => Err(Error::Closed(format!(
+                    "{} (the consumer left {} bytes unread)",
+                    self.sh.name,
+                    self.tail.wrapping_sub(self.cached_head)
+                ))),
+                Err(e) => Err(e),
+            },
+        };
+        self.health.failure = verdict.as_ref().err().map(Error::abort_reason);
+        self.end();
+        verdict
+    }
+
+    /// Give up: publish what is staged, then end the stream as aborted, so
+    /// the consumer receives everything committed and then
+    /// [`Error::PeerAborted`] with `reason`, not a clean end of stream.
+    /// `reason` is cut to 64 bytes ([`header::REASON_MAX`](crate::header::REASON_MAX))
+    /// and shown escaped; `shmring inspect` shows it too.
+    ///
+    /// ```
+    /// # fn main() -> shmring::Result<()> {
+    /// use shmring::{Error, Location, RingOptions, spsc::{Consumer, Producer}};
+    /// let loc = Location::shm(format!("doc-abort-{}", std::process::id()));
+    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut rx = Consumer::open(&loc)?;
+    /// loc.unlink()?;
+    /// tx.send(b"first half")?;
+    /// tx.abort("input: disk read error");
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"first half");
+    /// match rx.recv() {
+    ///     Err(Error::PeerAborted { reason, .. }) => assert_eq!(reason, "input: disk read error"),
+    ///     other => panic!("{:?}", other.map(|r| r.map(|r| r.to_vec()))),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn abort(mut self, reason: &str) {
+        self.health.failure = Some(reason.to_owned());
+        self.end();
+    }
+
+    /// End the role: abort if there is a reason to (see
+    /// `ending_reason`), else close; then wake the consumer.
+    fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        if !self.health.poisoned {
+            self.flush();
+        }
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
+        let ctl = unsafe { ctl.as_ref() };
+        self.sh.end_role(&ctl.producer, &mut self.health, Some(self.published), &ctl.data_ready);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Consumer {
+    /// Whether the producer role has been taken: a producer is attached, or
+    /// was and has left. `false` while nobody has opened the ring as its
+    /// producer yet.
+    ///
+    /// Also makes the checks of a liveness tick (which a caller polling this
+    /// instead of waiting would otherwise miss).
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] if the producer's role slot or the segment header
+    /// is impossible or was rewritten; [`Error::PeerDied`] if the producer
+    /// attached and died.
+    pub fn peer_arrived(&mut self) -> Result<bool> {
+        Ok(!matches!(self.producer_state(true)?, Peer::NotYet))
+    }
+
+    /// Give up: end our side as aborted, leaving `reason` (cut to 64 bytes)
+    /// for the producer, whose later sends fail with
+    /// [`Error::PeerAborted`], and for `shmring inspect`.
+    pub fn abort(mut self, reason: &str) {
+        self.health.failure = Some(reason.to_owned());
+        self.end();
+    }
+
+    /// End the role: abort if there is a reason to, else close; then wake
+    /// the producer.
+    fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        if !self.health.poisoned {
+            self.release();
+        }
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
+        let ctl = unsafe { ctl.as_ref() };
+        self.sh.end_role(&ctl.consumer, &mut self.health, None, &ctl.space_free);
+    }
+
+    /// Whether the producer's role still says attached, once we have seen
+    /// it attached (one load; `producer_state` makes the full check).
+    #[inline(always)]
+    pub(super) fn producer_still_attached(&self) -> bool {
+        // Acquire: as in `Shared::peer`.
+        self.producer.is_some() && self.sh.ctl().producer.state.load(Ordering::Acquire) == ROLE_ATTACHED
+    }
+
+    /// The producer's role slot, checked (see `Shared::peer`); corruption
+    /// poisons.
+    pub(super) fn producer_state(&mut self, liveness: bool) -> Result<Peer> {
+        let ctl = self.sh.ctl;
+        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
+        let slot = unsafe { &ctl.as_ref().producer };
+        // We received something since we attached: a producer was there.
+        let moved = self.head != self.attach_head;
+        let r = self.sh.peer(slot, "producer", &mut self.producer, moved, liveness);
+        self.sh.poison_on_corruption(&mut self.health, r)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
