@@ -398,7 +398,7 @@ pub struct Reason {
     /// Length of the reason in bytes, `0..=REASON_MAX`; 0: none given.
     pub len: AtomicU32,
     _reserved: AtomicU32,
-    /// The bytes, little-endian, 8 to a word.
+    /// The bytes, 8 to a word, in memory order (as `RawReason::parse` reads them).
     pub bytes: [AtomicU64; REASON_MAX / 8],
 }
 
@@ -424,7 +424,7 @@ impl Reason {
             let mut w = [0u8; 8];
             let chunk = &b[i * 8..b.len().min(i * 8 + 8)];
             w[..chunk.len()].copy_from_slice(chunk);
-            word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+            word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
         }
         self.len.store(cut as u32, Ordering::Relaxed);
     }
@@ -435,7 +435,7 @@ impl Reason {
     pub(crate) fn load(&self) -> std::result::Result<String, String> {
         let mut raw = RawReason { len: self.len.load(Ordering::Relaxed), bytes: vec![0; REASON_MAX] };
         for (word, chunk) in self.bytes.iter().zip(raw.bytes.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
         }
         raw.text()
     }

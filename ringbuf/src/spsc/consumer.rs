@@ -33,8 +33,6 @@ pub struct Consumer {
     pub(super) policy: WaitPolicy,
     /// Poisoned, or the last call failed: then drop aborts.
     pub(super) health: Health,
-    /// Closed or aborted already.
-    pub(super) ended: bool,
     /// The producer's identity, copied the first time it was seen attached.
     pub(super) producer: Option<ProcessId>,
     /// Our position when we attached.
@@ -68,7 +66,6 @@ impl Role for Consumer {
             run: Run::default(),
             policy: opts.policy,
             health: Health::default(),
-            ended: false,
             producer: None,
             attach_head: head,
             backoff: 0,

@@ -54,9 +54,6 @@ impl Shared {
         // `claim`, `close` and `abort`: the identity, the seal and the
         // reason written before are visible.
         let state = slot.state.load(Ordering::Acquire);
-        if state == ROLE_ATTACHED && !liveness && seen.is_some() {
-            return Ok(Peer::Attached); // the common case while waiting: one load
-        }
         let id = match state {
             ROLE_FREE | ROLE_ATTACHING => {
                 if let Some(was) = seen {
@@ -173,9 +170,7 @@ impl Producer {
     /// The consumer's role slot, checked (see `Shared::peer`); corruption
     /// poisons.
     pub(super) fn consumer_state(&mut self, liveness: bool) -> Result<Peer> {
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
-        let slot = unsafe { &ctl.as_ref().consumer };
+        let slot = &self.sh.ctl().consumer;
         // The consumer released something since we attached: it was there.
         let moved = self.cached_head != self.attach_head;
         let r = self.sh.peer(slot, "consumer", &mut self.consumer, moved, liveness);
@@ -233,7 +228,7 @@ impl Producer {
     /// gets its own error, or chose to stop reading.
     pub fn close(mut self) -> Result<()> {
         if self.health.poisoned {
-            self.end();
+            // Dropped on return: aborted, as a poisoned handle is.
             return Err(Error::corrupted(&self.sh.name, "ring poisoned by an earlier error; the stream was aborted"));
         }
         self.flush();
@@ -255,8 +250,8 @@ impl Producer {
                 Err(e) => Err(e),
             },
         };
+        // Dropped on return: closed, or aborted with the verdict's reason.
         self.health.failure = verdict.as_ref().err().map(Error::abort_reason);
-        self.end();
         verdict
     }
 
@@ -283,22 +278,17 @@ impl Producer {
     /// # Ok(()) }
     /// ```
     pub fn abort(mut self, reason: &str) {
+        // Dropped on return, which aborts with the reason.
         self.health.failure = Some(reason.to_owned());
-        self.end();
     }
 
-    /// End the role: abort if there is a reason to (see
-    /// `ending_reason`), else close; then wake the consumer.
+    /// End the role (once, from `Drop`): abort if there is a reason to (see
+    /// `Health::ending_reason`), else close; then wake the consumer.
     fn end(&mut self) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
-        }
         if !self.health.poisoned {
             self.flush();
         }
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
-        let ctl = unsafe { ctl.as_ref() };
+        let ctl = self.sh.ctl();
         self.sh.end_role(&ctl.producer, &mut self.health, Some(self.published), &ctl.data_ready);
     }
 }
@@ -329,22 +319,17 @@ impl Consumer {
     /// for the producer, whose later sends fail with
     /// [`Error::PeerAborted`], and for `shmring inspect`.
     pub fn abort(mut self, reason: &str) {
+        // Dropped on return, which aborts with the reason.
         self.health.failure = Some(reason.to_owned());
-        self.end();
     }
 
-    /// End the role: abort if there is a reason to, else close; then wake
-    /// the producer.
+    /// End the role (once, from `Drop`): abort if there is a reason to, else
+    /// close; then wake the producer.
     fn end(&mut self) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
-        }
         if !self.health.poisoned {
             self.release();
         }
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
-        let ctl = unsafe { ctl.as_ref() };
+        let ctl = self.sh.ctl();
         self.sh.end_role(&ctl.consumer, &mut self.health, None, &ctl.space_free);
     }
 
@@ -359,9 +344,7 @@ impl Consumer {
     /// The producer's role slot, checked (see `Shared::peer`); corruption
     /// poisons.
     pub(super) fn producer_state(&mut self, liveness: bool) -> Result<Peer> {
-        let ctl = self.sh.ctl;
-        // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
-        let slot = unsafe { &ctl.as_ref().producer };
+        let slot = &self.sh.ctl().producer;
         // We received something since we attached: a producer was there.
         let moved = self.head != self.attach_head;
         let r = self.sh.peer(slot, "producer", &mut self.producer, moved, liveness);

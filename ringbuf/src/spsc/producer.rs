@@ -65,8 +65,6 @@ pub struct Producer {
     pub(super) policy: WaitPolicy,
     /// Poisoned, or the last call failed: then drop aborts.
     pub(super) health: Health,
-    /// Closed or aborted already: nothing left for `Drop` to do.
-    pub(super) ended: bool,
     /// The consumer's identity, copied the first time it was seen attached.
     pub(super) consumer: Option<ProcessId>,
     /// The consumer's position when we attached.
@@ -99,7 +97,6 @@ impl Role for Producer {
             cached_head: 0,
             policy: opts.policy,
             health: Health::default(),
-            ended: false,
             consumer: None,
             attach_head: 0,
             demote: opts.demote,
