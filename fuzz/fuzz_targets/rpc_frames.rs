@@ -35,10 +35,7 @@ fuzz_target!(|input: Input| {
                 assert_eq!(frame.id, h.id);
             }
             Ok(None) => assert_ne!(h.flags & FLAG_MORE, 0),
-            Err(e) => {
-                assert!(!e.to_string().is_empty());
-                joiner = Joiner::new(max); // a real connection ends here
-            }
+            Err(_) => joiner = Joiner::new(max), // a real connection ends here
         }
     }
     if let Ok(h) = Hello::decode(&input.hello) {

@@ -66,10 +66,9 @@ fuzz_target!(|input: Input| {
     let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
     std::thread::scope(|s| {
         s.spawn(|| {
-            let r = Server::serve_stream(theirs, &opts, echo);
-            if let Err(e) = r {
-                assert!(!e.to_string().is_empty());
-            }
+            // Garbage ends this connection with an error; only a panic or
+            // a hang would be a failure.
+            let _ = Server::serve_stream(theirs, &opts, echo);
         });
         let iov = [IoSlice::new(&input.bytes)];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&raw)];

@@ -121,15 +121,9 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         let deadline = Instant::now() + timeout;
-        self.link.send(id, Kind::Request, 0, request, Some(deadline)).inspect_err(|_| {
-            self.abandoned.insert(id);
-        })?;
+        self.link.send(id, Kind::Request, 0, request, Some(deadline))?;
         match self.wait_for(id, Some(deadline)) {
-            Err(Error::Timeout(p)) => {
-                self.abandoned.insert(id);
-                let _ = self.link.send(id, Kind::Cancel, 0, &[], Some(Instant::now() + Duration::from_millis(100)));
-                Err(Error::Timeout(p))
-            }
+            Err(e @ Error::Timeout(_)) => Err(self.abandon(id, e)),
             Ok(f) if f.kind == Kind::Response => Ok(f.payload),
             Ok(f) if f.kind == Kind::Error => Err(Error::Remote(String::from_utf8_lossy(&f.payload).into_owned())),
             Ok(f) => Err(Error::protocol(self.link.peer(), format!("answered request {id} with a {:?} frame", f.kind))),
@@ -147,11 +141,22 @@ impl Client {
         let start = Instant::now();
         let deadline = Some(start + self.timeout);
         self.link.send(id, Kind::Ping, 0, payload, deadline)?;
-        let f = self.wait_for(id, deadline)?;
+        let f = match self.wait_for(id, deadline) {
+            Err(e @ Error::Timeout(_)) => return Err(self.abandon(id, e)),
+            r => r?,
+        };
         if f.kind != Kind::Ping || f.flags & FLAG_REPLY == 0 || f.payload != payload {
             return Err(Error::protocol(self.link.peer(), "answered a ping with something else"));
         }
         Ok(start.elapsed())
+    }
+
+    /// Give up on request `id` (its deadline passed): cancel it on the
+    /// server, and skip its late reply; returns `e`.
+    fn abandon(&mut self, id: u64, e: Error) -> Error {
+        self.abandoned.insert(id);
+        let _ = self.link.send(id, Kind::Cancel, 0, &[], Some(Instant::now() + Duration::from_millis(100)));
+        e
     }
 
     /// The next frame for `id`, skipping late replies to abandoned calls.
@@ -180,6 +185,12 @@ fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, peer: Strin
     let w = welcome(&mut s, &bytes, &peer)?;
     if w.fds as usize != fds.len() {
         return Err(Error::protocol(&peer, format!("announced {} file descriptors and sent {}", w.fds, fds.len())));
+    }
+    if w.transport & offer == 0 {
+        return Err(Error::protocol(
+            &peer,
+            format!("chose transport {:#x}, not one offered ({offer:#x})", w.transport),
+        ));
     }
     let max_frame = u64::from(w.max_frame.min(opts.max_frame));
     if TransportKind::from_bit(w.transport) == Some(TransportKind::Shm) {

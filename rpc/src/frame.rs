@@ -191,6 +191,11 @@ impl Joiner {
         Joiner { max, open: None }
     }
 
+    /// Whether a frame is half joined: chunks of it came, its last did not.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
     /// Add a chunk; `Ok(Some(frame))` when it completes one.
     ///
     /// ```

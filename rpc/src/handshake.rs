@@ -274,7 +274,10 @@ pub(crate) fn send_with_fds(s: &UnixStream, bytes: &[u8], fds: &[RawFd], peer: &
 /// received is closed).
 pub(crate) fn recv_with_fds(s: &mut UnixStream, max_fds: usize, peer: &str) -> Result<([u8; 32], Vec<OwnedFd>)> {
     let mut buf = [0u8; 32];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    // Room for as many descriptors as the kernel passes in one message
+    // (SCM_MAX_FD): a truncated control message would leave the ones it did
+    // install unowned, and so leaked.
+    let mut space = nix::cmsg_space!([RawFd; 253]);
     let (n, fds, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = loop {

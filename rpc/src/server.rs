@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -115,10 +115,17 @@ impl Server {
                 Err(e) => return Err(Error::io(format!("accept on {}", self.addr), e)),
             };
             let (opts, handler) = (self.opts.clone(), handler.clone());
-            std::thread::spawn(move || match serve_one(stream, &peer, &opts, &*handler) {
-                Ok(()) => tracing::debug!("{peer}: connection closed"),
-                Err(e) => tracing::warn!("{peer}: {e}"),
+            let spawned = std::thread::Builder::new().name("shmring-rpc".into()).spawn(move || {
+                match serve_one(stream, &peer, &opts, &*handler) {
+                    Ok(()) => tracing::debug!("{peer}: connection closed"),
+                    Err(e) => tracing::warn!("{peer}: {e}"),
+                }
             });
+            if let Err(e) = spawned {
+                // Out of threads for now: this client is dropped, the server goes on.
+                tracing::warn!("accept on {}: no thread for a client: {e}", self.addr);
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
@@ -135,6 +142,13 @@ fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             if UnixStream::connect(path).is_ok() {
                 return Err(Error::io(format!("bind {addr}: a server is already listening there"), e));
+            }
+            let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            });
+            if !is_socket {
+                return Err(Error::io(format!("bind {addr}: something that is not a socket is there"), e));
             }
             // Nobody listens: a socket file left by a dead server.
             std::fs::remove_file(path).map_err(|e| Error::io(format!("removing the stale socket {addr}"), e))?;
@@ -156,7 +170,7 @@ fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &dyn Fn(
             Kind::Request => {
                 let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&f.payload)));
                 match reply {
-                    Ok(r) if r.len() as u64 > u64::from(opts.max_frame) => {
+                    Ok(r) if r.len() as u64 > link.max_frame() => {
                         let msg = format!("the handler's reply of {} bytes exceeds the maximum frame", r.len());
                         link.send(f.id, Kind::Error, 0, msg.as_bytes(), None)?;
                     }
@@ -225,7 +239,7 @@ fn accept_unix(mut s: UnixStream, peer: &str, opts: &ServerOptions) -> Result<Li
             }
         }
     }
-    let fds: Vec<_> = rings.iter().flat_map(|(c2s, s2c, ..)| [c2s.fd().as_raw_fd(), s2c.fd().as_raw_fd()]).collect();
+    let fds: Vec<_> = rings.iter().flat_map(|(c2s, s2c, ..)| [c2s.as_raw_fd(), s2c.as_raw_fd()]).collect();
     let mut bytes = w.encode().to_vec();
     bytes.extend_from_slice(message.as_bytes());
     handshake::send_with_fds(&s, &bytes, &fds, &peer)?;
@@ -304,19 +318,18 @@ fn choose(hello: &Hello, opts: &ServerOptions, possible: u16, allowed: Option<bo
 
 /// Two sealed memfd rings and the server's ends of them: it consumes the
 /// client-to-server ring and produces on the other.
-fn make_rings(opts: &ServerOptions, peer: &str) -> Result<(Segment, Segment, Producer, Consumer)> {
-    let ro = RingOptions::new().capacity(u64::from(opts.ring_capacity)).wait_policy(opts.policy);
+fn make_rings(opts: &ServerOptions, peer: &str) -> Result<(OwnedFd, OwnedFd, Producer, Consumer)> {
+    let ro = RingOptions::new().capacity(u64::from(opts.ring_capacity));
     let c2s = spsc::create_memfd("rpc-c2s", &ro)?;
     let s2c = spsc::create_memfd("rpc-s2c", &ro)?;
     handshake::seal(c2s.fd(), peer)?;
     handshake::seal(s2c.fd(), peer)?;
-    let dup = |s: &Segment| -> Result<Segment> {
-        let fd = s.fd().try_clone_to_owned().map_err(|e| Error::io(format!("dup of a ring for {peer}"), e))?;
-        Ok(Segment::from_fd(fd, s.name())?)
-    };
-    let mut rx = Consumer::attach(dup(&c2s)?)?;
-    let mut tx = Producer::attach(dup(&s2c)?)?;
+    // Descriptors to send; the segments themselves become our ends.
+    let dup = |s: &Segment| s.fd().try_clone_to_owned().map_err(|e| Error::io(format!("dup of a ring for {peer}"), e));
+    let (c2s_fd, s2c_fd) = (dup(&c2s)?, dup(&s2c)?);
+    let mut rx = Consumer::attach(c2s)?;
+    let mut tx = Producer::attach(s2c)?;
     rx.set_wait_policy(opts.policy);
     tx.set_wait_policy(opts.policy);
-    Ok((c2s, s2c, tx, rx))
+    Ok((c2s_fd, s2c_fd, tx, rx))
 }

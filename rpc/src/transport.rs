@@ -125,7 +125,7 @@ pub(crate) struct Link {
     /// Largest frame payload either side sends, in bytes.
     max_frame: u64,
     joiner: Joiner,
-    /// A read failed mid-frame: the stream is out of step for good.
+    /// A read or a chunked send failed mid-frame: out of step for good.
     broken: bool,
 }
 
@@ -159,6 +159,11 @@ impl Link {
         &self.peer
     }
 
+    /// Largest frame payload either side may send, in bytes.
+    pub(crate) fn max_frame(&self) -> u64 {
+        self.max_frame
+    }
+
     /// Send one frame, waiting (until `deadline`, if any) for room.
     ///
     /// # Errors
@@ -172,6 +177,9 @@ impl Link {
         payload: &[u8],
         deadline: Option<Instant>,
     ) -> Result<()> {
+        if self.broken {
+            return Err(Error::protocol(&self.peer, "the connection broke mid-frame earlier"));
+        }
         if payload.len() as u64 > self.max_frame {
             return Err(Error::InvalidArgument(format!(
                 "a frame of {} bytes exceeds the connection's maximum of {} bytes",
@@ -188,10 +196,17 @@ impl Link {
                 if payload.is_empty() {
                     return ring_send(tx, Header { id, len: 0, kind, flags }, &[], deadline, peer);
                 }
+                let mut sent = 0;
                 while let Some(chunk) = chunks.next() {
                     let more = if chunks.peek().is_some() { FLAG_MORE } else { 0 };
                     let h = Header { id, len: chunk.len() as u32, kind, flags: flags | more };
-                    ring_send(tx, h, chunk, deadline, peer)?;
+                    if let Err(e) = ring_send(tx, h, chunk, deadline, peer) {
+                        // Chunks already sent would make the next frame
+                        // interleave with this one: the link is done.
+                        self.broken |= sent > 0;
+                        return Err(e);
+                    }
+                    sent += 1;
                 }
                 Ok(())
             }
@@ -235,7 +250,12 @@ impl Link {
                     r?
                 }
             };
-            let Some((h, payload)) = chunk else { return Ok(None) };
+            let Some((h, payload)) = chunk else {
+                if self.joiner.is_open() {
+                    return Err(Error::protocol(&self.peer, "the connection closed in the middle of a chunked frame"));
+                }
+                return Ok(None);
+            };
             if let Some(frame) = self.joiner.push_vec(h, payload).map_err(|e| Error::frame(&self.peer, e))? {
                 return Ok(Some(frame));
             }

@@ -139,6 +139,7 @@ fn calls_over_shared_memory_between_processes() {
     exercise(&mut c);
     // A second client at the same time gets its own rings.
     let mut c2 = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+    assert_eq!(c2.transport(), TransportKind::Shm);
     assert_eq!(c2.call(b"abc").unwrap(), b"cba");
     assert_eq!(c.call(b"xy").unwrap(), b"yx");
 }
