@@ -9,8 +9,8 @@ use shmring_rpc::{Addr, Client, ClientOptions, TransportKind};
 pub struct PingArgs {
     /// The server: unix:PATH or tcp:HOST:PORT.
     addr: String,
-    /// How many pings.
-    #[arg(long, short = 'c', default_value_t = 5)]
+    /// How many pings (at least 1).
+    #[arg(long, short = 'c', default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     count: u32,
     /// Bytes of payload in each ping.
     #[arg(long, short = 's', default_value_t = 64)]

@@ -164,6 +164,7 @@ fn participants(head: &[u8]) -> Participants {
         let word = u64_at(head, at + offset_of!(Participant, word));
         let (pid, _generation, state) = header::participant_fields(word);
         let start_time = u64_at(head, at + offset_of!(Participant, start_time));
+        let reason = RawReason::parse(head, at + offset_of!(Participant, reason));
         let alive = match state {
             PARTICIPANT_FREE => continue,
             // Start time not written yet: the pid alone decides.
@@ -171,7 +172,6 @@ fn participants(head: &[u8]) -> Participants {
             PARTICIPANT_ATTACHED => alive(pid, start_time),
             // Its holder left (after an error): not alive, not dead.
             PARTICIPANT_ABORTED => {
-                let reason = RawReason::parse(head, at + offset_of!(Participant, reason));
                 if let Err(what) = reason.text() {
                     out.problems.push(format!("participant entry {index}: {what}"));
                 }
@@ -187,7 +187,7 @@ fn participants(head: &[u8]) -> Participants {
             pid,
             state,
             alive,
-            reason: RawReason::parse(head, at + offset_of!(Participant, reason)),
+            reason,
             enq: claim(
                 u64_at(head, at + offset_of!(Participant, enq_start)),
                 u64_at(head, at + offset_of!(Participant, enq_count)),

@@ -748,13 +748,13 @@ fn recv_whose_output_reader_leaves_exits_0_and_send_says_the_receiver_left() {
 #[test]
 fn waiting_for_a_peer_is_said_after_2_s_and_timeout_gives_up() {
     let name = Name::new("nopeer");
-    let recv = Proc(shmring(&["recv", "--timeout", "2.5", &name.0]).stderr(Stdio::piped()).spawn().unwrap());
+    let recv = Proc(shmring(&["recv", "--timeout", "4", &name.0]).stderr(Stdio::piped()).spawn().unwrap());
     let (st, err, took) = wait_for_exit(recv);
     assert!(!st.success());
     assert!(err.contains(&format!("waiting for a producer on /{}", name.0)), "{err}");
     assert!(err.contains("gave up"), "{err}");
     assert_eq!(err.matches("waiting for").count(), 1, "said once: {err}");
-    assert!(took >= Duration::from_millis(2500), "gave up early: {took:?}");
+    assert!(took >= Duration::from_secs(4), "gave up early: {took:?}");
     assert!(!std::path::Path::new(&name.dev_path()).exists(), "the unused segment is removed");
 
     // A sender whose ring fills with nobody reading.

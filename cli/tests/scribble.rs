@@ -104,13 +104,17 @@ fn trial(seed: u64) -> Outcome {
     // scribbler writes. A sender that has quit ends the feeding.
     let mut stdin = send.child.stdin.take().unwrap();
     let feed = input.clone();
+    // Returns when it stopped feeding: a side may legitimately run until the
+    // later of that and the scribbler's end.
     let feeder = std::thread::spawn(move || {
         for piece in feed.chunks(64 << 10) {
             if stdin.write_all(piece).is_err() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        drop(stdin);
+        Instant::now()
     });
     let mut out = recv.child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -195,7 +199,7 @@ fn trial(seed: u64) -> Outcome {
     }
     let (recv_at, recv_st) = recv.ended.unwrap_or_else(|| panic!("{}", report("recv never ended")));
     let (send_at, send_st) = send.ended.unwrap_or_else(|| panic!("{}", report("send never ended")));
-    feeder.join().unwrap();
+    let fed = feeder.join().unwrap();
     let output = reader.join().unwrap();
     let o = Outcome {
         seed,
@@ -208,8 +212,12 @@ fn trial(seed: u64) -> Outcome {
     };
     assert!(o.recv.code().is_some() && o.send.code().is_some(), "{}", report(&format!("ended by a signal: {o:?}")));
     for (side, at) in [("recv", recv_at), ("send", send_at)] {
-        let late = at.saturating_duration_since(stopped);
-        assert!(late <= GRACE, "{}", report(&format!("{side} ended {late:?} after the scribbler: {o:?}")));
+        let late = at.saturating_duration_since(stopped.max(fed));
+        assert!(
+            late <= GRACE,
+            "{}",
+            report(&format!("{side} ended {late:?} after the scribbler and the input: {o:?}"))
+        );
     }
     let apart = if recv_at > send_at { recv_at - send_at } else { send_at - recv_at };
     assert!(apart <= GRACE, "{}", report(&format!("the sides ended {apart:?} apart: {o:?}")));

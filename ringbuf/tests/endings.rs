@@ -234,6 +234,8 @@ for_each_notifier! {
     fn an_identity_swapped_while_waiting_is_corrupted(kind) {
         for field in [offset_of!(RoleSlot, pid), offset_of!(RoleSlot, start_time)] {
             let (seg, tx, mut rx) = pair("swap-id", kind);
+            // The consumer copies the identity now, before the rewrite.
+            assert!(rx.peer_arrived().unwrap());
             let a = Attacker::new(&seg);
             let w = later(Duration::from_millis(150), move || {
                 // pid 1 is alive; a start time of 1 is nobody's.
@@ -307,7 +309,7 @@ for_each_notifier! {
                     a.write_u32(offset_of!(Header, flags), header::FLAG_POISONED);
                 } else {
                     // Entry 1 is the consumer's (the producer took entry 0).
-                    let at = CONTROL_OFFSET + offset_of!(MpmcControl, participants) + 128;
+                    let at = CONTROL_OFFSET + offset_of!(MpmcControl, participants) + STRIDE;
                     a.write_u64(at, header::participant_word(4242, 7, header::PARTICIPANT_ATTACHED));
                 }
             });
@@ -330,7 +332,7 @@ for_each_notifier! {
         let deadline = Instant::now() + NEVER;
         // Registered as a waiter, and its entry (1: the producer has 0) says
         // on which eventcount.
-        let parked_at = CONTROL_OFFSET + offset_of!(MpmcControl, participants) + 128 + offset_of!(Participant, parked);
+        let parked_at = CONTROL_OFFSET + offset_of!(MpmcControl, participants) + STRIDE + offset_of!(Participant, parked);
         let view = Segment::open(&seg.0).unwrap();
         // SAFETY: inside the MPMC header of the mapping, 4-aligned; a plain read of a word another process writes.
         let parked = || unsafe { std::ptr::read_volatile(view.as_ptr().add(parked_at) as *const u32) };
@@ -351,19 +353,22 @@ for_each_notifier! {
     }
 }
 
+/// Bytes between two participant entries.
+const STRIDE: usize = size_of::<crossbeam_utils::CachePadded<Participant>>();
+
 fn snapshot(loc: &Location) -> Snapshot {
     let (page, len) = shmring::segment::read_first_page(loc).unwrap();
     Snapshot::parse(&page, len)
 }
 
-/// (state, reason) of every non-free participant entry but the caller's
-/// own handles' (state 2 entries are listed too).
+/// (state, reason) of every participant entry that is neither free nor
+/// attached (attaching or aborted ones).
 fn mpmc_entries(loc: &Location) -> Vec<(u32, String)> {
     let seg = Segment::open(loc).unwrap();
     let base = CONTROL_OFFSET + offset_of!(MpmcControl, participants);
     let mut out = Vec::new();
     for i in 0..header::MPMC_MAX_PARTICIPANTS {
-        let at = base + i * 128;
+        let at = base + i * STRIDE;
         // SAFETY: the table lies inside the MPMC header of the mapping; plain reads of words others may write.
         let (word, reason) = unsafe {
             let p = seg.as_ptr().add(at);
