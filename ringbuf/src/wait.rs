@@ -265,8 +265,10 @@ impl EventCount {
 
     /// Wake every waiter, if there is any. Call after publishing the change
     /// (with Release) that waiters wait for. No system call when nobody waits.
+    /// Returns whether a waiter was registered (the caller then also rings
+    /// the peer's [`Doorbell`], if it has one).
     #[inline]
-    pub fn notify(&self) {
+    pub fn notify(&self) -> bool {
         // SeqCst fence: pairs with the fence in `prepare_wait`. Orders the
         // caller's publication before our read of the waiter count.
         full_fence();
@@ -274,6 +276,7 @@ impl EventCount {
         if waiters != 0 {
             self.notify_slow(waiters);
         }
+        waiters != 0
     }
 
     #[cold]
@@ -322,6 +325,9 @@ impl EventCount {
         }
     }
 }
+
+mod doorbell;
+pub use doorbell::{Doorbell, Registration};
 
 #[cfg(not(loom))]
 mod sem;

@@ -21,6 +21,7 @@ use loom_support::model;
 use shmring::EventCount;
 use shmring::header::NotifierKind;
 use shmring::spsc::{Consumer, Producer, loom_pair, loom_pair_with, record_size};
+use shmring::wait::Doorbell;
 
 /// Payload of message `i` with `len` bytes: every byte depends on both the
 /// message and its position, so a torn, shifted or stale read is caught.
@@ -186,6 +187,69 @@ fn spsc_full_blocks_producer_semaphore() {
     const LENS: &[usize] = &[16, 16, 0, 16];
     model(|| {
         exchange(loom_pair_with(32, NotifierKind::Semaphore), LENS);
+    });
+}
+
+/// Model 7 — the doorbell of an async consumer. The consumer sleeps on
+/// its doorbell, not in `recv`: it registers (`register_waiter`),
+/// re-checks with `try_recv`, and only then blocks on the doorbell (modelled
+/// without a timeout: a lost ring is a deadlock). The producer, given the
+/// doorbell, sends two records and closes; each publish and the close ring
+/// it if they find the consumer registered. The consumer must get both
+/// records, then end of stream.
+#[test]
+fn doorbell_no_lost_wakeup() {
+    model(|| {
+        let (mut tx, mut rx) = loom_pair(64);
+        let bell = Doorbell::new().unwrap();
+        tx.set_doorbell(Some(bell.clone()));
+        let producer = thread::spawn(move || {
+            tx.send(&payload(0, 5)).unwrap();
+            tx.send(&payload(1, 3)).unwrap();
+        });
+        let mut got = Vec::new();
+        loop {
+            let reg = rx.register_waiter();
+            match rx.try_recv() {
+                Ok(Some(rec)) => got.push(rec.to_vec()),
+                Ok(None) => break,
+                Err(shmring::Error::WouldBlock { .. }) => {
+                    bell.wait(std::time::Duration::MAX);
+                    bell.drain();
+                }
+                Err(e) => panic!("try_recv: {e}"),
+            }
+            drop(reg);
+        }
+        assert_eq!(got, [payload(0, 5), payload(1, 3)]);
+        producer.join().unwrap();
+    });
+}
+
+/// Model 8 — a publisher rings nobody's doorbell when nobody registered:
+/// the consumer polls with `try_recv` (never registering) until the
+/// stream ends; the doorbell must never have been rung.
+#[test]
+fn doorbell_silent_without_waiter() {
+    model(|| {
+        let (mut tx, mut rx) = loom_pair(64);
+        let bell = Doorbell::new().unwrap();
+        tx.set_doorbell(Some(bell.clone()));
+        let producer = thread::spawn(move || {
+            tx.send(&payload(0, 5)).unwrap();
+        });
+        let mut got = 0;
+        loop {
+            match rx.try_recv() {
+                Ok(Some(_)) => got += 1,
+                Ok(None) => break,
+                Err(shmring::Error::WouldBlock { .. }) => thread::yield_now(),
+                Err(e) => panic!("try_recv: {e}"),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, 1);
+        assert_eq!(bell.rung(), 0, "rang with nobody registered");
     });
 }
 

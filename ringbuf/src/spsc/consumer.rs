@@ -11,7 +11,7 @@ use crate::liveness::ProcessId;
 use crate::ring::Health;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
-use crate::wait::{Attempt, WaitPolicy, block_on};
+use crate::wait::{Attempt, Doorbell, Registration, WaitPolicy, block_on};
 
 /// The consuming end of an SPSC ring. See [`Producer`] for an example, and
 /// for how a stream ends.
@@ -134,6 +134,44 @@ impl Consumer {
     /// Set how blocking calls wait.
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
         self.policy = policy;
+    }
+
+    /// Ring `bell` (the producer's) whenever a release of room finds the
+    /// producer registered as a waiter, besides the eventcount's own
+    /// wake-up, and when this end closes or aborts. `None` stops ringing.
+    /// See [`Doorbell`].
+    pub fn set_doorbell(&mut self, bell: Option<Doorbell>) {
+        self.sh.doorbell = bell;
+    }
+
+    /// Register as waiting for records, for a caller that sleeps on its own
+    /// [`Doorbell`] instead of in [`Consumer::recv`]: while the returned
+    /// registration lives, every publish of the producer notifies (and rings
+    /// the doorbell the producer was given), as does its close or abort.
+    /// Re-check with [`Consumer::try_recv`] after registering and before
+    /// sleeping, or a record published in between is missed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shmring::{Location, RingOptions, spsc::{Consumer, Producer}, wait::Doorbell};
+    /// let loc = Location::shm(format!("doc-doorbell-{}", std::process::id()));
+    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut rx = Consumer::open(&loc)?;
+    /// loc.unlink()?;
+    /// let bell = Doorbell::new()?;         // the consumer's; sent to the producer's process
+    /// tx.set_doorbell(Some(bell.clone()));
+    ///
+    /// tx.send(b"early")?;                  // nobody registered: no ring
+    /// assert!(!bell.drain());
+    /// let reg = rx.register_waiter();      // about to sleep: register...
+    /// assert!(rx.try_recv()?.is_some());   // ...re-check: "early" was there
+    /// tx.send(b"late")?;                   // registered: the producer rings
+    /// assert!(bell.drain());
+    /// drop(reg);
+    /// # Ok(()) }
+    /// ```
+    pub fn register_waiter(&self) -> Registration {
+        self.sh.register(&self.sh.ctl().data_ready)
     }
 
     /// Data region size in bytes.
@@ -307,7 +345,7 @@ impl Consumer {
             // it overwrites them.
             self.sh.ctl().head.store(self.head, Ordering::Release);
             self.published = self.head;
-            self.sh.ctl().space_free.notify();
+            self.sh.notify(&self.sh.ctl().space_free);
         }
     }
 

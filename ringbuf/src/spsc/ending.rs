@@ -140,7 +140,7 @@ impl Shared {
             Some(why) => self.abort(slot, &why),
             None => self.close(slot, seal),
         }
-        peer_waits.notify();
+        self.notify(peer_waits);
     }
 
     /// End our role cleanly. A producer passes its final position, which

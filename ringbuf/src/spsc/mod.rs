@@ -49,7 +49,7 @@ use crate::region::Region;
 use crate::ring;
 use crate::segment::{CreateOptions, Location, Segment};
 use crate::sync::Ordering;
-use crate::wait::WaitPolicy;
+use crate::wait::{Doorbell, EventCount, Registration, WaitPolicy};
 
 mod consumer;
 mod ending;
@@ -170,6 +170,8 @@ struct Shared {
     name: String,
     /// The header as we opened it (unused under loom, which has no header).
     fixed: header::FixedWords,
+    /// The peer's doorbell, rung after a notify that finds it parked.
+    doorbell: Option<Doorbell>,
     _keep: Arc<dyn Any + Send + Sync>,
 }
 
@@ -181,6 +183,22 @@ impl Shared {
     fn ctl(&self) -> &SpscControl {
         // SAFETY: `ctl` points into memory kept alive by `_keep`; the control block is made of atomics, so shared references are fine.
         unsafe { self.ctl.as_ref() }
+    }
+
+    /// Wake whoever waits on `ec`: a parked peer thread (the eventcount's
+    /// own notifier) and, if we were given one, the peer's doorbell.
+    #[inline(always)]
+    fn notify(&self, ec: &EventCount) {
+        if ec.notify()
+            && let Some(bell) = &self.doorbell
+        {
+            bell.ring();
+        }
+    }
+
+    /// Register as a waiter on `ec` for a caller that sleeps on a doorbell.
+    fn register(&self, ec: &EventCount) -> Registration {
+        Registration::new(ec, Arc::clone(&self._keep))
     }
 
     fn poison(&self, what: String) -> Error {
@@ -253,7 +271,16 @@ fn shared_from_segment(seg: Segment, opts: &RingOptions) -> Result<Shared> {
     };
     // SAFETY: the mapping is at least HEADER_LEN bytes (validated by `wait_ready`), page-aligned; the header is made of atomics.
     let fixed = header::FixedWords::read(unsafe { &*(base as *const Header) });
-    Ok(Shared { ctl, header: NonNull::new(base as *mut Header), region, capacity, name, fixed, _keep: Arc::new(seg) })
+    Ok(Shared {
+        ctl,
+        header: NonNull::new(base as *mut Header),
+        region,
+        capacity,
+        name,
+        fixed,
+        doorbell: None,
+        _keep: Arc::new(seg),
+    })
 }
 
 /// Create and initialise an SPSC segment at `loc`. Neither role is claimed;
@@ -360,6 +387,7 @@ pub fn loom_pair_with(capacity: u64, notifier: NotifierKind) -> (Producer, Consu
         capacity,
         name: "loom".into(),
         fixed: header::FixedWords::default(),
+        doorbell: None,
         _keep: keep,
     };
     let (ps, cs) = (mk(heap.clone()), mk(heap));

@@ -12,7 +12,7 @@ use crate::liveness::ProcessId;
 use crate::ring::Health;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
-use crate::wait::{Attempt, WaitPolicy, block_on};
+use crate::wait::{Attempt, Doorbell, Registration, WaitPolicy, block_on};
 
 /// The producing end of an SPSC ring.
 ///
@@ -154,6 +154,25 @@ impl Producer {
     /// Set how blocking calls wait.
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
         self.policy = policy;
+    }
+
+    /// Ring `bell` (the consumer's) whenever a publish finds the consumer
+    /// registered as a waiter, besides the eventcount's own wake-up: for a
+    /// consumer that sleeps on its doorbell rather than in
+    /// [`Consumer::recv`](crate::spsc::Consumer::recv) (an async task).
+    /// `None` stops ringing. See [`Doorbell`].
+    pub fn set_doorbell(&mut self, bell: Option<Doorbell>) {
+        self.sh.doorbell = bell;
+    }
+
+    /// Register as waiting for room, for a caller that sleeps on its own
+    /// [`Doorbell`] instead of in [`Producer::grant`]: while the returned
+    /// registration lives, every release of the consumer notifies (and
+    /// rings the doorbell the consumer was given). Re-check with
+    /// [`Producer::try_grant`] after registering and before sleeping, or a
+    /// release that came in between is missed.
+    pub fn register_waiter(&self) -> Registration {
+        self.sh.register(&self.sh.ctl().space_free)
     }
 
     /// Data region size in bytes.
@@ -577,7 +596,7 @@ impl Producer {
         // `tail`; `fill` and `inspect` read it too.
         self.sh.ctl().tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
-        self.sh.ctl().data_ready.notify();
+        self.sh.notify(&self.sh.ctl().data_ready);
     }
 
     /// After a batch of several records, start the next batch so that its
