@@ -152,6 +152,52 @@ pub enum Error {
     Timeout,
 }
 
+/// A copy of the error, for reporting one failure to several waiters. The
+/// source of [`Error::Io`] is rebuilt from its OS error code (or its kind
+/// and message), as `std::io::Error` is not `Clone`.
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        use Error::*;
+        match self {
+            Io { op, target, source } => Io { op, target: target.clone(), source: clone_io(source) },
+            AlreadyExists(s) => AlreadyExists(s.clone()),
+            NotFound(s) => NotFound(s.clone()),
+            NotReady(s) => NotReady(s.clone()),
+            BadMagic(s) => BadMagic(s.clone()),
+            VersionMismatch { segment, found, expected } => {
+                VersionMismatch { segment: segment.clone(), found: *found, expected: *expected }
+            }
+            KindMismatch { segment, found, expected } => {
+                KindMismatch { segment: segment.clone(), found: found.clone(), expected }
+            }
+            TypeMismatch { segment, found, expected } => {
+                TypeMismatch { segment: segment.clone(), found: found.clone(), expected: expected.clone() }
+            }
+            Corrupted { segment, what } => Corrupted { segment: segment.clone(), what: what.clone() },
+            InvalidArgument(s) => InvalidArgument(s.clone()),
+            RoleTaken { segment, role, pid } => RoleTaken { segment: segment.clone(), role, pid: *pid },
+            Stale { segment, role, pid } => Stale { segment: segment.clone(), role, pid: *pid },
+            PeerDied { segment, role, pid } => PeerDied { segment: segment.clone(), role, pid: *pid },
+            PeerAborted { segment, role, pid, reason } => {
+                PeerAborted { segment: segment.clone(), role, pid: *pid, reason: reason.clone() }
+            }
+            TooManyParticipants { segment, max } => TooManyParticipants { segment: segment.clone(), max: *max },
+            Closed(s) => Closed(s.clone()),
+            WouldBlock { full } => WouldBlock { full: *full },
+            Timeout => Timeout,
+        }
+    }
+}
+
+/// A copy of an I/O error: the same OS error code, or the same kind and
+/// message.
+fn clone_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

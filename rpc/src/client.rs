@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 
 use shmring::Segment;
 use shmring::spsc::{Consumer, Producer};
+use shmring::wait::Doorbell;
 
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Frame, Kind};
-use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Status, VERSION, WAKE_FUTEX, Welcome, set_timeouts};
+use crate::handshake::{
+    self, HANDSHAKE_TIMEOUT, Hello, Status, VERSION, WAKE_DOORBELL, WAKE_FUTEX, Welcome, set_timeouts,
+};
 use crate::options::{ClientOptions, TRANSPORT_ENV};
-use crate::transport::{Link, Stream, TransportKind};
+use crate::transport::{Link, Rings, Stream, TransportKind};
 
 /// A blocking client: one call at a time on one connection.
 ///
@@ -64,7 +67,7 @@ impl Client {
                     }
                 };
                 let s = UnixStream::connect(path).map_err(|e| Error::io(format!("connect {peer}"), e))?;
-                connect_unix(s, offer, opts, peer)?
+                connect_unix(s, offer, opts, WAKE_FUTEX, peer)?
             }
             Addr::Tcp(hostport) => {
                 if wanted.is_some_and(|t| t != TransportKind::Tcp) {
@@ -91,7 +94,7 @@ impl Client {
                 return Err(Error::InvalidArgument(format!("{name}: a UNIX socket cannot carry tcp")));
             }
         };
-        let link = connect_unix(stream, offer, opts, name.to_owned())?;
+        let link = connect_unix(stream, offer, opts, WAKE_FUTEX, name.to_owned())?;
         Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
     }
 
@@ -176,12 +179,19 @@ impl Client {
 }
 
 /// Connect over a UNIX socket: shared memory if both sides can, else frames
-/// over the socket.
-fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, peer: String) -> Result<Link> {
+/// over the socket. `wait` says how this client waits ([`WAKE_FUTEX`]: a
+/// blocking thread; [`handshake::WAKE_DOORBELL`]: an async task).
+pub(crate) fn connect_unix(
+    mut s: UnixStream,
+    offer: u16,
+    opts: &ClientOptions,
+    wait: u16,
+    peer: String,
+) -> Result<Link> {
     set_timeouts(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-    let hello = Hello { version: VERSION, transports: offer, wakeups: WAKE_FUTEX, max_frame: opts.max_frame };
+    let hello = Hello { version: VERSION, transports: offer, wakeups: wait, max_frame: opts.max_frame };
     s.write_all(&hello.encode()).map_err(|e| Error::io(format!("sending the hello to {peer}"), e))?;
-    let (bytes, fds) = handshake::recv_with_fds(&mut s, 2, &peer)?;
+    let (bytes, fds) = handshake::recv_with_fds(&mut s, handshake::MAX_FDS, &peer)?;
     let w = welcome(&mut s, &bytes, &peer)?;
     if w.fds as usize != fds.len() {
         return Err(Error::protocol(&peer, format!("announced {} file descriptors and sent {}", w.fds, fds.len())));
@@ -194,11 +204,11 @@ fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, peer: Strin
     }
     let max_frame = u64::from(w.max_frame.min(opts.max_frame));
     if TransportKind::from_bit(w.transport) == Some(TransportKind::Shm) {
-        match attach_rings(fds, &peer, opts) {
-            Ok((tx, rx)) => {
+        match attach_rings(fds, &peer, opts, wait, w.wakeup) {
+            Ok((tx, rx, bell)) => {
                 s.write_all(&handshake::ready(true)).map_err(|e| Error::io(format!("sending ready to {peer}"), e))?;
                 set_timeouts(&s, None).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-                return Ok(Link::shm(tx, rx, s, peer, max_frame));
+                return Ok(Link::shm(Rings { tx, rx, socket: s, bell }, peer, max_frame));
             }
             Err(e) if offer & TransportKind::Unix.bit() != 0 => {
                 tracing::warn!("{peer}: shared memory failed ({e}); falling back to frames over the socket");
@@ -211,7 +221,7 @@ fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, peer: Strin
     Ok(Link::stream(Stream::Unix(s), peer, max_frame))
 }
 
-fn connect_tcp(mut s: TcpStream, opts: &ClientOptions, peer: String) -> Result<Link> {
+pub(crate) fn connect_tcp(mut s: TcpStream, opts: &ClientOptions, peer: String) -> Result<Link> {
     let cfg = |s: &TcpStream, t| s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t));
     cfg(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
     let hello = Hello {
@@ -245,17 +255,40 @@ fn welcome(s: &mut impl Read, bytes: &[u8; 32], peer: &str) -> Result<Welcome> {
 }
 
 /// Check, map and attach the two rings the server sent: ours to produce on
-/// (client to server), then ours to consume from.
-fn attach_rings(fds: Vec<std::os::fd::OwnedFd>, peer: &str, opts: &ClientOptions) -> Result<(Producer, Consumer)> {
+/// (client to server), then ours to consume from; then our doorbell if we
+/// wait on one (`ours`), then the server's if it does (`theirs`), which our
+/// ends ring.
+fn attach_rings(
+    fds: Vec<std::os::fd::OwnedFd>,
+    peer: &str,
+    opts: &ClientOptions,
+    ours: u16,
+    theirs: u16,
+) -> Result<(Producer, Consumer, Option<Doorbell>)> {
+    let want = 2 + usize::from(ours == WAKE_DOORBELL) + usize::from(theirs == WAKE_DOORBELL);
+    if fds.len() != want {
+        return Err(Error::protocol(
+            peer,
+            format!("sent {} file descriptors for shared memory, expected {want}", fds.len()),
+        ));
+    }
     let mut fds = fds.into_iter();
     let (Some(c2s), Some(s2c)) = (fds.next(), fds.next()) else {
         return Err(Error::protocol(peer, "announced shared memory without its two rings"));
     };
+    let bell = |fd: Option<std::os::fd::OwnedFd>| -> Result<Doorbell> {
+        let fd = fd.ok_or_else(|| Error::protocol(peer, "a doorbell is missing"))?;
+        Doorbell::from_fd(fd).map_err(|e| Error::protocol(peer, format!("sent a bad doorbell: {e}")))
+    };
+    let own = if ours == WAKE_DOORBELL { Some(bell(fds.next())?) } else { None };
+    let server = if theirs == WAKE_DOORBELL { Some(bell(fds.next())?) } else { None };
     handshake::check_seals(&c2s, peer)?;
     handshake::check_seals(&s2c, peer)?;
     let mut tx = Producer::attach(Segment::from_fd(c2s, "rpc-c2s")?)?;
     let mut rx = Consumer::attach(Segment::from_fd(s2c, "rpc-s2c")?)?;
     tx.set_wait_policy(opts.policy);
     rx.set_wait_policy(opts.policy);
-    Ok((tx, rx))
+    tx.set_doorbell(server.clone());
+    rx.set_doorbell(server);
+    Ok((tx, rx, own))
 }

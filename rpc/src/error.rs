@@ -57,6 +57,33 @@ pub enum Error {
     InvalidArgument(String),
 }
 
+/// A copy of the error, for failing every call pending on a connection
+/// with the error that ended it. The source of [`Error::Io`] is rebuilt
+/// from its OS error code (or its kind and message).
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        match self {
+            Error::Io { what, source } => {
+                let source = match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                };
+                Error::Io { what: what.clone(), source }
+            }
+            Error::Ring(e) => Error::Ring(e.clone()),
+            Error::Protocol { peer, what } => Error::Protocol { peer: peer.clone(), what: what.clone() },
+            Error::PermissionDenied(s) => Error::PermissionDenied(s.clone()),
+            Error::Version { peer, theirs, ours } => {
+                Error::Version { peer: peer.clone(), theirs: *theirs, ours: *ours }
+            }
+            Error::Remote(s) => Error::Remote(s.clone()),
+            Error::Closed(s) => Error::Closed(s.clone()),
+            Error::Timeout(s) => Error::Timeout(s.clone()),
+            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
+        }
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! client                                                   server
-//! Hello   32 B: magic, version, transports, wake-ups, max frame ──►
+//! Hello   32 B: magic, version, transports, how the client waits, max frame ──►
 //!                                              SO_PEERCRED: uid allowed?
-//!       ◄── Welcome 32 B: magic, version, status, transport, wake-up,
-//!           max frame, ring capacity, fd count, message length
-//!           (+ two sealed memfds by SCM_RIGHTS when the transport is shm;
+//!       ◄── Welcome 32 B: magic, version, status, transport, how the server
+//!           waits, max frame, ring capacity, fd count, message length
+//!           (+ by SCM_RIGHTS when the transport is shm: two sealed memfds,
+//!           then the client's doorbell if the client waits on one, then the
+//!           server's if the server does;
 //!           + the message, UTF-8, when the status is not OK)
 //! check seals, map, validate the rings as untrusted segments
 //! Ready   16 B: magic, status (0 rings attached, 1 fall back to the socket) ──►
@@ -19,6 +21,13 @@
 //! default): garbage, a short read, a wrong fd count, version skew or
 //! silence ends that connection with an error on both sides, and only that
 //! connection.
+//!
+//! How each side waits for the other is one bit: [`WAKE_FUTEX`] for a
+//! thread that sleeps in the ring's own wait (the blocking [`crate::Client`]
+//! and [`crate::Server`]), [`WAKE_DOORBELL`] for an async task that sleeps
+//! on an eventfd (`shmring::wait::Doorbell`). The server creates every
+//! doorbell and passes them with the rings; each side then gives its ring
+//! ends the *other* side's doorbell to ring.
 //!
 //! The rings live in two memfds, one per direction, rather than one: each
 //! is then a whole segment, which the core maps and validates as any
@@ -40,12 +49,19 @@ use crate::transport::TransportKind;
 
 /// First 8 bytes of every handshake message.
 pub const MAGIC: [u8; 8] = *b"SHMRPC\0\x01";
-/// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this build speaks (2: how each side waits, and
+/// doorbells passed with the rings).
+pub const VERSION: u16 = 2;
 /// How long each side waits for the other's next handshake message.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Wake-up method bit: a shared futex (the only one so far).
+/// Wake-up bit: this side waits in the rings' own eventcount (a shared
+/// futex): a blocking thread.
 pub const WAKE_FUTEX: u16 = 1;
+/// Wake-up bit: this side waits on a doorbell (an eventfd) its peer rings:
+/// an async task.
+pub const WAKE_DOORBELL: u16 = 2;
+/// Most file descriptors a welcome carries: two rings and two doorbells.
+pub(crate) const MAX_FDS: usize = 4;
 /// Longest refusal message, in bytes.
 const MESSAGE_MAX: u32 = 512;
 
@@ -56,7 +72,7 @@ pub struct Hello {
     pub version: u16,
     /// Transports the client accepts, as a bitmask of `TransportKind` bits.
     pub transports: u16,
-    /// Wake-up methods it supports ([`WAKE_FUTEX`]).
+    /// How the client waits: [`WAKE_FUTEX`] or [`WAKE_DOORBELL`].
     pub wakeups: u16,
     /// The largest frame payload it will send or accept, in bytes.
     pub max_frame: u32,
@@ -84,13 +100,14 @@ pub struct Welcome {
     pub status: Status,
     /// The chosen transport's bit.
     pub transport: u16,
-    /// The chosen wake-up method's bit.
+    /// How the server waits: [`WAKE_FUTEX`] or [`WAKE_DOORBELL`].
     pub wakeup: u16,
     /// The largest frame payload either side may send.
     pub max_frame: u32,
     /// Bytes of each ring (shm only).
     pub ring_capacity: u32,
-    /// File descriptors sent with this message: 2 for shm, else 0.
+    /// File descriptors sent with this message: for shm 2, plus one per
+    /// side that waits on a doorbell; else 0.
     pub fds: u32,
     /// Bytes of the UTF-8 message that follows (a refusal's reason).
     pub message_len: u32,
@@ -128,6 +145,9 @@ impl Hello {
         };
         if h.transports == 0 || h.transports & !7 != 0 {
             return Err(format!("hello offers transports {:#x}", h.transports));
+        }
+        if h.wakeups != WAKE_FUTEX && h.wakeups != WAKE_DOORBELL {
+            return Err(format!("hello says the client waits by {:#x}", h.wakeups));
         }
         Ok(h)
     }
@@ -178,8 +198,14 @@ impl Welcome {
             return Err(format!("welcome announces a message of {} bytes", w.message_len));
         }
         if w.status == Status::Ok {
-            let want_fds = if TransportKind::from_bit(w.transport) == Some(TransportKind::Shm) { 2 } else { 0 };
-            if TransportKind::from_bit(w.transport).is_none() || w.fds != want_fds {
+            if w.wakeup != WAKE_FUTEX && w.wakeup != WAKE_DOORBELL {
+                return Err(format!("welcome says the server waits by {:#x}", w.wakeup));
+            }
+            let shm = TransportKind::from_bit(w.transport) == Some(TransportKind::Shm);
+            if TransportKind::from_bit(w.transport).is_none()
+                || (shm && !(2..=4).contains(&w.fds))
+                || (!shm && w.fds != 0)
+            {
                 return Err(format!("welcome chose transport {:#x} with {} fds", w.transport, w.fds));
             }
         }
@@ -342,7 +368,10 @@ mod tests {
             message_len: 0,
         };
         assert_eq!(Welcome::decode(&w.encode()), Ok(w));
-        assert!(Welcome::decode(&Welcome { fds: 1, ..w }.encode()).is_err(), "shm comes with two fds");
+        assert!(Welcome::decode(&Welcome { fds: 1, ..w }.encode()).is_err(), "shm comes with two fds or more");
+        assert!(Welcome::decode(&Welcome { fds: 5, ..w }.encode()).is_err(), "and at most four");
+        assert!(Welcome::decode(&Welcome { wakeup: 3, ..w }.encode()).is_err(), "one way of waiting");
+        assert!(Hello::decode(&Hello { wakeups: 0, ..h }.encode()).is_err());
         assert!(Welcome::decode(&Welcome { transport: 8, fds: 0, ..w }.encode()).is_err());
         assert!(Welcome::decode(&Welcome { message_len: 100_000, ..w }.encode()).is_err());
         assert_eq!(decode_ready(&ready(true)), Ok(true));

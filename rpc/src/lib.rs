@@ -39,6 +39,7 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod accept;
 mod access;
 mod addr;
 mod client;

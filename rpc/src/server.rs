@@ -1,24 +1,20 @@
 //! The server: bind, accept, the server's side of the handshake, and
 //! answering calls, one thread per client.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shmring::spsc::{self, Consumer, Producer};
-use shmring::{RingOptions, Segment};
-
+use crate::accept::accept;
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Kind};
-use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Status, VERSION, WAKE_FUTEX, Welcome, set_timeouts};
+use crate::handshake::WAKE_FUTEX;
 use crate::options::ServerOptions;
-use crate::transport::{Link, Stream, TransportKind};
+use crate::transport::Stream;
 
 /// The handler a server runs for each request.
 type Handler = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
@@ -163,7 +159,7 @@ fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {
 
 /// Handshake with one client, then answer its frames until it leaves.
 fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &dyn Fn(&[u8]) -> Vec<u8>) -> Result<()> {
-    let mut link = accept(stream, peer, opts)?;
+    let mut link = accept(stream, peer, opts, WAKE_FUTEX)?;
     loop {
         let Some(f) = link.recv(None)? else { return Ok(()) };
         match f.kind {
@@ -185,151 +181,4 @@ fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &dyn Fn(
             other => return Err(Error::protocol(peer, format!("a client sent a {other:?} frame"))),
         }
     }
-}
-
-/// The server's side of the handshake.
-fn accept(stream: Stream, peer: &str, opts: &ServerOptions) -> Result<Link> {
-    match stream {
-        Stream::Unix(s) => accept_unix(s, peer, opts),
-        Stream::Tcp(mut s) => {
-            let cfg = |s: &TcpStream, t| s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t));
-            cfg(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-            let mut b = [0u8; 32];
-            s.read_exact(&mut b).map_err(|e| Error::io(format!("reading the hello of {peer}"), e))?;
-            let hello = Hello::decode(&b).map_err(|what| Error::protocol(peer, what))?;
-            let (w, message) = choose(&hello, opts, TransportKind::Tcp.bit(), None);
-            s.write_all(&w.encode())
-                .and_then(|()| s.write_all(message.as_bytes()))
-                .map_err(|e| Error::io(format!("sending the welcome to {peer}"), e))?;
-            refused(&w, &message, peer)?;
-            let mut r = [0u8; 16];
-            s.read_exact(&mut r).map_err(|e| Error::io(format!("reading ready from {peer}"), e))?;
-            handshake::decode_ready(&r).map_err(|what| Error::protocol(peer, what))?;
-            cfg(&s, None).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-            Ok(Link::stream(Stream::Tcp(s), peer.to_owned(), u64::from(w.max_frame)))
-        }
-    }
-}
-
-fn accept_unix(mut s: UnixStream, peer: &str, opts: &ServerOptions) -> Result<Link> {
-    set_timeouts(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-    let cred = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(|e| Error::io(format!("SO_PEERCRED of {peer}"), e.into()))?;
-    let peer = format!("{peer} (pid {}, uid {})", cred.pid(), cred.uid());
-    let mut b = [0u8; 32];
-    handshake::read_msg(&mut s, &mut b, &peer, "hello")?;
-    let hello = Hello::decode(&b).map_err(|what| Error::protocol(&peer, what))?;
-    let uid = (cred.uid(), cred.gid());
-    let allowed = opts.access.allows(uid.0, uid.1);
-    let offered = TransportKind::Shm.bit() | TransportKind::Unix.bit();
-    let (mut w, mut message) = choose(&hello, opts, offered, Some(allowed));
-    // Shared memory: two rings, each in its own sealed memfd. If that
-    // fails, fall back to frames over the socket (if the client takes them).
-    let mut rings = None;
-    if w.status == Status::Ok && TransportKind::from_bit(w.transport) == Some(TransportKind::Shm) {
-        match make_rings(opts, &peer) {
-            Ok(r) => rings = Some(r),
-            Err(e) if hello.transports & TransportKind::Unix.bit() != 0 => {
-                tracing::warn!("{peer}: shared memory failed ({e}); serving frames over the socket");
-                (w.transport, w.fds, w.ring_capacity) = (TransportKind::Unix.bit(), 0, 0);
-            }
-            Err(e) => {
-                message = format!("the server could not set up shared memory: {e}");
-                (w.status, w.transport, w.fds, w.message_len) = (Status::NoTransport, 0, 0, message.len() as u32);
-            }
-        }
-    }
-    let fds: Vec<_> = rings.iter().flat_map(|(c2s, s2c, ..)| [c2s.as_raw_fd(), s2c.as_raw_fd()]).collect();
-    let mut bytes = w.encode().to_vec();
-    bytes.extend_from_slice(message.as_bytes());
-    handshake::send_with_fds(&s, &bytes, &fds, &peer)?;
-    refused(&w, &message, &peer)?;
-    let mut r = [0u8; 16];
-    handshake::read_msg(&mut s, &mut r, &peer, "ready")?;
-    let mapped = handshake::decode_ready(&r).map_err(|what| Error::protocol(&peer, what))?;
-    set_timeouts(&s, None).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-    let max_frame = u64::from(w.max_frame);
-    match rings {
-        Some((_c2s, _s2c, tx, rx)) if mapped => Ok(Link::shm(tx, rx, s, peer, max_frame)),
-        // The client could not map them: frames over the socket.
-        _ => Ok(Link::stream(Stream::Unix(s), peer, max_frame)),
-    }
-}
-
-/// Turn a refusal sent to the client into the server's own error.
-fn refused(w: &Welcome, message: &str, peer: &str) -> Result<()> {
-    if w.status == Status::Ok {
-        return Ok(());
-    }
-    tracing::warn!("refused {peer}: {message}");
-    Err(match w.status {
-        Status::Denied => Error::PermissionDenied(peer.to_owned()),
-        _ => Error::protocol(peer, message.to_owned()),
-    })
-}
-
-/// The server's answer to `hello`, given the transports this socket can
-/// carry and (UNIX sockets) whether the client's user is allowed.
-fn choose(hello: &Hello, opts: &ServerOptions, possible: u16, allowed: Option<bool>) -> (Welcome, String) {
-    let mut w = Welcome {
-        version: VERSION,
-        status: Status::Ok,
-        transport: 0,
-        wakeup: WAKE_FUTEX,
-        max_frame: hello.max_frame.min(opts.max_frame).max(1),
-        ring_capacity: 0,
-        fds: 0,
-        message_len: 0,
-    };
-    let common = hello.transports & opts.transports & possible;
-    let (status, message) = if allowed == Some(false) {
-        (Status::Denied, "permission denied by server policy".to_owned())
-    } else if hello.version != VERSION {
-        (Status::Version, format!("the server speaks protocol version {VERSION}, the client {}", hello.version))
-    } else if hello.wakeups & WAKE_FUTEX == 0 {
-        (Status::NoTransport, "no wake-up method in common".to_owned())
-    } else if common == 0 {
-        (
-            Status::NoTransport,
-            format!(
-                "the client offers transports {:#x}, the server {:#x}",
-                hello.transports,
-                opts.transports & possible
-            ),
-        )
-    } else {
-        let t = [TransportKind::Shm, TransportKind::Unix, TransportKind::Tcp]
-            .into_iter()
-            .find(|t| common & t.bit() != 0)
-            .unwrap_or(TransportKind::Unix);
-        w.transport = t.bit();
-        if t == TransportKind::Shm {
-            (w.fds, w.ring_capacity) = (2, opts.ring_capacity);
-        }
-        (Status::Ok, String::new())
-    };
-    w.status = status;
-    w.message_len = message.len() as u32;
-    if status != Status::Ok {
-        (w.transport, w.fds, w.ring_capacity) = (0, 0, 0);
-    }
-    (w, message)
-}
-
-/// Two sealed memfd rings and the server's ends of them: it consumes the
-/// client-to-server ring and produces on the other.
-fn make_rings(opts: &ServerOptions, peer: &str) -> Result<(OwnedFd, OwnedFd, Producer, Consumer)> {
-    let ro = RingOptions::new().capacity(u64::from(opts.ring_capacity));
-    let c2s = spsc::create_memfd("rpc-c2s", &ro)?;
-    let s2c = spsc::create_memfd("rpc-s2c", &ro)?;
-    handshake::seal(c2s.fd(), peer)?;
-    handshake::seal(s2c.fd(), peer)?;
-    // Descriptors to send; the segments themselves become our ends.
-    let dup = |s: &Segment| s.fd().try_clone_to_owned().map_err(|e| Error::io(format!("dup of a ring for {peer}"), e));
-    let (c2s_fd, s2c_fd) = (dup(&c2s)?, dup(&s2c)?);
-    let mut rx = Consumer::attach(c2s)?;
-    let mut tx = Producer::attach(s2c)?;
-    rx.set_wait_policy(opts.policy);
-    tx.set_wait_policy(opts.policy);
-    Ok((c2s_fd, s2c_fd, tx, rx))
 }

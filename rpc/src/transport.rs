@@ -18,6 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use shmring::spsc::{Consumer, Producer};
+use shmring::wait::Doorbell;
 
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_MORE, Frame, Header, Joiner, Kind};
@@ -64,6 +65,7 @@ impl TransportKind {
 }
 
 /// A connected byte stream.
+#[derive(Debug)]
 pub(crate) enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
@@ -103,15 +105,18 @@ impl Write for Stream {
 }
 
 /// The two rings of a shared-memory connection.
-struct Rings {
-    tx: Producer,
-    rx: Consumer,
-    /// The handshake's socket, kept open for the life of the connection.
-    _socket: UnixStream,
+pub(crate) struct Rings {
+    pub(crate) tx: Producer,
+    pub(crate) rx: Consumer,
+    /// The handshake's socket, kept open for the life of the connection:
+    /// its end of file is the peer's death.
+    pub(crate) socket: UnixStream,
+    /// Our doorbell, if we wait on one (async); the peer rings it.
+    pub(crate) bell: Option<Doorbell>,
 }
 
 /// How the frames move.
-enum Path {
+pub(crate) enum Path {
     Shm(Box<Rings>),
     Stream(Stream),
 }
@@ -133,9 +138,15 @@ pub(crate) struct Link {
 const COALESCE: usize = 64 << 10;
 
 impl Link {
-    /// A link over two rings; `socket` stays open beside them.
-    pub(crate) fn shm(tx: Producer, rx: Consumer, socket: UnixStream, peer: String, max_frame: u64) -> Link {
-        Link::new(Path::Shm(Box::new(Rings { tx, rx, _socket: socket })), TransportKind::Shm, peer, max_frame)
+    /// A link over two rings; their socket stays open beside them.
+    pub(crate) fn shm(rings: Rings, peer: String, max_frame: u64) -> Link {
+        Link::new(Path::Shm(Box::new(rings)), TransportKind::Shm, peer, max_frame)
+    }
+
+    /// What the link is made of, for the async side to take over: the path,
+    /// the transport, the peer and the largest frame.
+    pub(crate) fn into_parts(self) -> (Path, TransportKind, String, u64) {
+        (self.path, self.kind, self.peer, self.max_frame)
     }
 
     /// A link over a socket.
