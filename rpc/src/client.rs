@@ -47,37 +47,7 @@ impl Client {
     /// handshake; [`Error::InvalidArgument`] for a transport the address
     /// cannot carry (or a bad `SHMRING_RPC_TRANSPORT`).
     pub fn connect(addr: &Addr, opts: &ClientOptions) -> Result<Client> {
-        let wanted = match opts.transport {
-            Some(t) => Some(t),
-            None => match std::env::var(TRANSPORT_ENV) {
-                Ok(v) => Some(TransportKind::from_name(&v).ok_or_else(|| {
-                    Error::InvalidArgument(format!("{TRANSPORT_ENV}={v:?}: expected unix, shm or tcp"))
-                })?),
-                Err(_) => None,
-            },
-        };
-        let peer = addr.to_string();
-        let link = match addr {
-            Addr::Unix(path) => {
-                let offer = match wanted {
-                    None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
-                    Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
-                    Some(TransportKind::Tcp) => {
-                        return Err(Error::InvalidArgument(format!("{peer}: a unix: address cannot carry tcp")));
-                    }
-                };
-                let s = UnixStream::connect(path).map_err(|e| Error::io(format!("connect {peer}"), e))?;
-                connect_unix(s, offer, opts, WAKE_FUTEX, peer)?
-            }
-            Addr::Tcp(hostport) => {
-                if wanted.is_some_and(|t| t != TransportKind::Tcp) {
-                    return Err(Error::InvalidArgument(format!("{peer}: a tcp: address carries tcp only")));
-                }
-                let s = TcpStream::connect(hostport).map_err(|e| Error::io(format!("connect {peer}"), e))?;
-                let _ = s.set_nodelay(true);
-                connect_tcp(s, opts, peer)?
-            }
-        };
+        let link = open_link(addr, opts, WAKE_FUTEX)?;
         Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
     }
 
@@ -87,14 +57,7 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`], but for reaching the address.
     pub fn connect_stream(stream: UnixStream, name: &str, opts: &ClientOptions) -> Result<Client> {
-        let offer = match opts.transport {
-            None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
-            Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
-            Some(TransportKind::Tcp) => {
-                return Err(Error::InvalidArgument(format!("{name}: a UNIX socket cannot carry tcp")));
-            }
-        };
-        let link = connect_unix(stream, offer, opts, WAKE_FUTEX, name.to_owned())?;
+        let link = open_stream_link(stream, name, opts, WAKE_FUTEX)?;
         Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
     }
 
@@ -178,16 +141,60 @@ impl Client {
     }
 }
 
+/// Connect to `addr` and agree on a transport; `wait` says how this client
+/// waits for the server ([`WAKE_FUTEX`] or [`WAKE_DOORBELL`]).
+pub(crate) fn open_link(addr: &Addr, opts: &ClientOptions, wait: u16) -> Result<Link> {
+    let wanted =
+        match opts.transport {
+            Some(t) => Some(t),
+            None => match std::env::var(TRANSPORT_ENV) {
+                Ok(v) => Some(TransportKind::from_name(&v).ok_or_else(|| {
+                    Error::InvalidArgument(format!("{TRANSPORT_ENV}={v:?}: expected unix, shm or tcp"))
+                })?),
+                Err(_) => None,
+            },
+        };
+    let peer = addr.to_string();
+    let link = match addr {
+        Addr::Unix(path) => {
+            let offer = match wanted {
+                None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
+                Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
+                Some(TransportKind::Tcp) => {
+                    return Err(Error::InvalidArgument(format!("{peer}: a unix: address cannot carry tcp")));
+                }
+            };
+            let s = UnixStream::connect(path).map_err(|e| Error::io(format!("connect {peer}"), e))?;
+            connect_unix(s, offer, opts, wait, peer)?
+        }
+        Addr::Tcp(hostport) => {
+            if wanted.is_some_and(|t| t != TransportKind::Tcp) {
+                return Err(Error::InvalidArgument(format!("{peer}: a tcp: address carries tcp only")));
+            }
+            let s = TcpStream::connect(hostport).map_err(|e| Error::io(format!("connect {peer}"), e))?;
+            let _ = s.set_nodelay(true);
+            connect_tcp(s, opts, peer)?
+        }
+    };
+    Ok(link)
+}
+
+/// Connect over an already connected UNIX socket, waiting as `wait` says.
+pub(crate) fn open_stream_link(stream: UnixStream, name: &str, opts: &ClientOptions, wait: u16) -> Result<Link> {
+    let offer = match opts.transport {
+        None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
+        Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
+        Some(TransportKind::Tcp) => {
+            return Err(Error::InvalidArgument(format!("{name}: a UNIX socket cannot carry tcp")));
+        }
+    };
+    connect_unix(stream, offer, opts, wait, name.to_owned())
+}
+
 /// Connect over a UNIX socket: shared memory if both sides can, else frames
 /// over the socket. `wait` says how this client waits ([`WAKE_FUTEX`]: a
 /// blocking thread; [`handshake::WAKE_DOORBELL`]: an async task).
-pub(crate) fn connect_unix(
-    mut s: UnixStream,
-    offer: u16,
-    opts: &ClientOptions,
-    wait: u16,
-    peer: String,
-) -> Result<Link> {
+fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, wait: u16, peer: String) -> Result<Link> {
     set_timeouts(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
     let hello = Hello { version: VERSION, transports: offer, wakeups: wait, max_frame: opts.max_frame };
     s.write_all(&hello.encode()).map_err(|e| Error::io(format!("sending the hello to {peer}"), e))?;
@@ -221,7 +228,7 @@ pub(crate) fn connect_unix(
     Ok(Link::stream(Stream::Unix(s), peer, max_frame))
 }
 
-pub(crate) fn connect_tcp(mut s: TcpStream, opts: &ClientOptions, peer: String) -> Result<Link> {
+fn connect_tcp(mut s: TcpStream, opts: &ClientOptions, peer: String) -> Result<Link> {
     let cfg = |s: &TcpStream, t| s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t));
     cfg(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
     let hello = Hello {

@@ -42,7 +42,11 @@
 mod accept;
 mod access;
 mod addr;
+mod async_client;
+mod async_link;
+mod async_server;
 mod client;
+mod doorbell;
 mod error;
 pub mod frame;
 pub mod handshake;
@@ -52,10 +56,12 @@ mod transport;
 
 pub use access::AccessPolicy;
 pub use addr::Addr;
+pub use async_client::AsyncClient;
 pub use client::Client;
 pub use error::{Error, Result};
 pub use options::{
-    ClientOptions, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_RING_CAPACITY, ServerOptions, TRANSPORT_ENV,
+    ClientOptions, DEFAULT_ASYNC_SPIN, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_RING_CAPACITY, ServerOptions,
+    TRANSPORT_ENV,
 };
 pub use server::Server;
 pub use transport::TransportKind;

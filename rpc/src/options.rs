@@ -34,7 +34,12 @@ pub struct ClientOptions {
     pub(crate) max_frame: u32,
     pub(crate) timeout: Duration,
     pub(crate) policy: WaitPolicy,
+    pub(crate) async_spin: Duration,
 }
+
+/// How long an async task polls an empty ring before it parks on its
+/// doorbell, by default: 10 µs.
+pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(10);
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -43,6 +48,7 @@ impl Default for ClientOptions {
             max_frame: DEFAULT_MAX_FRAME,
             timeout: DEFAULT_CALL_TIMEOUT,
             policy: default_policy(),
+            async_spin: DEFAULT_ASYNC_SPIN,
         }
     }
 }
@@ -71,10 +77,19 @@ impl ClientOptions {
         self.timeout = t;
         self
     }
-    /// How the client waits for a reply on the rings (e.g.
-    /// `WaitPolicy::busy_poll()` for the lowest latency).
+    /// How the blocking client waits for a reply on the rings (e.g.
+    /// `WaitPolicy::busy_poll()` for the lowest latency). Its check interval
+    /// also bounds every park of the async client.
     pub fn wait_policy(mut self, p: WaitPolicy) -> Self {
         self.policy = p;
+        self
+    }
+    /// How long the async client polls an empty ring for a reply, yielding
+    /// to the runtime between polls, before it parks on its doorbell
+    /// (default [`DEFAULT_ASYNC_SPIN`]). A reply within that time costs no
+    /// wake-up; the worker is never held, as other tasks run between polls.
+    pub fn async_spin(mut self, t: Duration) -> Self {
+        self.async_spin = t;
         self
     }
 }
@@ -88,6 +103,7 @@ pub struct ServerOptions {
     pub(crate) mode: u32,
     pub(crate) access: AccessPolicy,
     pub(crate) policy: WaitPolicy,
+    pub(crate) async_spin: Duration,
 }
 
 impl Default for ServerOptions {
@@ -99,6 +115,7 @@ impl Default for ServerOptions {
             mode: 0o600,
             access: AccessPolicy::default(),
             policy: default_policy(),
+            async_spin: DEFAULT_ASYNC_SPIN,
         }
     }
 }
@@ -137,9 +154,17 @@ impl ServerOptions {
         self
     }
     /// How connection threads wait for requests on the rings (e.g.
-    /// `WaitPolicy::busy_poll()` to spin: lowest latency, a core each).
+    /// `WaitPolicy::busy_poll()` to spin: lowest latency, a core each). Its
+    /// check interval also bounds every park of [`crate::Server::serve_async`].
     pub fn wait_policy(mut self, p: WaitPolicy) -> Self {
         self.policy = p;
+        self
+    }
+    /// How long [`crate::Server::serve_async`] polls an empty ring for
+    /// requests, yielding between polls, before it parks on its doorbell
+    /// (default [`DEFAULT_ASYNC_SPIN`]).
+    pub fn async_spin(mut self, t: Duration) -> Self {
+        self.async_spin = t;
         self
     }
 }

@@ -29,12 +29,12 @@ type Handler = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 /// # }
 /// ```
 pub struct Server {
-    listener: Listener,
-    opts: ServerOptions,
-    addr: Addr,
+    pub(crate) listener: Listener,
+    pub(crate) opts: ServerOptions,
+    pub(crate) addr: Addr,
 }
 
-enum Listener {
+pub(crate) enum Listener {
     Unix(UnixListener),
     Tcp(TcpListener),
 }
@@ -127,7 +127,7 @@ impl Server {
 }
 
 /// Whether a failed `accept` is worth retrying.
-fn accept_error_is_transient(e: &std::io::Error) -> bool {
+pub(crate) fn accept_error_is_transient(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::ConnectionAborted
         || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO))
 }

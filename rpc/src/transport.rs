@@ -135,7 +135,7 @@ pub(crate) struct Link {
 }
 
 /// Payloads up to this size go out with their header in one write.
-const COALESCE: usize = 64 << 10;
+pub(crate) const COALESCE: usize = 64 << 10;
 
 impl Link {
     /// A link over two rings; their socket stays open beside them.
@@ -287,15 +287,10 @@ fn remaining(deadline: Option<Instant>, peer: &str) -> Result<Option<Duration>> 
 
 fn ring_send(tx: &mut Producer, h: Header, chunk: &[u8], deadline: Option<Instant>, peer: &str) -> Result<()> {
     let len = frame::HEADER_LEN + chunk.len();
-    let fill = |mut g: shmring::spsc::Grant<'_>| {
-        g[..frame::HEADER_LEN].copy_from_slice(&h.encode());
-        g[frame::HEADER_LEN..].copy_from_slice(chunk);
-        g.commit();
-    };
     // The common case first, without reading the clock: there is room.
     match tx.try_grant(len) {
         Ok(g) => {
-            fill(g);
+            fill_chunk(g, &h, chunk);
             return Ok(());
         }
         Err(shmring::Error::WouldBlock { .. }) => {}
@@ -306,8 +301,16 @@ fn ring_send(tx: &mut Producer, h: Header, chunk: &[u8], deadline: Option<Instan
         Some(left) => tx.grant_timeout(len, left),
     }
     .map_err(|e| ring_error(peer, e))?;
-    fill(g);
+    fill_chunk(g, &h, chunk);
     Ok(())
+}
+
+/// Write a chunk (its header, then its payload) into a grant of
+/// `HEADER_LEN + chunk.len()` bytes and commit it.
+pub(crate) fn fill_chunk(mut g: shmring::spsc::Grant<'_>, h: &Header, chunk: &[u8]) {
+    g[..frame::HEADER_LEN].copy_from_slice(&h.encode());
+    g[frame::HEADER_LEN..].copy_from_slice(chunk);
+    g.commit();
 }
 
 /// The next chunk from the ring, copied out.
@@ -334,7 +337,7 @@ fn ring_recv(rx: &mut Consumer, deadline: Option<Instant>, max: u64, peer: &str)
 /// is copied out before it is looked at (the peer can rewrite the ring under
 /// us): the header to the stack, the payload once, into the buffer the frame
 /// keeps.
-fn take(rec: &[u8], max: u64, peer: &str) -> Result<(Header, Vec<u8>)> {
+pub(crate) fn take(rec: &[u8], max: u64, peer: &str) -> Result<(Header, Vec<u8>)> {
     let mut hb = [0u8; frame::HEADER_LEN];
     let Some(head) = rec.get(..frame::HEADER_LEN) else {
         return Err(Error::protocol(
@@ -354,14 +357,14 @@ fn take(rec: &[u8], max: u64, peer: &str) -> Result<(Header, Vec<u8>)> {
     Ok((h, payload))
 }
 
-fn ring_error(peer: &str, e: shmring::Error) -> Error {
+pub(crate) fn ring_error(peer: &str, e: shmring::Error) -> Error {
     match e {
         shmring::Error::Timeout => Error::Timeout(peer.to_owned()),
         other => Error::Ring(other),
     }
 }
 
-fn stream_error(peer: &str, doing: &str, e: std::io::Error) -> Error {
+pub(crate) fn stream_error(peer: &str, doing: &str, e: std::io::Error) -> Error {
     match e.kind() {
         ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => Error::Closed(peer.to_owned()),
         _ => Error::io(format!("{doing} {peer}"), e),

@@ -4,115 +4,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shmring_rpc::handshake::{Hello, MAGIC, VERSION, WAKE_FUTEX};
-use shmring_rpc::{AccessPolicy, Addr, Client, ClientOptions, Error, Server, ServerOptions, TransportKind};
+use shmring_rpc::{Addr, Client, ClientOptions, Error, Server, ServerOptions, TransportKind};
 
-const ROLE_ENV: &str = "SHMRING_RPC_TEST_ROLE";
-const ADDR_ENV: &str = "SHMRING_RPC_TEST_ADDR";
+mod common;
 
-/// A private directory for socket files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("shmring-rpc-test-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn addr(&self) -> Addr {
-        Addr::Unix(self.0.join("sock"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A server process, killed and reaped on drop.
-struct ServerProc {
-    child: Child,
-    addr: Addr,
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `server_main` with `role` on `addr`; returns once it listens.
-fn server(role: &str, addr: &Addr) -> ServerProc {
-    let exe = std::env::current_exe().unwrap();
-    let child = Command::new(exe)
-        .args(["server_main", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE_ENV, role)
-        .env(ADDR_ENV, addr.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed and reaped on drop from here on, even if the asserts below fail.
-    let mut srv = ServerProc { child, addr: addr.clone() };
-    let mut out = BufReader::new(srv.child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the server exited before listening");
-        if let Some(a) = line.trim().strip_prefix("listening ") {
-            srv.addr = Addr::parse(a).unwrap();
-            // Keep draining its stdout so it never blocks on a full pipe.
-            std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-            return srv;
-        }
-    }
-}
-
-/// Peer entry: a server. `echo` answers each request reversed; `slow`
-/// sleeps 5 s first; `deny` lets nobody in but uid 4242; `noshm` refuses
-/// shared memory.
-#[test]
-#[ignore = "server process for the rpc tests"]
-fn server_main() {
-    let (Ok(role), Ok(addr)) = (std::env::var(ROLE_ENV), std::env::var(ADDR_ENV)) else { return };
-    let addr = Addr::parse(&addr).unwrap();
-    let mut opts = ServerOptions::new().ring_capacity(64 << 10);
-    match role.as_str() {
-        "deny" => opts = opts.access(AccessPolicy::only_uids([4242])),
-        "noshm" => opts = opts.no_shm(),
-        _ => {}
-    }
-    let server = Server::bind(&addr, &opts).unwrap();
-    println!("listening {}", server.local_addr());
-    std::io::stdout().flush().unwrap();
-    let slow = role == "slow";
-    server
-        .serve(move |req: &[u8]| {
-            if slow {
-                std::thread::sleep(Duration::from_secs(5));
-            }
-            req.iter().rev().copied().collect()
-        })
-        .unwrap();
-}
-
-/// Deterministic request `i` of `len` bytes.
-fn request(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|j| (i * 131 + j * 7) as u8).collect()
-}
-
-fn reversed(v: &[u8]) -> Vec<u8> {
-    v.iter().rev().copied().collect()
-}
+use common::{ADDR_ENV, ROLE_ENV, TempDir, request, reversed, server};
 
 /// Many calls of many sizes, including frames larger than a ring (64 KiB
 /// here), which travel in chunks.

@@ -121,6 +121,15 @@ impl AsFd for Doorbell {
     }
 }
 
+/// The same descriptor for the life of the doorbell (and of every clone):
+/// clones share it, and it closes when the last one drops.
+#[cfg(not(loom))]
+impl AsRawFd for Doorbell {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 #[cfg(loom)]
 impl Doorbell {
     /// A modelled eventfd, not rung.

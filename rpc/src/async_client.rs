@@ -1,0 +1,279 @@
+//! The tokio client: many calls in flight on one connection, answered in
+//! any order, each with its own deadline, cancelled on the server when its
+//! future is dropped.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::addr::Addr;
+use crate::async_link::{AsyncTx, AsyncWait, into_async};
+use crate::client::{open_link, open_stream_link};
+use crate::error::{Error, Result};
+use crate::frame::{FLAG_REPLY, Frame, Kind};
+use crate::handshake::WAKE_DOORBELL;
+use crate::options::ClientOptions;
+use crate::transport::{Link, TransportKind};
+
+/// A tokio client: cheap to clone, and every clone shares one connection;
+/// [`AsyncClient::call`] may be awaited from any number of tasks at once.
+///
+/// On shared memory a task waiting for a reply polls the ring for a few
+/// microseconds ([`ClientOptions::async_spin`]), yielding to the runtime
+/// between polls, then sleeps on an eventfd the server rings: no tokio
+/// worker ever blocks on a futex.
+///
+/// ```no_run
+/// # async fn demo() -> shmring_rpc::Result<()> {
+/// use shmring_rpc::{Addr, AsyncClient, ClientOptions};
+/// let c = AsyncClient::connect(&Addr::parse("unix:/tmp/echo.sock")?, &ClientOptions::new()).await?;
+/// // Two calls in flight at once on one connection.
+/// let (a, b) = tokio::join!(c.call(b"one"), c.call(b"two"));
+/// println!("{:?} {:?} over {}", a?, b?, c.transport().name());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AsyncClient {
+    shared: Arc<Shared>,
+    _tasks: Arc<Tasks>,
+}
+
+/// What the calls and the reader task share.
+struct Shared {
+    tx: AsyncTx,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    timeout: Duration,
+    kind: TransportKind,
+    peer: String,
+}
+
+/// Calls waiting for their reply; once the connection failed, why.
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, oneshot::Sender<Result<Frame>>>,
+    failed: Option<Error>,
+}
+
+/// The connection's tasks, stopped when the last clone of the client goes
+/// (which closes the socket and the rings: the server sees the client
+/// leave).
+struct Tasks {
+    reader: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.reader.abort();
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
+    }
+}
+
+impl AsyncClient {
+    /// Connect to a server and agree on a transport (shared memory on a
+    /// `unix:` address unless told otherwise, as [`crate::Client::connect`]).
+    /// Must be called inside a tokio runtime with I/O and time enabled.
+    ///
+    /// # Errors
+    /// As [`crate::Client::connect`]; [`Error::Io`] if not inside a tokio
+    /// runtime.
+    pub async fn connect(addr: &Addr, opts: &ClientOptions) -> Result<AsyncClient> {
+        let (addr, o) = (addr.clone(), opts.clone());
+        let link = blocking(move || open_link(&addr, &o, WAKE_DOORBELL)).await?;
+        AsyncClient::start(link, opts)
+    }
+
+    /// Connect over an already connected UNIX socket (one end of a
+    /// `socketpair`, say); `name` stands for the peer in error messages.
+    ///
+    /// # Errors
+    /// As [`AsyncClient::connect`], but for reaching the address.
+    pub async fn connect_stream(stream: UnixStream, name: &str, opts: &ClientOptions) -> Result<AsyncClient> {
+        let (name, o) = (name.to_owned(), opts.clone());
+        let link = blocking(move || open_stream_link(stream, &name, &o, WAKE_DOORBELL)).await?;
+        AsyncClient::start(link, opts)
+    }
+
+    fn start(link: Link, opts: &ClientOptions) -> Result<AsyncClient> {
+        let peer = link.peer().to_owned();
+        let wait = AsyncWait { spin: opts.async_spin, check: opts.policy.interval() };
+        let parts = into_async(link, wait)?;
+        let shared = Arc::new(Shared {
+            tx: parts.tx,
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+            timeout: opts.timeout,
+            kind: parts.kind,
+            peer,
+        });
+        let reader = tokio::spawn(read_replies(parts.rx, shared.clone()));
+        Ok(AsyncClient { shared, _tasks: Arc::new(Tasks { reader, watcher: parts.watcher }) })
+    }
+
+    /// The transport this connection uses.
+    pub fn transport(&self) -> TransportKind {
+        self.shared.kind
+    }
+
+    /// Call the server with `request`; its reply, within the default
+    /// deadline ([`ClientOptions::timeout`], 10 s unless set).
+    ///
+    /// Dropping the future before the reply cancels the call: a cancel
+    /// frame goes to the server, which drops the handler's future (an
+    /// async server) or skips its reply (a blocking one).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] if the handler failed; [`Error::Timeout`];
+    /// [`Error::Closed`] or a ring error (`PeerDied`, ...) if the server went
+    /// away, for every call pending then and after; [`Error::Protocol`] if it
+    /// answered nonsense; [`Error::InvalidArgument`] for a request over the
+    /// maximum frame size.
+    pub async fn call(&self, request: &[u8]) -> Result<Vec<u8>> {
+        self.call_timeout(request, self.shared.timeout).await
+    }
+
+    /// [`AsyncClient::call`] with its own deadline.
+    ///
+    /// # Errors
+    /// As [`AsyncClient::call`].
+    pub async fn call_timeout(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        let f = self.exchange(Kind::Request, request, timeout).await?;
+        match f.kind {
+            Kind::Response => Ok(f.payload),
+            Kind::Error => Err(Error::Remote(String::from_utf8_lossy(&f.payload).into_owned())),
+            other => {
+                Err(Error::protocol(&self.shared.peer, format!("answered request {} with a {other:?} frame", f.id)))
+            }
+        }
+    }
+
+    /// Send a ping with `payload` and wait for its echo: the round trip.
+    ///
+    /// # Errors
+    /// As [`AsyncClient::call`].
+    pub async fn ping(&self, payload: &[u8]) -> Result<Duration> {
+        let start = Instant::now();
+        let f = self.exchange(Kind::Ping, payload, self.shared.timeout).await?;
+        if f.kind != Kind::Ping || f.flags & FLAG_REPLY == 0 || f.payload != payload {
+            return Err(Error::protocol(&self.shared.peer, "answered a ping with something else"));
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Send a frame of `kind` and wait for the frame that answers it.
+    async fn exchange(&self, kind: Kind, payload: &[u8], timeout: Duration) -> Result<Frame> {
+        let sh = &self.shared;
+        let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
+            }
+            st.pending.insert(id, reply_tx);
+        }
+        let mut guard = Pending { shared: sh.clone(), id, sent: false, answered: false };
+        let exchange = async {
+            sh.tx.send(id, kind, 0, payload).await?;
+            guard.sent = true;
+            match reply_rx.await {
+                Ok(r) => r,
+                // The reader went away without answering (the client is
+                // being dropped).
+                Err(_) => Err(Error::Closed(sh.peer.clone())),
+            }
+        };
+        let r = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(format!("{} (request {id})", sh.peer))),
+        };
+        // A timed-out call is cancelled like a dropped one (by the guard).
+        guard.answered = !matches!(r, Err(Error::Timeout(_)));
+        r
+    }
+}
+
+impl std::fmt::Debug for AsyncClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncClient").field("peer", &self.shared.peer).field("transport", &self.shared.kind).finish()
+    }
+}
+
+/// A call in flight. Dropped before its reply (the caller's future was
+/// dropped, or its deadline passed): forget it, and if its request went out,
+/// tell the server to cancel it.
+struct Pending {
+    shared: Arc<Shared>,
+    id: u64,
+    /// The request went out whole.
+    sent: bool,
+    /// The call ended with its answer (or the connection's failure).
+    answered: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).pending.remove(&self.id);
+        if self.answered || !self.sent {
+            return;
+        }
+        let (shared, id) = (self.shared.clone(), self.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                // Best effort, and bounded: a server too busy to take a
+                // cancel soon answers the call anyway, and the reply is
+                // skipped.
+                let cancel = shared.tx.send(id, Kind::Cancel, 0, &[]);
+                let _ = tokio::time::timeout(Duration::from_millis(100), cancel).await;
+            });
+        }
+    }
+}
+
+/// The reader task: hand each reply to its call; when the connection ends,
+/// fail every pending call (and every later one) with why.
+async fn read_replies(mut rx: crate::async_link::AsyncRx, shared: Arc<Shared>) {
+    let failure = loop {
+        let f = match rx.recv().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Error::Closed(shared.peer.clone()),
+            Err(e) => break e,
+        };
+        let waiter = shared.state.lock().unwrap_or_else(|p| p.into_inner()).pending.remove(&f.id);
+        match waiter {
+            Some(w) => {
+                // The call may have been dropped since: nobody to tell.
+                let _ = w.send(Ok(f));
+            }
+            // A call given up (its reply skipped), or one never made.
+            None if f.id < shared.next_id.load(Ordering::Relaxed) => {}
+            None => break Error::protocol(&shared.peer, format!("sent a reply to request {}, never made", f.id)),
+        }
+    };
+    tracing::debug!("{}: connection ended: {failure}", shared.peer);
+    let pending = {
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.failed = Some(failure.clone());
+        std::mem::take(&mut st.pending)
+    };
+    for (_, w) in pending {
+        let _ = w.send(Err(failure.clone()));
+    }
+}
+
+/// Run blocking connection set-up off the runtime's workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::io("connect", std::io::Error::other("not inside a tokio runtime")));
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io("connect", std::io::Error::other(format!("the connecting thread failed: {e}"))))?
+}
