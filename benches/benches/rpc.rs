@@ -3,7 +3,13 @@
 //! sides spinning), over the UNIX-socket fallback and over TCP loopback, at
 //! 64 B, 4 KiB and 1 MiB (request and reply each that size; a 1 MiB frame
 //! crosses a 1 MiB ring in two chunks), and the raw SPSC ping-pong and a raw
-//! UNIX-socket ping-pong of 64 bytes.
+//! UNIX-socket ping-pong of 64 bytes. `-async` rows use the tokio client
+//! (`AsyncClient`, on a current-thread runtime) against the same server.
+//!
+//! Then calls per second at 64 B with 64 calls in flight on one connection
+//! (`rpc_calls_64_in_flight`, criterion's throughput in elements/s): the
+//! blocking client pipelining (`Client::call_all`) and the tokio client
+//! with 64 tasks calling at once.
 //!
 //! ```text
 //! cargo bench -p shmring-benches --bench rpc
@@ -21,7 +27,7 @@ use criterion::Criterion;
 use shmring::WaitPolicy;
 use shmring_benches::shm::{Mode, ShmPingPong};
 use shmring_benches::{MSG_LEN, Workload, affinity};
-use shmring_rpc::{Addr, Client, ClientOptions, Server, ServerOptions, TransportKind};
+use shmring_rpc::{Addr, AsyncClient, Client, ClientOptions, Server, ServerOptions, TransportKind};
 
 const SERVER_ENV: &str = "SHMRING_BENCH_RPC_SERVER";
 
@@ -55,7 +61,13 @@ fn main() {
         if size > 4096 {
             g.sample_size(10);
         }
-        for (name, kind) in [("rpc-shm", "shm"), ("rpc-unix", "unix"), ("rpc-tcp", "tcp")] {
+        for (name, kind) in [
+            ("rpc-shm", "shm"),
+            ("rpc-shm-async", "shm-async"),
+            ("rpc-unix", "unix"),
+            ("rpc-unix-async", "unix-async"),
+            ("rpc-tcp", "tcp"),
+        ] {
             let mut server = None;
             g.bench_function(name, |b| {
                 let s = server.get_or_insert_with(|| RpcPeer::start(kind, peer));
@@ -64,6 +76,22 @@ fn main() {
         }
         g.finish();
     }
+    let mut g = c.benchmark_group("rpc_calls_64_in_flight");
+    g.throughput(criterion::Throughput::Elements(1));
+    for (name, kind) in [
+        ("rpc-shm", "shm"),
+        ("rpc-shm-async", "shm-async"),
+        ("rpc-unix", "unix"),
+        ("rpc-unix-async", "unix-async"),
+        ("rpc-tcp", "tcp"),
+    ] {
+        let mut server = None;
+        g.bench_function(name, |b| {
+            let s = server.get_or_insert_with(|| RpcPeer::start(kind, peer));
+            b.iter_custom(|iters| s.run_in_flight(iters, MSG_LEN, 64));
+        });
+    }
+    g.finish();
     c.final_summary();
 }
 
@@ -71,6 +99,7 @@ fn main() {
 struct RpcPeer {
     child: Child,
     client: Option<Client>,
+    tokio: Option<(tokio::runtime::Runtime, AsyncClient)>,
     raw: Option<UnixStream>,
     dir: std::path::PathBuf,
 }
@@ -79,8 +108,11 @@ impl RpcPeer {
     fn start(kind: &str, cpu: Option<usize>) -> RpcPeer {
         let dir = std::env::temp_dir().join(format!("shmring-bench-rpc-{}-{kind}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temporary directory");
-        let addr =
-            if kind == "tcp" { "tcp:127.0.0.1:0".to_owned() } else { format!("unix:{}", dir.join("sock").display()) };
+        let addr = if kind.starts_with("tcp") {
+            "tcp:127.0.0.1:0".to_owned()
+        } else {
+            format!("unix:{}", dir.join("sock").display())
+        };
         let cpu = cpu.map_or_else(|| "-".to_owned(), |c| c.to_string());
         let exe = std::env::current_exe().expect("bench executable");
         let mut child = Command::new(exe)
@@ -91,15 +123,22 @@ impl RpcPeer {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("server's address");
         let addr = line.trim().to_owned();
-        let (mut client, mut raw) = (None, None);
+        let (mut client, mut raw, mut tokio) = (None, None, None);
         if kind == "raw-uds" {
             raw = Some(UnixStream::connect(addr.trim_start_matches("unix:")).expect("connect"));
         } else {
-            let t = TransportKind::from_name(kind).expect("transport");
+            let t = TransportKind::from_name(kind.trim_end_matches("-async")).expect("transport");
             let opts = ClientOptions::new().transport(t).wait_policy(WaitPolicy::busy_poll());
-            client = Some(Client::connect(&Addr::parse(&addr).expect("address"), &opts).expect("connect"));
+            let addr = Addr::parse(&addr).expect("address");
+            if kind.ends_with("-async") {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let c = rt.block_on(AsyncClient::connect(&addr, &opts)).expect("connect");
+                tokio = Some((rt, c));
+            } else {
+                client = Some(Client::connect(&addr, &opts).expect("connect"));
+            }
         }
-        RpcPeer { child, client, raw, dir }
+        RpcPeer { child, client, tokio, raw, dir }
     }
 
     /// `iters` round trips of `size` bytes each way.
@@ -111,12 +150,49 @@ impl RpcPeer {
                 let r = c.call(&msg).expect("call");
                 assert_eq!(r.len(), size);
             }
+        } else if let Some((rt, c)) = &self.tokio {
+            rt.block_on(async {
+                for _ in 0..iters {
+                    let r = c.call(&msg).await.expect("call");
+                    assert_eq!(r.len(), size);
+                }
+            });
         } else if let Some(s) = &mut self.raw {
             let mut back = vec![0u8; size];
             for _ in 0..iters {
                 s.write_all(&msg).expect("write");
                 s.read_exact(&mut back).expect("read");
             }
+        }
+        start.elapsed()
+    }
+
+    /// `iters` calls of `size` bytes each way, `window` in flight at once.
+    fn run_in_flight(&mut self, iters: u64, size: usize, window: usize) -> Duration {
+        let msg = vec![7u8; size];
+        let start = Instant::now();
+        if let Some(c) = &mut self.client {
+            let replies = c.call_all(std::iter::repeat_n(&msg, iters as usize), window).expect("calls");
+            assert_eq!(replies.len() as u64, iters);
+        } else if let Some((rt, c)) = &self.tokio {
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..window as u64)
+                    .map(|t| {
+                        let (c, msg) = (c.clone(), msg.clone());
+                        // Task t makes calls t, t + window, t + 2 window, ... below iters.
+                        let n = iters / window as u64 + u64::from(t < iters % window as u64);
+                        tokio::spawn(async move {
+                            for _ in 0..n {
+                                let r = c.call(&msg).await.expect("call");
+                                assert_eq!(r.len(), msg.len());
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("task");
+                }
+            });
         }
         start.elapsed()
     }
@@ -133,6 +209,7 @@ impl Drop for RpcPeer {
 /// If `SHMRING_BENCH_RPC_SERVER=KIND|CPU|ADDR` is set, serve until killed.
 fn serve_if_requested() {
     let Ok(spec) = std::env::var(SERVER_ENV) else { return };
+    let spec = spec.replacen("-async|", "|", 1); // the same server for the tokio client
     let mut parts = spec.splitn(3, '|');
     let (Some(kind), Some(cpu), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
         eprintln!("{SERVER_ENV}={spec:?}: expected KIND|CPU|ADDR");

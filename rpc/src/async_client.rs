@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use shmring::wait::Registration;
 use tokio::sync::oneshot;
 
 use crate::addr::Addr;
-use crate::async_link::{AsyncTx, AsyncWait, into_async};
+use crate::async_link::{AsyncRx, AsyncTx, AsyncWait, GONE_TRIES, ShmRx, into_async};
 use crate::client::{open_link, open_stream_link};
 use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Frame, Kind};
@@ -50,6 +51,22 @@ struct Shared {
     timeout: Duration,
     kind: TransportKind,
     peer: String,
+    /// The ring end (shared memory only): polled by the reader task, and by
+    /// callers spinning for their reply.
+    ring: Option<Mutex<Box<ShmRx>>>,
+    /// How long a caller polls the ring for its reply before it leaves the
+    /// waiting to the reader task.
+    spin: Duration,
+    /// Callers polling the ring right now. While there are any, the reader
+    /// task stays off the ring's waiter list, so the server's replies ring
+    /// nobody's doorbell.
+    spinning: AtomicUsize,
+    /// The reader task's registration as parked on the ring, while it
+    /// sleeps: a caller that starts spinning drops it at once.
+    parked: Mutex<Option<Registration>>,
+    /// Wakes the reader task when the last spinning caller stops with
+    /// calls still pending.
+    kick: tokio::sync::Notify,
 }
 
 /// Calls waiting for their reply; once the connection failed, why.
@@ -105,6 +122,10 @@ impl AsyncClient {
         let peer = link.peer().to_owned();
         let wait = AsyncWait { spin: opts.async_spin, check: opts.policy.interval() };
         let parts = into_async(link, wait)?;
+        let (ring, stream_rx) = match parts.rx.into_shm() {
+            Ok(ring) => (Some(Mutex::new(ring)), None),
+            Err(rx) => (None, Some(rx)),
+        };
         let shared = Arc::new(Shared {
             tx: parts.tx,
             state: Mutex::new(State::default()),
@@ -112,8 +133,16 @@ impl AsyncClient {
             timeout: opts.timeout,
             kind: parts.kind,
             peer,
+            ring,
+            spin: opts.async_spin,
+            spinning: AtomicUsize::new(0),
+            parked: Mutex::new(None),
+            kick: tokio::sync::Notify::new(),
         });
-        let reader = tokio::spawn(read_replies(parts.rx, shared.clone()));
+        let reader = match stream_rx {
+            None => tokio::spawn(read_ring(shared.clone())),
+            rx => tokio::spawn(read_replies(rx, shared.clone())),
+        };
         Ok(AsyncClient { shared, _tasks: Arc::new(Tasks { reader, watcher: parts.watcher }) })
     }
 
@@ -173,7 +202,7 @@ impl AsyncClient {
         let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         {
-            let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = lock(&sh.state);
             if let Some(e) = &st.failed {
                 return Err(e.clone());
             }
@@ -183,6 +212,10 @@ impl AsyncClient {
         let exchange = async {
             sh.tx.send(id, kind, 0, payload).await?;
             guard.sent = true;
+            let mut reply_rx = reply_rx;
+            if let Some(r) = spin_for_reply(sh, &mut reply_rx) {
+                return r;
+            }
             match reply_rx.await {
                 Ok(r) => r,
                 // The reader went away without answering (the client is
@@ -220,7 +253,7 @@ struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).pending.remove(&self.id);
+        lock(&self.shared.state).pending.remove(&self.id);
         if self.answered || !self.sent {
             return;
         }
@@ -237,35 +270,229 @@ impl Drop for Pending {
     }
 }
 
-/// The reader task: hand each reply to its call; when the connection ends,
-/// fail every pending call (and every later one) with why.
-async fn read_replies(mut rx: crate::async_link::AsyncRx, shared: Arc<Shared>) {
-    let failure = loop {
-        let f = match rx.recv().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break Error::Closed(shared.peer.clone()),
-            Err(e) => break e,
-        };
-        let waiter = shared.state.lock().unwrap_or_else(|p| p.into_inner()).pending.remove(&f.id);
-        match waiter {
-            Some(w) => {
-                // The call may have been dropped since: nobody to tell.
-                let _ = w.send(Ok(f));
-            }
-            // A call given up (its reply skipped), or one never made.
-            None if f.id < shared.next_id.load(Ordering::Relaxed) => {}
-            None => break Error::protocol(&shared.peer, format!("sent a reply to request {}, never made", f.id)),
+/// Hand a reply to its call.
+///
+/// # Errors
+/// [`Error::Protocol`] for a reply to a request never made.
+fn dispatch(sh: &Shared, f: Frame) -> Result<()> {
+    let waiter = lock(&sh.state).pending.remove(&f.id);
+    match waiter {
+        Some(w) => {
+            // The call may have been dropped since: nobody to tell.
+            let _ = w.send(Ok(f));
+            Ok(())
         }
-    };
-    tracing::debug!("{}: connection ended: {failure}", shared.peer);
+        // A call given up (its reply skipped).
+        None if f.id < sh.next_id.load(Ordering::Relaxed) => Ok(()),
+        None => Err(Error::protocol(&sh.peer, format!("sent a reply to request {}, never made", f.id))),
+    }
+}
+
+/// The connection ended with `failure`: fail every pending call, and every
+/// later one.
+fn fail(sh: &Shared, failure: Error) {
+    tracing::debug!("{}: connection ended: {failure}", sh.peer);
     let pending = {
-        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&sh.state);
+        if st.failed.is_some() {
+            return;
+        }
         st.failed = Some(failure.clone());
         std::mem::take(&mut st.pending)
     };
     for (_, w) in pending {
         let _ = w.send(Err(failure.clone()));
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A caller polls the ring itself for up to `spin`, right after sending:
+/// a reply that comes back within that time reaches it with no task
+/// switch and no wake-up. Frames for other calls it meets are handed on.
+/// Blocks the worker for at most `spin` (a few microseconds). `None`: no
+/// reply yet; the reader task takes over.
+fn spin_for_reply(sh: &Shared, reply: &mut oneshot::Receiver<Result<Frame>>) -> Option<Result<Frame>> {
+    let ring = sh.ring.as_ref()?;
+    // With other calls in flight our reply comes after theirs: spinning
+    // would only hold up the tasks that send the next ones. The reader task
+    // polls the ring then, yielding between polls.
+    if sh.spin.is_zero() || lock(&sh.state).pending.len() > 1 {
+        return None;
+    }
+    // SeqCst, with the load in `read_ring` after it stores its
+    // registration: either it sees us spinning and drops the registration,
+    // or we see the registration here and drop it.
+    sh.spinning.fetch_add(1, Ordering::SeqCst);
+    drop(lock(&sh.parked).take());
+    let until = Instant::now() + sh.spin;
+    let outcome = loop {
+        match reply.try_recv() {
+            Ok(r) => break Some(r),
+            Err(oneshot::error::TryRecvError::Closed) => break Some(Err(Error::Closed(sh.peer.clone()))),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        if let Ok(mut r) = ring.try_lock() {
+            let got = r.try_frame();
+            drop(r);
+            match got {
+                Ok(Some(Some(f))) => {
+                    if let Err(e) = dispatch(sh, f) {
+                        fail(sh, e);
+                    }
+                    continue;
+                }
+                Ok(Some(None)) => fail(sh, Error::Closed(sh.peer.clone())),
+                Ok(None) => {}
+                Err(e) => fail(sh, e),
+            }
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+        std::hint::spin_loop();
+    };
+    // The last spinner out wakes the reader if some call still waits
+    // (our own, if we leave without it).
+    if sh.spinning.fetch_sub(1, Ordering::SeqCst) == 1 && !lock(&sh.state).pending.is_empty() {
+        sh.kick.notify_one();
+    }
+    outcome
+}
+
+/// The reader task of a socket: hand each reply to its call; when the
+/// connection ends, fail every pending call (and every later one) with why.
+async fn read_replies(rx: Option<AsyncRx>, shared: Arc<Shared>) {
+    let Some(mut rx) = rx else { return };
+    let failure = loop {
+        match rx.recv().await {
+            Ok(Some(f)) => {
+                if let Err(e) = dispatch(&shared, f) {
+                    break e;
+                }
+            }
+            Ok(None) => break Error::Closed(shared.peer.clone()),
+            Err(e) => break e,
+        }
+    };
+    fail(&shared, failure);
+}
+
+/// What the reader task found on one look at the ring.
+enum Look {
+    /// This many frames, handed on; the ring is empty now.
+    Took(usize),
+    /// The connection is over.
+    Ended(Error),
+}
+
+/// Take every whole frame in the ring and hand it on.
+fn drain(sh: &Shared, ring: &Mutex<Box<ShmRx>>) -> Look {
+    let mut took = 0;
+    loop {
+        let got = lock(ring).try_frame();
+        match got {
+            Ok(Some(Some(f))) => {
+                if let Err(e) = dispatch(sh, f) {
+                    return Look::Ended(e);
+                }
+                took += 1;
+            }
+            Ok(Some(None)) => return Look::Ended(Error::Closed(sh.peer.clone())),
+            Ok(None) => return Look::Took(took),
+            Err(e) => return Look::Ended(e),
+        }
+    }
+}
+
+/// The reader task of a shared-memory connection. It watches the ring while
+/// no caller does: takes what is there, then parks on the doorbell
+/// (registered as a waiter, so the server rings it), waking at every check
+/// interval and when the server's socket closes. While callers spin on the
+/// ring it stays off the waiter list and waits for the last of them.
+async fn read_ring(sh: Arc<Shared>) {
+    let Some(ring) = &sh.ring else { return };
+    let (bell, wait) = {
+        let r = lock(ring);
+        (r.bell(), r.wait())
+    };
+    let mut spin_until = None;
+    let failure = 'conn: loop {
+        if lock(&sh.state).failed.is_some() {
+            return;
+        }
+        match drain(&sh, ring) {
+            Look::Ended(e) => break e,
+            Look::Took(0) => {}
+            Look::Took(_) => spin_until = None,
+        }
+        if sh.spinning.load(Ordering::SeqCst) > 0 {
+            let _ = tokio::time::timeout(wait.check, sh.kick.notified()).await;
+            continue;
+        }
+        // Calls in flight (several, or callers have stopped spinning): poll
+        // a while, letting the other tasks run between polls, then park.
+        let now = Instant::now();
+        if now < *spin_until.get_or_insert(now + wait.spin) {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        spin_until = None;
+        let closed = {
+            let mut r = lock(ring);
+            let reg = r.register();
+            match r.try_frame() {
+                Ok(Some(Some(f))) => {
+                    drop(r);
+                    drop(reg);
+                    if let Err(e) = dispatch(&sh, f) {
+                        break e;
+                    }
+                    continue;
+                }
+                Ok(Some(None)) => break Error::Closed(sh.peer.clone()),
+                Ok(None) => {}
+                Err(e) => break e,
+            }
+            *lock(&sh.parked) = Some(reg);
+            r.socket_closed()
+        };
+        // SeqCst: see `spin_for_reply`.
+        if sh.spinning.load(Ordering::SeqCst) > 0 {
+            drop(lock(&sh.parked).take());
+            continue;
+        }
+        if closed {
+            drop(lock(&sh.parked).take());
+            for _ in 0..GONE_TRIES {
+                let step = lock(ring).gone_step();
+                match step {
+                    Ok(Some(Some(f))) => {
+                        if let Err(e) = dispatch(&sh, f) {
+                            break 'conn e;
+                        }
+                        continue 'conn;
+                    }
+                    Ok(Some(None)) => break 'conn Error::Closed(sh.peer.clone()),
+                    Ok(None) => {}
+                    Err(e) => break 'conn e,
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            break lock(ring).gone_for_good();
+        }
+        let rung = tokio::select! {
+            rung = bell.sleep(wait.check) => rung,
+            _ = sh.kick.notified() => true,
+        };
+        drop(lock(&sh.parked).take());
+        if !rung && let Err(e) = lock(ring).check_peer() {
+            break e;
+        }
+    };
+    fail(&sh, failure);
 }
 
 /// Run blocking connection set-up off the runtime's workers.

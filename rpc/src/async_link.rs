@@ -56,7 +56,14 @@ pub(crate) fn into_async(link: Link, wait: AsyncWait) -> Result<AsyncLink> {
             let gone = Arc::new(Gone::default());
             let watcher = watch_socket(rings.socket, bell.clone(), gone.clone()).map_err(reactor)?;
             let side = Side { bell, gone, wait };
-            (TxPath::Shm(rings.tx, side.clone()), RxPath::Shm(rings.rx, side), Some(watcher))
+            let rx = ShmRx {
+                rx: rings.rx,
+                side: side.clone(),
+                joiner: Joiner::new(max_frame),
+                peer: peer.clone(),
+                max: max_frame,
+            };
+            (TxPath::Shm(rings.tx, side), RxPath::Shm(Box::new(rx)), Some(watcher))
         }
         Path::Stream(Stream::Unix(s)) => {
             s.set_nonblocking(true).map_err(reactor)?;
@@ -201,10 +208,8 @@ async fn put(tx: &mut Producer, side: &Side, h: &Header, chunk: &[u8], peer: &st
     }
 }
 
-// As `TxPath`.
-#[allow(clippy::large_enum_variant)]
 enum RxPath {
-    Shm(Consumer, Side),
+    Shm(Box<ShmRx>),
     Stream(Box<dyn AsyncRead + Unpin + Send>),
 }
 
@@ -217,6 +222,15 @@ pub(crate) struct AsyncRx {
 }
 
 impl AsyncRx {
+    /// The ring end, if this is a shared-memory link (for a client whose
+    /// waiting callers poll the ring themselves); else the link as it was.
+    pub(crate) fn into_shm(self) -> std::result::Result<Box<ShmRx>, AsyncRx> {
+        match self.path {
+            RxPath::Shm(rx) => Ok(rx),
+            path => Err(AsyncRx { path, ..self }),
+        }
+    }
+
     /// The next whole frame; `Ok(None)` when the peer closed cleanly,
     /// between frames.
     ///
@@ -226,77 +240,162 @@ impl AsyncRx {
     /// `Corrupted`); [`Error::Closed`] if the peer's socket closed while the
     /// rings did not and its death could not be confirmed.
     pub(crate) async fn recv(&mut self) -> Result<Option<Frame>> {
+        match &mut self.path {
+            RxPath::Shm(rx) => rx.recv().await,
+            RxPath::Stream(r) => loop {
+                let Some((h, payload)) = stream_chunk(r, self.max_frame, &self.peer).await? else {
+                    if self.joiner.is_open() {
+                        return Err(Error::protocol(
+                            &self.peer,
+                            "the connection closed in the middle of a chunked frame",
+                        ));
+                    }
+                    return Ok(None);
+                };
+                if let Some(frame) = self.joiner.push_vec(h, payload).map_err(|e| Error::frame(&self.peer, e))? {
+                    return Ok(Some(frame));
+                }
+            },
+        }
+    }
+}
+
+/// Frames in from a ring. [`ShmRx::try_frame`] never waits, so a caller
+/// waiting for its reply can poll the ring itself; [`ShmRx::recv`] polls,
+/// then parks on the doorbell.
+pub(crate) struct ShmRx {
+    rx: Consumer,
+    side: Side,
+    joiner: Joiner,
+    peer: String,
+    max: u64,
+}
+
+impl ShmRx {
+    /// A frame if one is complete in the ring now: `Some(Some(frame))`;
+    /// `Some(None)` at a clean end of stream; `None` if nothing (whole) is
+    /// there yet. Chunks of a frame not complete yet stay joined here.
+    ///
+    /// # Errors
+    /// As [`AsyncRx::recv`].
+    pub(crate) fn try_frame(&mut self) -> Result<Option<Option<Frame>>> {
         loop {
-            let chunk = match &mut self.path {
-                RxPath::Shm(rx, side) => next_chunk(rx, side, self.max_frame, &self.peer).await?,
-                RxPath::Stream(r) => stream_chunk(r, self.max_frame, &self.peer).await?,
-            };
-            let Some((h, payload)) = chunk else {
-                if self.joiner.is_open() {
+            let (h, payload) = match self.rx.try_recv() {
+                Ok(Some(rec)) => take(&rec, self.max, &self.peer)?,
+                Ok(None) if self.joiner.is_open() => {
                     return Err(Error::protocol(&self.peer, "the connection closed in the middle of a chunked frame"));
                 }
-                return Ok(None);
+                Ok(None) => return Ok(Some(None)),
+                Err(shmring::Error::WouldBlock { .. }) => return Ok(None),
+                Err(e) => return Err(ring_error(&self.peer, e)),
             };
             if let Some(frame) = self.joiner.push_vec(h, payload).map_err(|e| Error::frame(&self.peer, e))? {
-                return Ok(Some(frame));
+                return Ok(Some(Some(frame)));
             }
         }
     }
-}
 
-/// The next chunk from the ring: poll (yielding) for `wait.spin`, then park
-/// on the doorbell, checking the peer at every check interval and as soon
-/// as its socket closes.
-async fn next_chunk(rx: &mut Consumer, side: &Side, max: u64, peer: &str) -> Result<Option<(Header, Vec<u8>)>> {
-    let mut spin_until = None;
-    loop {
-        match rx.try_recv() {
-            Ok(Some(rec)) => return take(&rec, max, peer).map(Some),
-            Ok(None) => return Ok(None),
-            Err(shmring::Error::WouldBlock { .. }) => {}
-            Err(e) => return Err(ring_error(peer, e)),
-        }
-        let now = Instant::now();
-        if now < *spin_until.get_or_insert(now + side.wait.spin) {
-            tokio::task::yield_now().await;
-            continue;
-        }
-        let reg = rx.register_waiter();
-        match rx.try_recv() {
-            Ok(Some(rec)) => return take(&rec, max, peer).map(Some),
-            Ok(None) => return Ok(None),
-            Err(shmring::Error::WouldBlock { .. }) => {}
-            Err(e) => return Err(ring_error(peer, e)),
-        }
-        if side.gone.get() {
+    /// Register as parked on the ring (see `doorbell.rs`); re-check with
+    /// [`ShmRx::try_frame`] before sleeping.
+    pub(crate) fn register(&self) -> shmring::wait::Registration {
+        self.rx.register_waiter()
+    }
+
+    /// Our doorbell.
+    pub(crate) fn bell(&self) -> Arc<AsyncBell> {
+        self.side.bell.clone()
+    }
+
+    /// How to wait.
+    pub(crate) fn wait(&self) -> AsyncWait {
+        self.side.wait
+    }
+
+    /// Whether the peer's socket closed.
+    pub(crate) fn socket_closed(&self) -> bool {
+        self.side.gone.get()
+    }
+
+    /// The ring's liveness check: the peer died, aborted, or scribbled.
+    ///
+    /// # Errors
+    /// `PeerDied`, `Corrupted`, ...
+    pub(crate) fn check_peer(&mut self) -> Result<()> {
+        self.rx.peer_arrived().map(drop).map_err(|e| ring_error(&self.peer, e))
+    }
+
+    /// Poll for `wait.spin` (yielding to the runtime between polls), then
+    /// park on the doorbell, checking the peer at every check interval and
+    /// as soon as its socket closes.
+    ///
+    /// # Errors
+    /// As [`AsyncRx::recv`].
+    pub(crate) async fn recv(&mut self) -> Result<Option<Frame>> {
+        let spin_until = Instant::now() + self.side.wait.spin;
+        loop {
+            if let Some(f) = self.try_frame()? {
+                return Ok(f);
+            }
+            if Instant::now() < spin_until {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let reg = self.register();
+            if let Some(f) = self.try_frame()? {
+                return Ok(f);
+            }
+            if self.socket_closed() {
+                drop(reg);
+                return self.gone().await;
+            }
+            let rung = self.side.bell.sleep(self.side.wait.check).await;
             drop(reg);
-            return gone(rx, max, peer).await;
+            if !rung {
+                self.check_peer()?;
+            }
         }
-        let rung = side.bell.sleep(side.wait.check).await;
-        drop(reg);
-        if !rung {
-            rx.peer_arrived().map_err(|e| ring_error(peer, e))?;
+    }
+
+    /// What a peer whose socket closed while its ring was open left: the
+    /// frames it committed before it went, its close, or its death as the
+    /// ring's liveness check confirms it (the socket closes a moment before
+    /// the process is gone); at worst [`Error::Closed`].
+    ///
+    /// # Errors
+    /// As [`AsyncRx::recv`].
+    pub(crate) async fn gone(&mut self) -> Result<Option<Frame>> {
+        for _ in 0..GONE_TRIES {
+            if let Some(f) = self.gone_step()? {
+                return Ok(f);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        Err(self.gone_for_good())
+    }
+
+    /// One look at a peer whose socket closed: a frame or the end, an
+    /// error if its death is confirmed, `None` to look again a little later.
+    ///
+    /// # Errors
+    /// As [`AsyncRx::recv`].
+    pub(crate) fn gone_step(&mut self) -> Result<Option<Option<Frame>>> {
+        if let Some(f) = self.try_frame()? {
+            return Ok(Some(f));
+        }
+        self.check_peer()?;
+        Ok(None)
+    }
+
+    /// The error once [`GONE_TRIES`] looks found the peer neither closed
+    /// nor dead.
+    pub(crate) fn gone_for_good(&self) -> Error {
+        Error::Closed(format!("{} (its socket closed, its rings did not)", self.peer))
     }
 }
 
-/// The next chunk of a peer whose socket closed while its ring was empty
-/// and open: records it committed before it went, its close, or its death
-/// as the ring's liveness check confirms it (the socket closes a moment
-/// before the process is gone); at worst [`Error::Closed`].
-async fn gone(rx: &mut Consumer, max: u64, peer: &str) -> Result<Option<(Header, Vec<u8>)>> {
-    for _ in 0..20 {
-        match rx.try_recv() {
-            Ok(Some(rec)) => return take(&rec, max, peer).map(Some),
-            Ok(None) => return Ok(None),
-            Err(shmring::Error::WouldBlock { .. }) => {}
-            Err(e) => return Err(ring_error(peer, e)),
-        }
-        rx.peer_arrived().map_err(|e| ring_error(peer, e))?;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    Err(Error::Closed(format!("{peer} (its socket closed, its rings did not)")))
-}
+/// Looks, a millisecond apart, at a peer whose socket closed before its
+/// death shows.
+pub(crate) const GONE_TRIES: u32 = 20;
 
 /// The next frame from a socket.
 async fn stream_chunk(

@@ -97,6 +97,82 @@ impl Client {
         }
     }
 
+    /// Pipelining: send the requests one after another without waiting for
+    /// each reply, keeping up to `window` calls in flight (at least one), and
+    /// return the replies in the order of the requests. On shared memory a
+    /// window of a few dozen small calls lets the client and the server work
+    /// at once instead of in turn. Each reply must come within the default
+    /// timeout of the one before.
+    ///
+    /// ```no_run
+    /// # fn main() -> shmring_rpc::Result<()> {
+    /// use shmring_rpc::{Addr, Client, ClientOptions};
+    /// let mut c = Client::connect(&Addr::parse("unix:/tmp/echo.sock")?, &ClientOptions::new())?;
+    /// let replies = c.call_all([&b"a"[..], b"b", b"c"], 64)?;
+    /// assert_eq!(replies.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The first call that fails, as [`Client::call`]; the replies of the
+    /// others still in flight are then skipped when they come.
+    pub fn call_all<R: AsRef<[u8]>>(
+        &mut self,
+        requests: impl IntoIterator<Item = R>,
+        window: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let window = window.max(1);
+        let first = self.next_id;
+        let mut replies: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut requests = requests.into_iter();
+        let (mut sent, mut got) = (0usize, 0usize);
+        let r = 'calls: loop {
+            let deadline = Instant::now() + self.timeout;
+            while sent - got < window {
+                let Some(req) = requests.next() else { break };
+                if let Err(e) = self.link.send(first + sent as u64, Kind::Request, 0, req.as_ref(), Some(deadline)) {
+                    break 'calls Err(e);
+                }
+                self.next_id += 1;
+                replies.push(None);
+                sent += 1;
+            }
+            if got == sent {
+                break Ok(());
+            }
+            let f = match self.link.recv(Some(deadline)) {
+                Ok(Some(f)) => f,
+                Ok(None) => break Err(Error::Closed(self.link.peer().to_owned())),
+                Err(e) => break Err(e),
+            };
+            let slot = f.id.checked_sub(first).and_then(|i| replies.get_mut(i as usize));
+            match (slot, f.kind) {
+                (Some(slot @ None), Kind::Response) => *slot = Some(f.payload),
+                (Some(None), Kind::Error) => {
+                    break Err(Error::Remote(String::from_utf8_lossy(&f.payload).into_owned()));
+                }
+                (None, _) if self.abandoned.remove(&f.id) => continue,
+                _ => {
+                    break Err(Error::protocol(
+                        self.link.peer(),
+                        format!("answered request {} with a {:?} frame it did not expect", f.id, f.kind),
+                    ));
+                }
+            }
+            got += 1;
+        };
+        if let Err(e) = r {
+            // Calls still in flight: their replies, when they come, are skipped.
+            for (i, reply) in replies.iter().enumerate() {
+                if reply.is_none() {
+                    self.abandoned.insert(first + i as u64);
+                }
+            }
+            return Err(e);
+        }
+        Ok(replies.into_iter().flatten().collect())
+    }
+
     /// Send a ping with `payload` and wait for its echo: the round trip.
     ///
     /// # Errors
