@@ -18,10 +18,15 @@
 //! The publisher rings only when the flag is set, so a busy connection
 //! makes no system call for wake-ups; the eventfd keeps a ring that lands
 //! before the task polls, so none is lost (the core's loom models
-//! `doorbell_*` check both). Before it parks, a task polls the ring for a
-//! few microseconds, yielding to the runtime between polls
-//! ([`crate::ClientOptions::async_spin`]): a reply that comes back within
-//! that time costs no wake-up at all, and the worker is never held.
+//! `doorbell_*` check both). Before anything parks, the ring is polled for
+//! a few microseconds ([`crate::ClientOptions::async_spin`], 10 µs by
+//! default): a caller with the only call in flight polls it itself right
+//! after sending (holding its worker that long at most), and a reply that
+//! comes back within that time costs no task switch and no wake-up; with
+//! several calls in flight the connection's task polls instead, yielding to
+//! the runtime between polls so the callers keep sending. While a caller
+//! polls, the connection's task takes itself off the waiter list, so the
+//! server's replies ring nobody.
 //!
 //! Why an eventfd and not a futex waited on by a helper thread: the
 //! eventfd goes straight into the reactor's epoll set, with no thread per

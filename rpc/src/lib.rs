@@ -63,5 +63,5 @@ pub use options::{
     ClientOptions, DEFAULT_ASYNC_SPIN, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_RING_CAPACITY, ServerOptions,
     TRANSPORT_ENV,
 };
-pub use server::Server;
+pub use server::{Reply, Server};
 pub use transport::TransportKind;

@@ -84,10 +84,12 @@ impl ClientOptions {
         self.policy = p;
         self
     }
-    /// How long the async client polls an empty ring for a reply, yielding
-    /// to the runtime between polls, before it parks on its doorbell
-    /// (default [`DEFAULT_ASYNC_SPIN`]). A reply within that time costs no
-    /// wake-up; the worker is never held, as other tasks run between polls.
+    /// How long the async client polls an empty ring for a reply before it
+    /// parks on its doorbell (default [`DEFAULT_ASYNC_SPIN`]). With one call
+    /// in flight the caller polls right after sending, holding its worker at
+    /// most this long, and a reply within that time costs no task switch and
+    /// no wake-up; with several, the connection's task polls, yielding to the
+    /// runtime between polls. Zero parks at once.
     pub fn async_spin(mut self, t: Duration) -> Self {
         self.async_spin = t;
         self

@@ -14,10 +14,54 @@ use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Kind};
 use crate::handshake::WAKE_FUTEX;
 use crate::options::ServerOptions;
-use crate::transport::Stream;
+use crate::transport::{Link, Stream};
 
-/// The handler a server runs for each request.
-type Handler = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+/// The handler a server runs for each request: one that returns its reply,
+/// or one that writes it in place ([`Server::serve_in_place`]).
+#[derive(Clone)]
+enum Handler {
+    Returns(Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>),
+    InPlace(Arc<dyn Fn(&[u8], &mut Reply<'_>) + Send + Sync>),
+}
+
+/// Where a handler of [`Server::serve_in_place`] writes its reply: once,
+/// with [`Reply::write`]. A handler that returns without writing one sends
+/// an empty reply.
+pub struct Reply<'a> {
+    link: &'a mut Link,
+    id: u64,
+    sent: bool,
+    /// Why a reply was refused (too large): sent to the client instead.
+    refused: Option<String>,
+}
+
+impl Reply<'_> {
+    /// Reply with `len` bytes that `fill` writes. Over shared memory, when
+    /// the reply fits in one ring record (the ring's capacity less a few
+    /// bytes), `fill` writes straight into the ring: no buffer, no copy.
+    /// Larger replies, and replies over a socket, are written into a buffer
+    /// and sent from it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a second reply, or one over the
+    /// connection's maximum frame size (the client then gets an error
+    /// reply); the connection's errors.
+    pub fn write(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        if self.sent {
+            return Err(Error::InvalidArgument(format!("request {} already has its reply", self.id)));
+        }
+        if len as u64 > self.link.max_frame() {
+            let what = format!(
+                "a reply of {len} bytes exceeds the connection's maximum frame of {} bytes",
+                self.link.max_frame()
+            );
+            self.refused = Some(what.clone());
+            return Err(Error::InvalidArgument(what));
+        }
+        self.sent = true;
+        self.link.send_with(self.id, Kind::Response, len, fill, None)
+    }
+}
 
 /// A bound server; [`Server::serve`] runs it.
 ///
@@ -76,8 +120,12 @@ impl Server {
     /// The handshake's errors ([`Error::PermissionDenied`] for a refused
     /// user, [`Error::Protocol`], [`Error::Timeout`], ...), and how the
     /// connection ended if not cleanly (the client died, or sent garbage).
-    pub fn serve_stream(stream: UnixStream, opts: &ServerOptions, handler: impl Fn(&[u8]) -> Vec<u8>) -> Result<()> {
-        serve_one(Stream::Unix(stream), "client", opts, &handler)
+    pub fn serve_stream(
+        stream: UnixStream,
+        opts: &ServerOptions,
+        handler: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Result<()> {
+        serve_one(Stream::Unix(stream), "client", opts, &Handler::Returns(Arc::new(handler)))
     }
 
     /// Accept clients for ever, each served on its own thread by `handler`.
@@ -90,7 +138,39 @@ impl Server {
     where
         F: Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
     {
-        let handler: Handler = Arc::new(handler);
+        self.serve_with(Handler::Returns(Arc::new(handler)))
+    }
+
+    /// [`Server::serve`] with a handler that writes its reply in place
+    /// ([`Reply::write`]): over shared memory a reply that fits in one ring
+    /// record is written straight into the ring, with no buffer and no copy.
+    /// The request is still copied out of the ring before the handler sees
+    /// it (the client could change it under the handler's feet otherwise).
+    ///
+    /// ```no_run
+    /// # fn main() -> shmring_rpc::Result<()> {
+    /// use shmring_rpc::{Addr, Reply, Server, ServerOptions};
+    /// let server = Server::bind(&Addr::parse("unix:/tmp/upper.sock")?, &ServerOptions::new())?;
+    /// server.serve_in_place(|req: &[u8], reply: &mut Reply<'_>| {
+    ///     let _ = reply.write(req.len(), |out| {
+    ///         for (o, i) in out.iter_mut().zip(req) {
+    ///             *o = i.to_ascii_uppercase();
+    ///         }
+    ///     });
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Server::serve`].
+    pub fn serve_in_place<F>(self, handler: F) -> Result<()>
+    where
+        F: Fn(&[u8], &mut Reply<'_>) + Send + Sync + 'static,
+    {
+        self.serve_with(Handler::InPlace(Arc::new(handler)))
+    }
+
+    fn serve_with(self, handler: Handler) -> Result<()> {
         loop {
             let accepted = match &self.listener {
                 Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), format!("client of {}", self.addr))),
@@ -112,7 +192,7 @@ impl Server {
             };
             let (opts, handler) = (self.opts.clone(), handler.clone());
             let spawned = std::thread::Builder::new().name("shmring-rpc".into()).spawn(move || {
-                match serve_one(stream, &peer, &opts, &*handler) {
+                match serve_one(stream, &peer, &opts, &handler) {
                     Ok(()) => tracing::debug!("{peer}: connection closed"),
                     Err(e) => tracing::warn!("{peer}: {e}"),
                 }
@@ -158,12 +238,23 @@ fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {
 }
 
 /// Handshake with one client, then answer its frames until it leaves.
-fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &dyn Fn(&[u8]) -> Vec<u8>) -> Result<()> {
+fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &Handler) -> Result<()> {
     let mut link = accept(stream, peer, opts, WAKE_FUTEX)?;
     loop {
         let Some(f) = link.recv(None)? else { return Ok(()) };
-        match f.kind {
-            Kind::Request => {
+        match (f.kind, handler) {
+            (Kind::Request, Handler::InPlace(handler)) => {
+                let mut reply = Reply { link: &mut link, id: f.id, sent: false, refused: None };
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&f.payload, &mut reply)));
+                let (sent, refused) = (reply.sent, reply.refused.take());
+                match (r, sent, refused) {
+                    (_, true, _) => {}
+                    (Ok(()), false, None) => link.send(f.id, Kind::Response, 0, &[], None)?,
+                    (Ok(()), false, Some(what)) => link.send(f.id, Kind::Error, 0, what.as_bytes(), None)?,
+                    (Err(_), false, _) => link.send(f.id, Kind::Error, 0, b"the handler panicked", None)?,
+                }
+            }
+            (Kind::Request, Handler::Returns(handler)) => {
                 let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&f.payload)));
                 match reply {
                     Ok(r) if r.len() as u64 > link.max_frame() => {
@@ -174,11 +265,13 @@ fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &dyn Fn(
                     Err(_) => link.send(f.id, Kind::Error, 0, b"the handler panicked", None)?,
                 }
             }
-            Kind::Ping if f.flags & FLAG_REPLY == 0 => link.send(f.id, Kind::Ping, FLAG_REPLY, &f.payload, None)?,
+            (Kind::Ping, _) if f.flags & FLAG_REPLY == 0 => {
+                link.send(f.id, Kind::Ping, FLAG_REPLY, &f.payload, None)?
+            }
             // A blocking handler cannot be interrupted: its reply, when it
             // comes, is skipped by the client.
-            Kind::Cancel => {}
-            other => return Err(Error::protocol(peer, format!("a client sent a {other:?} frame"))),
+            (Kind::Cancel, _) => {}
+            (other, _) => return Err(Error::protocol(peer, format!("a client sent a {other:?} frame"))),
         }
     }
 }

@@ -236,6 +236,40 @@ impl Link {
         }
     }
 
+    /// Send one frame of `len` payload bytes written by `fill`: on shared
+    /// memory straight into the ring when it fits in one record (no copy),
+    /// else into a buffer that is then sent as [`Link::send`] does.
+    ///
+    /// # Errors
+    /// As [`Link::send`].
+    pub(crate) fn send_with(
+        &mut self,
+        id: u64,
+        kind: Kind,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        if let Path::Shm(rings) = &mut self.path
+            && !self.broken
+            && frame::HEADER_LEN + len <= rings.tx.max_record_len()
+        {
+            let h = Header { id, len: len as u32, kind, flags: 0 };
+            let total = frame::HEADER_LEN + len;
+            match rings.tx.try_grant(total) {
+                Ok(g) => fill_in_place(g, &h, fill),
+                Err(shmring::Error::WouldBlock { .. }) => {
+                    fill_in_place(slow_grant(&mut rings.tx, total, deadline, &self.peer)?, &h, fill)
+                }
+                Err(e) => return Err(ring_error(&self.peer, e)),
+            }
+            return Ok(());
+        }
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.send(id, kind, 0, &buf, deadline)
+    }
+
     /// Receive the next whole frame, waiting until `deadline` (without one,
     /// as long as it takes). `Ok(None)`: the peer closed the connection
     /// cleanly, between frames.
@@ -296,20 +330,36 @@ fn ring_send(tx: &mut Producer, h: Header, chunk: &[u8], deadline: Option<Instan
         Err(shmring::Error::WouldBlock { .. }) => {}
         Err(e) => return Err(ring_error(peer, e)),
     }
-    let g = match remaining(deadline, peer)? {
+    fill_chunk(slow_grant(tx, len, deadline, peer)?, &h, chunk);
+    Ok(())
+}
+
+/// A grant of `len` bytes once the ring was found full: wait for room
+/// until `deadline`.
+fn slow_grant<'a>(
+    tx: &'a mut Producer,
+    len: usize,
+    deadline: Option<Instant>,
+    peer: &str,
+) -> Result<shmring::spsc::Grant<'a>> {
+    match remaining(deadline, peer)? {
         None => tx.grant(len),
         Some(left) => tx.grant_timeout(len, left),
     }
-    .map_err(|e| ring_error(peer, e))?;
-    fill_chunk(g, &h, chunk);
-    Ok(())
+    .map_err(|e| ring_error(peer, e))
 }
 
 /// Write a chunk (its header, then its payload) into a grant of
 /// `HEADER_LEN + chunk.len()` bytes and commit it.
-pub(crate) fn fill_chunk(mut g: shmring::spsc::Grant<'_>, h: &Header, chunk: &[u8]) {
+pub(crate) fn fill_chunk(g: shmring::spsc::Grant<'_>, h: &Header, chunk: &[u8]) {
+    fill_in_place(g, h, |b| b.copy_from_slice(chunk));
+}
+
+/// Write a frame's header into a grant, have `fill` write its payload in
+/// place after it, and commit.
+fn fill_in_place(mut g: shmring::spsc::Grant<'_>, h: &Header, fill: impl FnOnce(&mut [u8])) {
     g[..frame::HEADER_LEN].copy_from_slice(&h.encode());
-    g[frame::HEADER_LEN..].copy_from_slice(chunk);
+    fill(&mut g[frame::HEADER_LEN..]);
     g.commit();
 }
 

@@ -45,6 +45,19 @@ fn calls_over_shared_memory_between_processes() {
 }
 
 #[test]
+fn replies_written_in_place_over_the_rings_and_the_socket() {
+    let dir = TempDir::new("inplace");
+    let srv = server("inplace", &dir.addr());
+    for t in [TransportKind::Shm, TransportKind::Unix] {
+        let mut c = Client::connect(&srv.addr, &ClientOptions::new().transport(t)).unwrap();
+        assert_eq!(c.transport(), t);
+        // Up to a 64 KiB ring record in place; above it, through a buffer
+        // and in chunks.
+        exercise(&mut c);
+    }
+}
+
+#[test]
 fn frames_over_the_socket_when_asked_or_when_the_server_refuses_shared_memory() {
     let dir = TempDir::new("unix");
     let srv = server("echo", &dir.addr());
@@ -187,47 +200,54 @@ fn fds_of(pid: u32) -> usize {
 #[test]
 fn a_killed_client_frees_what_the_server_held_for_it() {
     let dir = TempDir::new("clientdies");
-    let srv = server("echo", &dir.addr());
-    let pid = srv.child.id();
-    // One connection first, so the server's threads and lazy state exist.
-    drop(Client::connect(&srv.addr, &ClientOptions::new()).unwrap().call(b"warm").unwrap());
-    // Wait until the count is `want`, or (None) until it stays put for 200 ms.
-    let settle = |want: Option<usize>| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (mut last, mut same) = (fds_of(pid), 0);
-        while Instant::now() < deadline && want.map_or(same < 10, |w| last != w) {
-            std::thread::sleep(Duration::from_millis(20));
-            let now = fds_of(pid);
-            same = if now == last { same + 1 } else { 0 };
-            last = now;
+    // The blocking server (a thread per client) and the async one (tasks).
+    for role in ["echo", "async"] {
+        let srv = server(role, &dir.addr());
+        let pid = srv.child.id();
+        // One connection first, so the server's threads and lazy state exist.
+        drop(Client::connect(&srv.addr, &ClientOptions::new()).unwrap().call(b"warm").unwrap());
+        // Wait until the count is `want`, or (None) until it stays put for 200 ms.
+        let settle = |want: Option<usize>| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (mut last, mut same) = (fds_of(pid), 0);
+            while Instant::now() < deadline && want.map_or(same < 10, |w| last != w) {
+                std::thread::sleep(Duration::from_millis(20));
+                let now = fds_of(pid);
+                same = if now == last { same + 1 } else { 0 };
+                last = now;
+            }
+            last
+        };
+        let baseline = settle(None);
+        for transport in ["shm", "unix"] {
+            let exe = std::env::current_exe().unwrap();
+            let mut client = Command::new(exe)
+                .args(["client_main", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+                .env(ROLE_ENV, transport)
+                .env(ADDR_ENV, srv.addr.to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = BufReader::new(client.stdout.take().unwrap());
+            let mut line = String::new();
+            while line.trim() != "called" {
+                line.clear();
+                let n = out.read_line(&mut line).unwrap();
+                assert!(n > 0, "{role}/{transport}: the client process exited before its call got through");
+            }
+            std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+            assert!(fds_of(pid) > baseline, "{role}/{transport}: the connection holds descriptors");
+            client.kill().unwrap();
+            client.wait().unwrap();
+            assert_eq!(
+                settle(Some(baseline)),
+                baseline,
+                "{role}/{transport}: the server kept the dead client's socket or rings"
+            );
         }
-        last
-    };
-    let baseline = settle(None);
-    for transport in ["shm", "unix"] {
-        let exe = std::env::current_exe().unwrap();
-        let mut client = Command::new(exe)
-            .args(["client_main", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(ROLE_ENV, transport)
-            .env(ADDR_ENV, srv.addr.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(client.stdout.take().unwrap());
-        let mut line = String::new();
-        while line.trim() != "called" {
-            line.clear();
-            let n = out.read_line(&mut line).unwrap();
-            assert!(n > 0, "{transport}: the client process exited before its call got through");
-        }
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        assert!(fds_of(pid) > baseline, "{transport}: the connection holds descriptors");
-        client.kill().unwrap();
-        client.wait().unwrap();
-        assert_eq!(settle(Some(baseline)), baseline, "{transport}: the server kept the dead client's socket or rings");
+        let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
+        assert_eq!(c.call(b"ok").unwrap(), b"ko");
     }
-    let mut c = Client::connect(&srv.addr, &ClientOptions::new()).unwrap();
-    assert_eq!(c.call(b"ok").unwrap(), b"ko");
 }
 
 #[test]

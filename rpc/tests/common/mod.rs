@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use shmring_rpc::{AccessPolicy, Addr, Server, ServerOptions};
+use shmring_rpc::{AccessPolicy, Addr, Reply, Server, ServerOptions};
 
 pub const ROLE_ENV: &str = "SHMRING_RPC_TEST_ROLE";
 pub const ADDR_ENV: &str = "SHMRING_RPC_TEST_ADDR";
@@ -78,7 +78,7 @@ pub fn server(role: &str, addr: &Addr) -> ServerProc {
 
 /// Peer entry: a server. `echo` answers each request reversed; `slow`
 /// sleeps 5 s first; `deny` lets nobody in but uid 4242; `noshm` refuses
-/// shared memory. `async` serves on tokio (`serve_async`): it answers
+/// shared memory; `inplace` answers reversed with `serve_in_place`. `async` serves on tokio (`serve_async`): it answers
 /// reversed too, but a request starting `sleep` takes 5 s, and `dropped?`
 /// answers how many handler futures were dropped unfinished (as decimal
 /// text).
@@ -98,6 +98,21 @@ fn server_main() {
     std::io::stdout().flush().unwrap();
     if role == "async" {
         return serve_async(server);
+    }
+    if role == "inplace" {
+        // Reversed too, written straight into the ring when it fits.
+        server
+            .serve_in_place(|req: &[u8], reply: &mut Reply<'_>| {
+                reply
+                    .write(req.len(), |out| {
+                        for (o, i) in out.iter_mut().zip(req.iter().rev()) {
+                            *o = *i;
+                        }
+                    })
+                    .unwrap();
+            })
+            .unwrap();
+        return;
     }
     let slow = role == "slow";
     server
