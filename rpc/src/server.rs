@@ -20,9 +20,14 @@ use crate::transport::{Link, Stream};
 /// or one that writes it in place ([`Server::serve_in_place`]).
 #[derive(Clone)]
 enum Handler {
-    Returns(Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>),
-    InPlace(Arc<dyn Fn(&[u8], &mut Reply<'_>) + Send + Sync>),
+    Returns(Arc<ReturnsReply>),
+    InPlace(Arc<WritesReply>),
 }
+
+/// A handler that returns its reply.
+type ReturnsReply = dyn Fn(&[u8]) -> Vec<u8> + Send + Sync;
+/// A handler that writes its reply in place.
+type WritesReply = dyn Fn(&[u8], &mut Reply<'_>) + Send + Sync;
 
 /// Where a handler of [`Server::serve_in_place`] writes its reply: once,
 /// with [`Reply::write`]. A handler that returns without writing one sends
