@@ -16,7 +16,9 @@
 //! ```
 //!
 //! The server is this executable re-run with `SHMRING_BENCH_RPC_SERVER`
-//! set; it starts once per row and serves every iteration.
+//! set; it starts once per row and serves every iteration, echoing each
+//! request with `Server::serve_in_place` (a reply that fits in a ring
+//! record is written straight into the ring), spinning on the rings.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,7 +29,7 @@ use criterion::Criterion;
 use shmring::WaitPolicy;
 use shmring_benches::shm::{Mode, ShmPingPong};
 use shmring_benches::{MSG_LEN, Workload, affinity};
-use shmring_rpc::{Addr, AsyncClient, Client, ClientOptions, Server, ServerOptions, TransportKind};
+use shmring_rpc::{Addr, AsyncClient, Client, ClientOptions, Reply, Server, ServerOptions, TransportKind};
 
 const SERVER_ENV: &str = "SHMRING_BENCH_RPC_SERVER";
 
@@ -236,6 +238,9 @@ fn serve_if_requested() {
     let server = Server::bind(&Addr::parse(addr).expect("address"), &opts).expect("bind");
     println!("{}", server.local_addr());
     let _ = std::io::stdout().flush();
-    let _ = server.serve(|req: &[u8]| req.to_vec());
+    // The reply is written straight into the ring (no buffer, no copy).
+    let _ = server.serve_in_place(|req: &[u8], reply: &mut Reply<'_>| {
+        let _ = reply.write(req.len(), |out| out.copy_from_slice(req));
+    });
     std::process::exit(0);
 }

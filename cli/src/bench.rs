@@ -3,7 +3,8 @@
 //!
 //! Layout: [`case`] says what a row is, [`peer`] starts and supervises the second process,
 //! [`guard`] makes sure nothing outlives the run, [`protocol`] holds the two measurements,
-//! [`kernel`], [`shared`] and [`ring`] adapt each transport, [`report`] prints.
+//! [`kernel`], [`shared`], [`ring`], [`mpmc`], [`sysv`] and [`rpc`] adapt each transport,
+//! [`report`] prints.
 
 mod case;
 mod guard;
@@ -13,6 +14,7 @@ mod peer;
 mod protocol;
 mod report;
 mod ring;
+mod rpc;
 mod shared;
 mod sysv;
 
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use case::Transport;
-use case::{Budget, Case, Length, Mode};
+use case::{Budget, Case, IN_FLIGHT, Length, Mode};
 use protocol::Outcome;
 use report::Row;
 
@@ -65,6 +67,31 @@ STREAM ROWS (mode stream)
   batches: runs of 512 records written in place per publish (grant_records), and
   everything available per receive.
 
+RPC ROWS (transports rpc-shm, rpc-shm-async, rpc-unix, rpc-tcp)
+  shmring-rpc calls on one connection: the second process runs a Server (a
+  thread per client) whose handler sends each request back as the reply, and
+  the first process is the client.
+    rpc-shm        blocking Client; requests and replies go through two
+                   shared-memory rings, and both sides busy-poll them
+    rpc-shm-async  AsyncClient on a single-threaded tokio runtime, same server;
+                   after each request it polls the ring for 10 µs, then sleeps
+                   until the server rings its doorbell
+    rpc-unix       blocking Client, frames over the server's UNIX socket
+    rpc-tcp        blocking Client, frames over TCP on 127.0.0.1
+  Mode 'call': one call at a time, request and reply both as large as the
+  payload. 'rtt p50' and 'rtt p99' are per call, timed like the ping-pong rows;
+  lower is better. Next to the raw rows at 64 B (shmring spin, unix-socket and
+  tcp-loopback blocking) the difference is the cost of the RPC layer: frame
+  headers, call ids, deadlines, and a fresh buffer for every reply.
+  Mode '64-in-flight': 64 B calls with 64 of them outstanding on the one
+  connection, so that client and server work at the same time. The blocking
+  client pipelines (Client::call_all with a window of 64); the async client
+  runs 64 tasks, each calling in a loop. 'msgs/s' is calls answered per
+  second, 'bytes/s' the request payload per second (the replies carry as much
+  back). Higher is better.
+  Every reply is checked against its request. The shared-memory rows need two
+  CPUs, like the spin rows: the server busy-polls.
+
 READING THE TABLE
   '-' marks a column that does not apply to the row. A number in brackets after
   a transport points to a note under the table, for example why a row was not
@@ -78,11 +105,13 @@ READING THE TABLE
   virtual machine, run twice and trust what repeats.";
 
 /// Measure shmring (SPSC and MPMC rings) against pipes, FIFOs, sockets, POSIX and System V
-/// message queues and bare shared words, between two real processes.
+/// message queues and bare shared words, and shmring-rpc calls over shared memory, a UNIX
+/// socket and TCP, between two real processes.
 ///
 /// Reports 64-byte ping-pong round-trip latency (median and 99th percentile) in busy-poll
-/// and sleeping modes, and one-way streaming throughput for small and large messages.
-/// Takes under a minute by default, a few seconds with --quick.
+/// and sleeping modes, one-way streaming throughput for small and large messages, the round
+/// trip of one RPC call at 64 B, 4 KiB and 1 MiB, and RPC calls per second with 64 in
+/// flight. Takes a minute and a quarter by default, a few seconds with --quick.
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Run with --help for what each row measures and how to read it.",
@@ -106,8 +135,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECONDS")]
     pub warmup: Option<f64>,
 
-    /// Measure exactly N round trips (ping-pong rows) or N messages (stream rows) per case,
-    /// instead of a fixed time.
+    /// Measure exactly N round trips (ping-pong and call rows), N messages (stream rows) or
+    /// N calls (64-in-flight rows) per case, instead of a fixed time.
     #[arg(
         long,
         value_name = "N",
@@ -177,6 +206,10 @@ fn plan(only: &[Transport]) -> Vec<Case> {
     ];
     let kernel = [Pipe, Fifo, UnixSocket, TcpLoopback, PosixMq, SysvMsgq];
     cases.extend(kernel.map(|t| case(t, Mode::Blocking, 64)));
+    let rpc = [RpcShm, RpcShmAsync, RpcUnix, RpcTcp];
+    for payload in rpc::SIZES {
+        cases.extend(rpc.map(|t| case(t, Mode::Call, payload)));
+    }
     cases.push(case(Shmring, Mode::Stream, 8));
     for payload in [64, 64 << 10] {
         cases.push(case(Shmring, Mode::Stream, payload));
@@ -185,6 +218,7 @@ fn plan(only: &[Transport]) -> Vec<Case> {
         }
         cases.extend(kernel.map(|t| case(t, Mode::Stream, payload)));
     }
+    cases.extend(rpc.map(|t| case(t, Mode::InFlight, 64)));
     cases.retain(|c| only.is_empty() || only.contains(&c.transport));
     cases
 }
@@ -196,6 +230,7 @@ fn measure(case: &Case, budget: &Budget, launcher: &peer::Launcher) -> Result<Ou
         Transport::ShmringMpmc => mpmc::parent(case, budget, launcher),
         Transport::SysvMsgq => sysv::parent(case, budget, launcher),
         Transport::Futex | Transport::CacheLine => shared::parent(case, budget, launcher),
+        t if t.is_rpc() => rpc::parent(case, budget, launcher),
         _ => kernel::parent(case, budget, launcher),
     }
 }
@@ -239,9 +274,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     for case in &cases {
         progress.set_message(case.label());
         let row = if case.needs_two_cpus() && placement.available < 2 {
-            Row::empty(case, Some("needs two CPUs: both sides busy-poll".into()))
+            let why = if case.transport.is_rpc() { "the server busy-polls" } else { "both sides busy-poll" };
+            Row::empty(case, Some(format!("needs two CPUs: {why}")))
         } else {
-            let limit = budget.deadline();
+            let limit = budget.deadline(case.payload);
             let deadline = guard::Deadline::arm(limit, case.label());
             match measure(case, &budget, &launcher) {
                 Ok(outcome) => Row::new(case, outcome),
@@ -273,11 +309,21 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             report::json(&rows)? + "\n"
         }
         Format::Table => {
-            let mut notes = vec![
-                "spin, park, blocking: 64 B ping-pong round trip, lower is better; \
-                 stream: one way, higher is better."
-                    .to_owned(),
-            ];
+            let mut notes = Vec::new();
+            if cases.iter().any(|c| !c.transport.is_rpc()) {
+                notes.push(
+                    "spin, park, blocking: 64 B ping-pong round trip, lower is better; \
+                     stream: one way, higher is better."
+                        .to_owned(),
+                );
+            }
+            if cases.iter().any(|c| c.transport.is_rpc()) {
+                notes.push(format!(
+                    "call: one shmring-rpc call at a time (request and echoed reply of that size), \
+                     round trip, lower is better; {IN_FLIGHT}-in-flight: calls answered per second \
+                     with {IN_FLIGHT} in flight on one connection, higher is better."
+                ));
+            }
             let floors = [Transport::CacheLine, Transport::Futex];
             if cases.iter().any(|c| floors.contains(&c.transport)) {
                 notes.push(
@@ -324,6 +370,7 @@ pub fn maybe_run_child() -> Option<i32> {
         Transport::ShmringMpmc => mpmc::child(&spec),
         Transport::SysvMsgq => sysv::child(&spec),
         Transport::Futex | Transport::CacheLine => shared::child(&spec),
+        t if t.is_rpc() => rpc::child(&spec),
         _ => kernel::child(&spec),
     });
     Some(match result {
@@ -352,14 +399,44 @@ mod tests {
     #[test]
     fn default_plan_covers_every_transport_and_both_kinds() {
         let cases = plan(&[]);
-        assert_eq!(cases.len(), 27);
+        assert_eq!(cases.len(), 43);
         assert!(cases.iter().any(ring::batched));
         for t in [Transport::Futex, Transport::CacheLine] {
             assert!(cases.iter().all(|c| c.transport != t || !c.is_stream()));
         }
-        // Ping-pong rows come first, then streaming rows.
-        let first_stream = cases.iter().position(Case::is_stream).unwrap();
-        assert!(cases[first_stream..].iter().all(Case::is_stream));
+        // Round-trip rows come first, then rate rows.
+        let first_rate = cases.iter().position(Case::measures_rate).unwrap();
+        assert!(cases[first_rate..].iter().all(Case::measures_rate));
+        // Every transport has a row; the RPC ones one per size, and one with calls in flight.
+        for t in <Transport as clap::ValueEnum>::value_variants() {
+            assert!(cases.iter().any(|c| c.transport == *t), "no {} row", t.name());
+        }
+        for t in [Transport::RpcShm, Transport::RpcShmAsync, Transport::RpcUnix, Transport::RpcTcp] {
+            let rows: Vec<_> = cases.iter().filter(|c| c.transport == t).collect();
+            let calls: Vec<usize> = rows.iter().filter(|c| c.mode == Mode::Call).map(|c| c.payload).collect();
+            assert_eq!(calls, rpc::SIZES);
+            assert!(rows.iter().any(|c| c.mode == Mode::InFlight && c.payload == 64));
+            assert_eq!(rows.len(), rpc::SIZES.len() + 1);
+        }
+    }
+
+    #[test]
+    fn rpc_rows_are_named_as_documented() {
+        assert_eq!(Mode::InFlight.name(), format!("{IN_FLIGHT}-in-flight"));
+        let parsed = args(&["--only", "rpc-shm,rpc-shm-async,rpc-unix,rpc-tcp"]);
+        assert_eq!(parsed.only, [Transport::RpcShm, Transport::RpcShmAsync, Transport::RpcUnix, Transport::RpcTcp]);
+        for t in &parsed.only {
+            assert!(READING_GUIDE.contains(t.name()), "the reading guide does not explain {}", t.name());
+            // The JSON spec handed to a peer names them as the command line does.
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+        }
+        let json = serde_json::to_value(Mode::InFlight).unwrap();
+        assert_eq!(json, Mode::InFlight.name());
+        assert!(READING_GUIDE.contains("'64-in-flight'") && READING_GUIDE.contains("'call'"));
+        let cases = plan(&[Transport::RpcTcp]);
+        assert_eq!(cases.len(), rpc::SIZES.len() + 1);
+        assert_eq!(cases[0].label(), "rpc-tcp 64 B calls, one at a time");
+        assert_eq!(cases.last().unwrap().label(), "rpc-tcp 64 B calls, 64 in flight");
     }
 
     #[test]
@@ -374,11 +451,15 @@ mod tests {
     #[test]
     fn counted_cases_have_a_deadline_that_grows_with_the_count() {
         let b = args(&["--messages", "1000", "--warmup", "0"]).budget().unwrap();
-        assert_eq!(b.deadline(), Some(Duration::from_secs(61)));
+        assert_eq!(b.deadline(64), Some(Duration::from_secs(61)));
+        assert_eq!(b.deadline(64 << 10), Some(Duration::from_secs(61)));
+        // Larger messages get more time each: 16 ms per 1 MiB call.
+        assert_eq!(b.deadline(1 << 20), Some(Duration::from_secs(76)));
         let b = args(&["--messages", "1000", "--warmup", "1"]).budget().unwrap();
-        assert_eq!(b.deadline(), Some(Duration::from_secs(64)));
+        assert_eq!(b.deadline(64), Some(Duration::from_secs(64)));
         let b = args(&["--messages", &u64::MAX.to_string()]).budget().unwrap();
-        assert!(b.deadline().is_some_and(|d| d > Duration::from_secs(1 << 40)));
+        assert!(b.deadline(64).is_some_and(|d| d > Duration::from_secs(1 << 40)));
+        assert_eq!(b.deadline(1 << 20), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! `shmring bench` rows added for the MPMC ring and System V message queues.
+//! `shmring bench` rows added for the MPMC ring, System V message queues and shmring-rpc.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn bench(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_shmring")).arg("bench").args(args).output().expect("run shmring bench")
@@ -38,10 +38,74 @@ fn mpmc_and_sysv_rows_measure_and_report_every_key() {
 }
 
 #[test]
+fn rpc_rows_measure_calls_one_at_a_time_and_in_flight() {
+    let out = bench(&["--quick", "--only", "rpc-unix,rpc-shm-async", "--format", "json", "--no-progress"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    let find = |t: &str, mode: &str, payload: u64| {
+        rows.iter()
+            .find(|r| r["transport"] == t && r["mode"] == mode && r["payload_bytes"] == payload)
+            .unwrap_or_else(|| panic!("no {t} {mode} {payload} row in {rows:?}"))
+    };
+    for payload in [64, 4 << 10, 1 << 20] {
+        let r = find("rpc-unix", "call", payload);
+        assert!(r["rtt_p50_ns"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["rtt_p99_ns"].as_f64().unwrap() >= r["rtt_p50_ns"].as_f64().unwrap(), "{r}");
+        assert!(r["msgs_per_s"].is_null() && r["bytes_per_s"].is_null(), "{r}");
+    }
+    let r = find("rpc-unix", "64-in-flight", 64);
+    assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["rtt_p50_ns"].is_null(), "{r}");
+    // Shared memory needs two CPUs (the server busy-polls); with fewer the rows are there, empty.
+    for mode in ["call", "64-in-flight"] {
+        let r = find("rpc-shm-async", mode, 64);
+        let measured = if mode == "call" { &r["rtt_p50_ns"] } else { &r["msgs_per_s"] };
+        assert!(measured.is_null() || measured.as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+#[test]
+fn rpc_rows_report_a_peer_that_exits_before_serving_and_leave_nothing_behind() {
+    // Every peer exits at once, before binding its server (a test hook of the peer).
+    let child = Command::new(env!("CARGO_BIN_EXE_shmring"))
+        .args(["bench", "--only", "rpc-unix,rpc-tcp", "--messages", "100", "--warmup", "0", "--no-progress"])
+        .env("SHMRING_BENCH_CHILD_FAULT", "exit")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shmring bench");
+    let ours = format!("shmring-bench-{}-", child.id());
+    let out = child.wait_with_output().expect("wait for shmring bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("8 case(s) failed"), "{err}");
+    let failed: Vec<&str> = err.lines().filter(|l| l.starts_with("  rpc-")).collect();
+    assert_eq!(failed.len(), 8, "{err}");
+    for l in failed {
+        assert!(l.contains("exited before its server was listening"), "{l}");
+        assert!(l.contains("child process failed: exit status: 1"), "{l}");
+    }
+    // The private directories of the rpc-unix rows are gone.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&ours)))
+        .map(|e| e.path())
+        .collect();
+    for path in &left {
+        let _ = std::fs::remove_dir_all(path);
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
 fn help_names_the_new_rows() {
     let out = bench(&["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    for t in ["shmring-mpmc", "sysv-msgq"] {
+    for t in ["shmring-mpmc", "sysv-msgq", "rpc-shm", "rpc-shm-async", "rpc-unix", "rpc-tcp", "64-in-flight"] {
         assert!(help.contains(t), "--help does not mention {t}");
     }
 }

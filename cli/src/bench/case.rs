@@ -28,6 +28,14 @@ pub enum Transport {
     Futex,
     /// Ping-pong on two shared cache lines, busy-polling: the hardware floor for "spin".
     CacheLine,
+    /// shmring-rpc calls, blocking client, over shared-memory rings (both sides busy-poll).
+    RpcShm,
+    /// shmring-rpc calls, tokio client (single-threaded runtime), over shared-memory rings.
+    RpcShmAsync,
+    /// shmring-rpc calls, blocking client, frames over the server's UNIX socket.
+    RpcUnix,
+    /// shmring-rpc calls, blocking client, frames over TCP on 127.0.0.1.
+    RpcTcp,
 }
 
 impl Transport {
@@ -44,7 +52,16 @@ impl Transport {
             Transport::SysvMsgq => "sysv-msgq",
             Transport::Futex => "futex",
             Transport::CacheLine => "cache-line",
+            Transport::RpcShm => "rpc-shm",
+            Transport::RpcShmAsync => "rpc-shm-async",
+            Transport::RpcUnix => "rpc-unix",
+            Transport::RpcTcp => "rpc-tcp",
         }
+    }
+
+    /// Whether this is a shmring-rpc transport (a client here, a server in the peer).
+    pub fn is_rpc(self) -> bool {
+        matches!(self, Transport::RpcShm | Transport::RpcShmAsync | Transport::RpcUnix | Transport::RpcTcp)
     }
 }
 
@@ -60,7 +77,15 @@ pub enum Mode {
     Blocking,
     /// One-way streaming: one process writes, the other reads and verifies.
     Stream,
+    /// RPC calls one at a time: each call (request out, echoed reply back) is one round trip.
+    Call,
+    /// RPC calls with [`IN_FLIGHT`] of them outstanding on one connection: calls per second.
+    #[serde(rename = "64-in-flight")]
+    InFlight,
 }
+
+/// Calls outstanding at once in [`Mode::InFlight`] rows (the number in the mode's name).
+pub const IN_FLIGHT: usize = 64;
 
 impl Mode {
     /// The name used in the output.
@@ -70,6 +95,8 @@ impl Mode {
             Mode::Park => "park",
             Mode::Blocking => "blocking",
             Mode::Stream => "stream",
+            Mode::Call => "call",
+            Mode::InFlight => "64-in-flight",
         }
     }
 }
@@ -91,16 +118,27 @@ impl Case {
         self.mode == Mode::Stream
     }
 
-    /// Whether both processes busy-poll, which only makes sense on two CPUs.
-    pub fn needs_two_cpus(&self) -> bool {
-        self.mode == Mode::Spin
+    /// Whether the row reports a rate (msgs/s, bytes/s) rather than round-trip times.
+    pub fn measures_rate(&self) -> bool {
+        matches!(self.mode, Mode::Stream | Mode::InFlight)
     }
 
-    /// A short human description, e.g. `pipe blocking 64 B ping-pong`.
+    /// Whether a process busy-polls, which only makes sense on two CPUs: both sides in spin
+    /// mode, the RPC server (and the blocking client) on shared memory.
+    pub fn needs_two_cpus(&self) -> bool {
+        self.mode == Mode::Spin || matches!(self.transport, Transport::RpcShm | Transport::RpcShmAsync)
+    }
+
+    /// A short human description, e.g. `pipe blocking 64 B ping-pong`, `rpc-tcp 4 KiB calls,
+    /// one at a time`.
     pub fn label(&self) -> String {
-        let what = if self.is_stream() { "stream" } else { "ping-pong" };
-        let mode = if self.is_stream() { String::new() } else { format!(" {}", self.mode.name()) };
-        format!("{}{} {} {}", self.transport.name(), mode, super::report::bytes(self.payload as u64), what)
+        let (transport, size) = (self.transport.name(), super::report::bytes(self.payload as u64));
+        match self.mode {
+            Mode::Stream => format!("{transport} {size} stream"),
+            Mode::Call => format!("{transport} {size} calls, one at a time"),
+            Mode::InFlight => format!("{transport} {size} calls, {IN_FLIGHT} in flight"),
+            mode => format!("{transport} {} {size} ping-pong", mode.name()),
+        }
     }
 }
 
@@ -147,22 +185,29 @@ impl Budget {
         match self.length {
             Length::Time(d) => format!("{warmup:.2} s warm-up + {:.2} s measured per case", d.as_secs_f64()),
             Length::Count(n) => {
-                format!("{warmup:.2} s warm-up + {n} round trips or messages per case")
+                format!("{warmup:.2} s warm-up + {n} round trips, messages or calls per case")
             }
         }
     }
 
-    /// A generous upper bound on a case's wall time, for the watchdog, which gives up on a
-    /// case that runs longer (see `guard::Deadline`); `None` if too large to represent.
+    /// A generous upper bound on the wall time of a case whose messages are `payload` bytes,
+    /// for the watchdog, which gives up on a case that runs longer (see `guard::Deadline`);
+    /// `None` if too large to represent.
     ///
     /// When counting, 60 s (starting the peer and setting up, on a loaded machine) plus 1 ms
-    /// per round trip or message: no row needs more than a small fraction of that (the slowest,
-    /// 64 KiB messages and round trips through the kernel, take microseconds to tens of
-    /// microseconds), so only a peer that never made contact or stopped answering runs into it.
-    pub fn deadline(&self) -> Option<Duration> {
+    /// per round trip, message or call of up to 64 KiB, and in proportion above that (16 ms
+    /// for 1 MiB): no row needs more than a small fraction of that (64 KiB messages and round
+    /// trips through the kernel take microseconds to tens of microseconds, an RPC call of
+    /// 1 MiB hundreds of microseconds), so only a peer that never made contact or stopped
+    /// answering runs into it.
+    pub fn deadline(&self, payload: usize) -> Option<Duration> {
         match self.length {
             Length::Time(limit) => Some((self.warmup + limit) * 3 + Duration::from_secs(15)),
-            Length::Count(n) => (self.warmup * 3 + Duration::from_secs(60)).checked_add(Duration::from_millis(n)),
+            Length::Count(n) => {
+                let per_item_ms = payload.div_ceil(64 << 10).max(1) as u64;
+                let items = Duration::from_millis(n.checked_mul(per_item_ms)?);
+                (self.warmup * 3 + Duration::from_secs(60)).checked_add(items)
+            }
         }
     }
 }

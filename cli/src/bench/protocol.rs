@@ -70,33 +70,64 @@ pub(crate) fn read_seq(msg: &[u8], len: usize) -> Result<u64, String> {
     Ok(seq)
 }
 
+/// Records round-trip times for a loop that tells it when each round trip has ended: nothing
+/// until the warm-up is over, then one sample per round trip, until the budget is spent.
+pub(crate) struct RoundTripClock {
+    budget: Budget,
+    hist: Histogram<u64>,
+    start: Instant,
+    measuring: Option<Instant>,
+    last: Instant,
+}
+
+impl RoundTripClock {
+    /// Starts the warm-up now.
+    pub(crate) fn start(budget: &Budget) -> RoundTripClock {
+        let now = Instant::now();
+        RoundTripClock { budget: *budget, hist: histogram(), start: now, measuring: None, last: now }
+    }
+
+    /// Call right after each round trip; `true` once the budget is spent.
+    #[inline]
+    pub(crate) fn lap(&mut self) -> bool {
+        // One clock read per round trip: each sample runs from the previous reading to this.
+        let now = Instant::now();
+        let done = match self.measuring {
+            Some(since) => {
+                self.hist.saturating_record(now.duration_since(self.last).as_nanos() as u64);
+                self.budget.finished(self.hist.len(), now.duration_since(since))
+            }
+            None => {
+                if now.duration_since(self.start) >= self.budget.warmup {
+                    self.measuring = Some(now);
+                }
+                false
+            }
+        };
+        self.last = now;
+        done
+    }
+
+    /// The round-trip times recorded, in nanoseconds.
+    pub(crate) fn into_histogram(self) -> Histogram<u64> {
+        self.hist
+    }
+}
+
 /// Times round trips until the budget is spent, after an unrecorded warm-up.
 /// `round_trip(seq)` must return only once the peer has answered message `seq` (1, 2, …).
 pub(crate) fn time_round_trips(
     budget: &Budget,
     mut round_trip: impl FnMut(u64) -> Result<(), String>,
 ) -> Result<Histogram<u64>, String> {
-    let mut hist = histogram();
-    let start = Instant::now();
-    let mut measuring: Option<Instant> = None;
-    let mut last = start;
+    let mut clock = RoundTripClock::start(budget);
     let mut seq = 0u64;
     loop {
         seq += 1;
         round_trip(seq)?;
-        // One clock read per round trip: each sample runs from the previous reading to this.
-        let now = Instant::now();
-        match measuring {
-            Some(since) => {
-                hist.saturating_record(now.duration_since(last).as_nanos() as u64);
-                if budget.finished(hist.len(), now.duration_since(since)) {
-                    return Ok(hist);
-                }
-            }
-            None if now.duration_since(start) >= budget.warmup => measuring = Some(now),
-            None => {}
+        if clock.lap() {
+            return Ok(clock.into_histogram());
         }
-        last = now;
     }
 }
 

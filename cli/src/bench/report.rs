@@ -5,8 +5,9 @@ use serde::Serialize;
 use super::case::Case;
 use super::protocol::Outcome;
 
-/// One line of the results: either a ping-pong row (RTT filled in) or a streaming row
-/// (rates filled in). `None` is printed as `-` in the table and `null` in JSON.
+/// One line of the results: either a round-trip row (RTT filled in) or a rate row: streaming,
+/// or calls in flight (rates filled in). `None` is printed as `-` in the table and `null` in
+/// JSON.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
     pub transport: &'static str,
@@ -19,6 +20,9 @@ pub(crate) struct Row {
     /// Why the row is empty, or another remark; table only.
     #[serde(skip)]
     pub note: Option<String>,
+    /// Whether the row reports rates (its case measures a rate); table only, which groups them.
+    #[serde(skip)]
+    pub rate: bool,
 }
 
 impl Row {
@@ -33,6 +37,7 @@ impl Row {
             msgs_per_s: None,
             bytes_per_s: None,
             note,
+            rate: case.measures_rate(),
         }
     }
 
@@ -137,13 +142,12 @@ pub(crate) fn table(rows: &[Row]) -> String {
         out.trim_end().to_owned() + "\n"
     };
     let mut out = line(&HEADERS);
-    let mut previous_stream = None;
+    let mut previous_rate = None;
     for (row, cells) in rows.iter().zip(&cells) {
-        let stream = row.mode == "stream";
-        if previous_stream.is_some_and(|p| p != stream) {
+        if previous_rate.is_some_and(|p| p != row.rate) {
             out.push('\n');
         }
-        previous_stream = Some(stream);
+        previous_rate = Some(row.rate);
         out.push_str(&line(&cells.each_ref().map(String::as_str)));
     }
     for (i, note) in notes.iter().enumerate() {

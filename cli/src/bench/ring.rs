@@ -31,8 +31,9 @@ pub(crate) fn policy(mode: Mode) -> WaitPolicy {
     match mode {
         Mode::Spin => WaitPolicy::busy_poll(),
         Mode::Park => WaitPolicy::park(),
-        // Streaming uses the library's default: spin briefly, yield, then park.
-        Mode::Blocking | Mode::Stream => WaitPolicy::default(),
+        // Streaming uses the library's default: spin briefly, yield, then park. (The RPC
+        // modes never reach here: those rows set their own policies.)
+        Mode::Blocking | Mode::Stream | Mode::Call | Mode::InFlight => WaitPolicy::default(),
     }
 }
 
