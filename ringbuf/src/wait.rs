@@ -410,6 +410,12 @@ impl WaitPolicy {
     pub fn interval(&self) -> Duration {
         self.check_interval
     }
+
+    /// Spin rounds before yielding ([`WaitPolicy::spin`]; `u32::MAX` for
+    /// [`WaitPolicy::busy_poll`]).
+    pub fn spin_rounds(&self) -> u32 {
+        self.spin
+    }
 }
 
 /// Outcome of one attempt inside [`block_on`].

@@ -81,7 +81,7 @@ fn accept_unix(mut s: UnixStream, peer: &str, opts: &ServerOptions, wait: u16) -
     let max_frame = u64::from(w.max_frame);
     match rings {
         Some(r) if mapped => {
-            let rings = Rings { tx: r.tx, rx: r.rx, socket: s, bell: r.bell };
+            let rings = Rings { tx: r.tx, rx: r.rx, socket: s, bell: r.bell, poll: Rings::polls_for(&opts.policy) };
             Ok(Link::shm(rings, peer, max_frame))
         }
         // The client could not map them: frames over the socket.

@@ -126,6 +126,9 @@ impl Client {
         let mut replies: Vec<Option<Vec<u8>>> = Vec::new();
         let mut requests = requests.into_iter();
         let (mut sent, mut got) = (0usize, 0usize);
+        // Requests sent back to back are published in batches; each batch
+        // goes out before the client waits for a reply.
+        self.link.set_batch(REQUEST_BATCH);
         let r = 'calls: loop {
             let deadline = Instant::now() + self.timeout;
             while sent - got < window {
@@ -137,30 +140,34 @@ impl Client {
                 replies.push(None);
                 sent += 1;
             }
+            self.link.flush();
             if got == sent {
                 break Ok(());
             }
-            let f = match self.link.recv(Some(deadline)) {
-                Ok(Some(f)) => f,
-                Ok(None) => break Err(Error::Closed(self.link.peer().to_owned())),
+            // One reply, waiting for it; then those already there.
+            let mut next = match self.link.recv(Some(deadline)) {
+                Ok(f) => f,
                 Err(e) => break Err(e),
             };
-            let slot = f.id.checked_sub(first).and_then(|i| replies.get_mut(i as usize));
-            match (slot, f.kind) {
-                (Some(slot @ None), Kind::Response) => *slot = Some(f.payload),
-                (Some(None), Kind::Error) => {
-                    break Err(Error::Remote(String::from_utf8_lossy(&f.payload).into_owned()));
+            loop {
+                let Some(f) = next else { break 'calls Err(Error::Closed(self.link.peer().to_owned())) };
+                match self.file_reply(f, first, &mut replies) {
+                    Ok(true) => got += 1,
+                    Ok(false) => {}
+                    Err(e) => break 'calls Err(e),
                 }
-                (None, _) if self.abandoned.remove(&f.id) => continue,
-                _ => {
-                    break Err(Error::protocol(
-                        self.link.peer(),
-                        format!("answered request {} with a {:?} frame it did not expect", f.id, f.kind),
-                    ));
+                if got == sent {
+                    break;
                 }
+                next = match self.link.try_recv() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => break 'calls Err(e),
+                };
             }
-            got += 1;
         };
+        self.link.flush();
+        self.link.set_batch(0);
         if let Err(e) = r {
             // Calls still in flight: their replies, when they come, are skipped.
             for (i, reply) in replies.iter().enumerate() {
@@ -171,6 +178,25 @@ impl Client {
             return Err(e);
         }
         Ok(replies.into_iter().flatten().collect())
+    }
+
+    /// Put a reply of [`Client::call_all`] in its place among `replies`
+    /// (request ids from `first`): `Ok(true)` if it answered one of them,
+    /// `Ok(false)` for the late reply of an abandoned call.
+    fn file_reply(&mut self, f: Frame, first: u64, replies: &mut [Option<Vec<u8>>]) -> Result<bool> {
+        let slot = f.id.checked_sub(first).and_then(|i| replies.get_mut(i as usize));
+        match (slot, f.kind) {
+            (Some(slot @ None), Kind::Response) => {
+                *slot = Some(f.payload);
+                Ok(true)
+            }
+            (Some(None), Kind::Error) => Err(Error::Remote(String::from_utf8_lossy(&f.payload).into_owned())),
+            (None, _) if self.abandoned.remove(&f.id) => Ok(false),
+            _ => Err(Error::protocol(
+                self.link.peer(),
+                format!("answered request {} with a {:?} frame it did not expect", f.id, f.kind),
+            )),
+        }
     }
 
     /// Send a ping with `payload` and wait for its echo: the round trip.
@@ -216,6 +242,9 @@ impl Client {
         }
     }
 }
+
+/// Requests [`Client::call_all`] stages before it publishes them.
+const REQUEST_BATCH: u32 = 16;
 
 /// Connect to `addr` and agree on a transport; `wait` says how this client
 /// waits for the server ([`WAKE_FUTEX`] or [`WAKE_DOORBELL`]).
@@ -291,7 +320,11 @@ fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, wait: u16, 
             Ok((tx, rx, bell)) => {
                 s.write_all(&handshake::ready(true)).map_err(|e| Error::io(format!("sending ready to {peer}"), e))?;
                 set_timeouts(&s, None).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-                return Ok(Link::shm(Rings { tx, rx, socket: s, bell }, peer, max_frame));
+                return Ok(Link::shm(
+                    Rings { tx, rx, socket: s, bell, poll: Rings::polls_for(&opts.policy) },
+                    peer,
+                    max_frame,
+                ));
             }
             Err(e) if offer & TransportKind::Unix.bit() != 0 => {
                 tracing::warn!("{peer}: shared memory failed ({e}); falling back to frames over the socket");
