@@ -353,7 +353,7 @@ fn spin_for_reply(sh: &Shared, reply: &mut oneshot::Receiver<Result<Frame>>) -> 
         // The clock is read every 32 rounds only (on a VM a read costs a
         // good part of a round trip).
         round = round.wrapping_add(1);
-        if round % 32 == 0 && Instant::now() >= until {
+        if round.is_multiple_of(32) && Instant::now() >= until {
             break None;
         }
         std::hint::spin_loop();
