@@ -33,6 +33,16 @@ use shmring_rpc::{Addr, AsyncClient, Client, ClientOptions, Reply, Server, Serve
 
 const SERVER_ENV: &str = "SHMRING_BENCH_RPC_SERVER";
 
+/// The RPC rows: name, and the client's transport (`-async`: the tokio
+/// client).
+const ROWS: [(&str, &str); 5] = [
+    ("rpc-shm", "shm"),
+    ("rpc-shm-async", "shm-async"),
+    ("rpc-unix", "unix"),
+    ("rpc-unix-async", "unix-async"),
+    ("rpc-tcp", "tcp"),
+];
+
 fn main() {
     serve_if_requested();
     shmring_benches::run_peer_if_requested();
@@ -69,13 +79,7 @@ fn main() {
         if size > 4096 {
             g.sample_size(10);
         }
-        for (name, kind) in [
-            ("rpc-shm", "shm"),
-            ("rpc-shm-async", "shm-async"),
-            ("rpc-unix", "unix"),
-            ("rpc-unix-async", "unix-async"),
-            ("rpc-tcp", "tcp"),
-        ] {
+        for (name, kind) in ROWS {
             let mut server = None;
             g.bench_function(name, |b| {
                 let s = server.get_or_insert_with(|| RpcPeer::start(kind, peer));
@@ -86,13 +90,7 @@ fn main() {
     }
     let mut g = c.benchmark_group("rpc_calls_64_in_flight");
     g.throughput(criterion::Throughput::Elements(1));
-    for (name, kind) in [
-        ("rpc-shm", "shm"),
-        ("rpc-shm-async", "shm-async"),
-        ("rpc-unix", "unix"),
-        ("rpc-unix-async", "unix-async"),
-        ("rpc-tcp", "tcp"),
-    ] {
+    for (name, kind) in ROWS {
         let mut server = None;
         g.bench_function(name, |b| {
             let s = server.get_or_insert_with(|| RpcPeer::start(kind, peer));

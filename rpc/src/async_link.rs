@@ -178,24 +178,13 @@ impl AsyncTx {
 
 /// Put one chunk into the ring, parking on the doorbell while it is full.
 async fn put(tx: &mut Producer, side: &Side, h: &Header, chunk: &[u8], peer: &str) -> Result<()> {
-    let len = frame::HEADER_LEN + chunk.len();
     loop {
-        match tx.try_grant(len) {
-            Ok(g) => {
-                fill_chunk(g, h, chunk);
-                return Ok(());
-            }
-            Err(shmring::Error::WouldBlock { .. }) => {}
-            Err(e) => return Err(ring_error(peer, e)),
+        if try_put(tx, h, chunk, peer)? {
+            return Ok(());
         }
         let reg = tx.register_waiter();
-        match tx.try_grant(len) {
-            Ok(g) => {
-                fill_chunk(g, h, chunk);
-                return Ok(());
-            }
-            Err(shmring::Error::WouldBlock { .. }) => {}
-            Err(e) => return Err(ring_error(peer, e)),
+        if try_put(tx, h, chunk, peer)? {
+            return Ok(());
         }
         if side.gone.get() {
             return Err(Error::Closed(peer.to_owned()));
@@ -205,6 +194,18 @@ async fn put(tx: &mut Producer, side: &Side, h: &Header, chunk: &[u8], peer: &st
         if !rung {
             tx.peer_arrived().map_err(|e| ring_error(peer, e))?;
         }
+    }
+}
+
+/// Put one chunk into the ring if there is room; `false` if it is full.
+fn try_put(tx: &mut Producer, h: &Header, chunk: &[u8], peer: &str) -> Result<bool> {
+    match tx.try_grant(frame::HEADER_LEN + chunk.len()) {
+        Ok(g) => {
+            fill_chunk(g, h, chunk);
+            Ok(true)
+        }
+        Err(shmring::Error::WouldBlock { .. }) => Ok(false),
+        Err(e) => Err(ring_error(peer, e)),
     }
 }
 
