@@ -7,9 +7,18 @@
 //! - [`Server::bind`] a `unix:PATH` or `tcp:HOST:PORT` [`Addr`], then
 //!   [`Server::serve`] a handler `Fn(&[u8]) -> Vec<u8>`: every client on its
 //!   own thread, so a slow handler for one does not stall the others.
+//!   [`Server::serve_in_place`] lets the handler write its reply straight
+//!   into the ring ([`Reply`]); [`Server::serve_async`] serves on tokio, a
+//!   task per request, and drops a handler's future when its call is
+//!   cancelled.
 //! - [`Client::connect`], then [`Client::call`]: each call has a deadline
 //!   (10 s by default); [`Client::transport`] says what the connection
-//!   uses.
+//!   uses; [`Client::call_all`] pipelines.
+//! - [`AsyncClient`]: the tokio client; any number of tasks call at once on
+//!   one connection, and a call dropped before its reply is cancelled on the
+//!   server. No tokio worker ever blocks on a futex: an async side sleeps on
+//!   an eventfd doorbell its peer rings only when it is parked (the doorbell
+//!   module's docs, in `doorbell.rs`, say how).
 //! - On a `unix:` address the server hands each client two rings in sealed
 //!   memfds ([`handshake`]); if that fails, or either side asks
 //!   ([`ClientOptions::transport`], [`ServerOptions::no_shm`], or
