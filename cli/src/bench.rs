@@ -74,7 +74,7 @@ RPC ROWS (transports rpc-shm, rpc-shm-async, rpc-unix, rpc-tcp)
     rpc-shm        blocking Client; requests and replies go through two
                    shared-memory rings, and both sides busy-poll them
     rpc-shm-async  AsyncClient on a single-threaded tokio runtime, same server;
-                   after each request it polls the ring for 10 µs, then sleeps
+                   after each request it polls the ring for 5 µs, then sleeps
                    until the server rings its doorbell
     rpc-unix       blocking Client, frames over the server's UNIX socket
     rpc-tcp        blocking Client, frames over TCP on 127.0.0.1

@@ -201,8 +201,8 @@ fn spsc_full_blocks_producer_semaphore() {
 fn doorbell_no_lost_wakeup() {
     model(|| {
         let (mut tx, mut rx) = loom_pair(64);
-        let bell = Doorbell::new().unwrap();
-        tx.set_doorbell(Some(bell.clone()));
+        let (bell, ringer) = Doorbell::pair().unwrap();
+        tx.set_doorbell(Some(ringer));
         let producer = thread::spawn(move || {
             tx.send(&payload(0, 5)).unwrap();
             tx.send(&payload(1, 3)).unwrap();
@@ -233,8 +233,8 @@ fn doorbell_no_lost_wakeup() {
 fn doorbell_silent_without_waiter() {
     model(|| {
         let (mut tx, mut rx) = loom_pair(64);
-        let bell = Doorbell::new().unwrap();
-        tx.set_doorbell(Some(bell.clone()));
+        let (bell, ringer) = Doorbell::pair().unwrap();
+        tx.set_doorbell(Some(ringer));
         let producer = thread::spawn(move || {
             tx.send(&payload(0, 5)).unwrap();
         });

@@ -171,21 +171,29 @@ fn make_rings(opts: &ServerOptions, peer: &str, client_bell: bool, server_bell: 
     let s2c = spsc::create_memfd("rpc-s2c", &ro)?;
     handshake::seal(c2s.fd(), peer)?;
     handshake::seal(s2c.fd(), peer)?;
-    let bell = |wanted: bool| -> Result<Option<Doorbell>> {
-        wanted.then(Doorbell::new).transpose().map_err(|e| Error::io(format!("eventfd for {peer}"), e))
+    // Each doorbell is a socket pair: the waiter keeps one end, the ringer
+    // the other, and neither end is held by both processes.
+    let pair = |wanted: bool| -> Result<Option<(Doorbell, Doorbell)>> {
+        wanted.then(Doorbell::pair).transpose().map_err(|e| Error::io(format!("doorbell for {peer}"), e))
     };
-    let (client_bell, server_bell) = (bell(client_bell)?, bell(server_bell)?);
-    // Descriptors to send; the segments themselves become our ends.
+    // (the client's end, ours to ring it) and (our end, the client's to ring us).
+    let (client_bell, server_bell) = (pair(client_bell)?, pair(server_bell)?);
+    // Descriptors to send; the segments themselves become our ends. The
+    // doorbell ends sent are closed here once sent.
     let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| Error::io(format!("dup for {peer}"), e));
     let mut fds = vec![dup(c2s.fd())?, dup(s2c.fd())?];
-    for b in client_bell.iter().chain(&server_bell) {
-        fds.push(dup(b.as_fd())?);
+    if let Some((theirs, _)) = &client_bell {
+        fds.push(dup(theirs.as_fd())?);
     }
+    if let Some((_, theirs)) = &server_bell {
+        fds.push(dup(theirs.as_fd())?);
+    }
+    let ring_client = client_bell.map(|(_, ours)| ours);
     let mut rx = Consumer::attach(c2s)?;
     let mut tx = Producer::attach(s2c)?;
     rx.set_wait_policy(opts.policy);
     tx.set_wait_policy(opts.policy);
-    rx.set_doorbell(client_bell.clone());
-    tx.set_doorbell(client_bell);
-    Ok(ServerRings { fds, tx, rx, bell: server_bell })
+    rx.set_doorbell(ring_client.clone());
+    tx.set_doorbell(ring_client);
+    Ok(ServerRings { fds, tx, rx, bell: server_bell.map(|(ours, _)| ours) })
 }

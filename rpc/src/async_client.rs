@@ -25,7 +25,7 @@ use crate::transport::{Link, TransportKind};
 ///
 /// On shared memory a task waiting for a reply polls the ring for a few
 /// microseconds ([`ClientOptions::async_spin`]), yielding to the runtime
-/// between polls, then sleeps on an eventfd the server rings: no tokio
+/// between polls, then sleeps on a doorbell the server rings: no tokio
 /// worker ever blocks on a futex.
 ///
 /// ```no_run
@@ -210,7 +210,13 @@ impl AsyncClient {
         }
         let mut guard = Pending { shared: sh.clone(), id, sent: false, answered: false };
         let exchange = async {
-            sh.tx.send(id, kind, 0, payload).await?;
+            if let Err(e) = sh.tx.send(id, kind, 0, payload).await {
+                if sh.tx.is_broken() {
+                    // Out of step with the server for good: every call fails.
+                    fail(sh, e.clone());
+                }
+                return Err(e);
+            }
             guard.sent = true;
             let mut reply_rx = reply_rx;
             if let Some(r) = spin_for_reply(sh, &mut reply_rx) {
@@ -327,7 +333,7 @@ fn spin_for_reply(sh: &Shared, reply: &mut oneshot::Receiver<Result<Frame>>) -> 
     // or we see the registration here and drop it.
     sh.spinning.fetch_add(1, Ordering::SeqCst);
     drop(lock(&sh.parked).take());
-    let until = Instant::now() + sh.spin;
+    let until = Instant::now().checked_add(sh.spin);
     let mut round = 0u32;
     let outcome = loop {
         match reply.try_recv() {
@@ -353,14 +359,15 @@ fn spin_for_reply(sh: &Shared, reply: &mut oneshot::Receiver<Result<Frame>>) -> 
         // The clock is read every 32 rounds only (on a VM a read costs a
         // good part of a round trip).
         round = round.wrapping_add(1);
-        if round.is_multiple_of(32) && Instant::now() >= until {
+        if round.is_multiple_of(32) && until.is_some_and(|u| Instant::now() >= u) {
             break None;
         }
         std::hint::spin_loop();
     };
-    // The last spinner out wakes the reader if some call still waits
-    // (our own, if we leave without it).
-    if sh.spinning.fetch_sub(1, Ordering::SeqCst) == 1 && !lock(&sh.state).pending.is_empty() {
+    // The last spinner out wakes the reader: we may have taken its
+    // registration, and calls may be waiting (ours, if we leave without it,
+    // or others about to be made). A stale wake-up costs it one look.
+    if sh.spinning.fetch_sub(1, Ordering::SeqCst) == 1 {
         sh.kick.notify_one();
     }
     outcome
@@ -439,11 +446,12 @@ async fn read_ring(sh: Arc<Shared>) {
         // Calls in flight (several, or callers have stopped spinning): poll
         // a while, letting the other tasks run between polls, then park.
         let now = Instant::now();
-        if now < *spin_until.get_or_insert(now + wait.spin) {
+        if now < *spin_until.get_or_insert(now.checked_add(wait.spin).unwrap_or(now)) {
             tokio::task::yield_now().await;
             continue;
         }
         spin_until = None;
+        let mark = bell.mark();
         let closed = {
             let mut r = lock(ring);
             let reg = r.register();
@@ -488,7 +496,7 @@ async fn read_ring(sh: Arc<Shared>) {
             break lock(ring).gone_for_good();
         }
         let rung = tokio::select! {
-            rung = bell.sleep(wait.check) => rung,
+            rung = bell.sleep(mark, wait.check) => rung,
             _ = sh.kick.notified() => true,
         };
         drop(lock(&sh.parked).take());

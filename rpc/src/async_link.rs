@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use shmring::spsc::{Consumer, Producer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::doorbell::{AsyncBell, Gone, watch_socket};
+use crate::doorbell::{AsyncBell, watch_socket};
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_MORE, Frame, Header, Joiner, Kind};
 use crate::transport::{COALESCE, Link, Path, Stream, TransportKind, fill_chunk, ring_error, stream_error, take};
@@ -53,9 +53,8 @@ pub(crate) fn into_async(link: Link, wait: AsyncWait) -> Result<AsyncLink> {
             let rings = *rings;
             let bell = rings.bell.ok_or_else(|| Error::protocol(&peer, "shared memory without our doorbell"))?;
             let bell = Arc::new(AsyncBell::new(bell).map_err(reactor)?);
-            let gone = Arc::new(Gone::default());
-            let watcher = watch_socket(rings.socket, bell.clone(), gone.clone()).map_err(reactor)?;
-            let side = Side { bell, gone, wait };
+            let watcher = watch_socket(rings.socket, bell.clone()).map_err(reactor)?;
+            let side = Side { bell, wait };
             let rx = ShmRx {
                 rx: rings.rx,
                 side: side.clone(),
@@ -94,7 +93,6 @@ pub(crate) fn into_async(link: Link, wait: AsyncWait) -> Result<AsyncLink> {
 #[derive(Clone)]
 struct Side {
     bell: Arc<AsyncBell>,
-    gone: Arc<Gone>,
     wait: AsyncWait,
 }
 
@@ -121,8 +119,16 @@ impl AsyncTx {
         self.max_frame
     }
 
+    /// Whether a frame was cut short (the link is out of step for good).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
     /// Send one frame, waiting for room as long as it takes (callers bound
-    /// it with a timeout; dropping the future mid-frame breaks the link).
+    /// it with a timeout). Dropping the future before any of the frame went
+    /// out leaves the link as it was; dropping it once part of the frame is
+    /// out (a first chunk through the ring, or some bytes on a socket)
+    /// breaks the link.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a payload over the maximum frame
@@ -136,42 +142,54 @@ impl AsyncTx {
             )));
         }
         let mut path = self.path.lock().await;
-        if self.broken.load(Ordering::Relaxed) {
+        if self.is_broken() {
             return Err(Error::protocol(&self.peer, "the connection broke mid-frame earlier"));
         }
-        // Until the frame is out whole, a cancelled or failed send leaves
-        // the link out of step.
-        self.broken.store(true, Ordering::Relaxed);
+        // Relaxed: read and written under the path's lock.
+        let cut_short = |partly_out: bool| self.broken.store(partly_out, Ordering::Relaxed);
         match &mut *path {
             TxPath::Shm(tx, side) => {
                 let room = tx.max_record_len() - frame::HEADER_LEN;
-                let mut chunks = payload.chunks(room.max(1)).peekable();
                 if payload.is_empty() {
                     put(tx, side, &Header { id, len: 0, kind, flags }, &[], &self.peer).await?;
                 }
+                let mut chunks = payload.chunks(room.max(1)).peekable();
+                let mut first = true;
                 while let Some(chunk) = chunks.next() {
                     let more = if chunks.peek().is_some() { FLAG_MORE } else { 0 };
                     let h = Header { id, len: chunk.len() as u32, kind, flags: flags | more };
+                    // Once a chunk is in, the rest must follow it.
+                    cut_short(!first);
                     put(tx, side, &h, chunk, &self.peer).await?;
+                    first = false;
                 }
             }
             TxPath::Stream(w) => {
                 let h = Header { id, len: payload.len() as u32, kind, flags }.encode();
-                let r = if payload.len() <= COALESCE {
-                    let mut buf = Vec::with_capacity(frame::HEADER_LEN + payload.len());
+                let mut buf;
+                let parts: [&[u8]; 2] = if payload.len() <= COALESCE {
+                    buf = Vec::with_capacity(frame::HEADER_LEN + payload.len());
                     buf.extend_from_slice(&h);
                     buf.extend_from_slice(payload);
-                    w.write_all(&buf).await
+                    [&buf, &[]]
                 } else {
-                    match w.write_all(&h).await {
-                        Ok(()) => w.write_all(payload).await,
-                        Err(e) => Err(e),
-                    }
+                    [&h, payload]
                 };
-                r.map_err(|e| stream_error(&self.peer, "sending to", e))?;
+                let mut out = 0;
+                for part in parts {
+                    let mut at = 0;
+                    while at < part.len() {
+                        cut_short(out > 0);
+                        let n = w.write(&part[at..]).await.map_err(|e| stream_error(&self.peer, "sending to", e))?;
+                        if n == 0 {
+                            return Err(Error::Closed(self.peer.clone()));
+                        }
+                        (at, out) = (at + n, out + n);
+                    }
+                }
             }
         }
-        self.broken.store(false, Ordering::Relaxed);
+        cut_short(false);
         Ok(())
     }
 }
@@ -182,14 +200,15 @@ async fn put(tx: &mut Producer, side: &Side, h: &Header, chunk: &[u8], peer: &st
         if try_put(tx, h, chunk, peer)? {
             return Ok(());
         }
+        let mark = side.bell.mark();
         let reg = tx.register_waiter();
         if try_put(tx, h, chunk, peer)? {
             return Ok(());
         }
-        if side.gone.get() {
+        if side.bell.is_closed() {
             return Err(Error::Closed(peer.to_owned()));
         }
-        let rung = side.bell.sleep(side.wait.check).await;
+        let rung = side.bell.sleep(mark, side.wait.check).await;
         drop(reg);
         if !rung {
             tx.peer_arrived().map_err(|e| ring_error(peer, e))?;
@@ -314,7 +333,7 @@ impl ShmRx {
 
     /// Whether the peer's socket closed.
     pub(crate) fn socket_closed(&self) -> bool {
-        self.side.gone.get()
+        self.side.bell.is_closed()
     }
 
     /// The ring's liveness check: the peer died, aborted, or scribbled.
@@ -332,15 +351,16 @@ impl ShmRx {
     /// # Errors
     /// As [`AsyncRx::recv`].
     pub(crate) async fn recv(&mut self) -> Result<Option<Frame>> {
-        let spin_until = Instant::now() + self.side.wait.spin;
+        let spin_until = Instant::now().checked_add(self.side.wait.spin);
         loop {
             if let Some(f) = self.try_frame()? {
                 return Ok(f);
             }
-            if Instant::now() < spin_until {
+            if spin_until.is_some_and(|u| Instant::now() < u) {
                 tokio::task::yield_now().await;
                 continue;
             }
+            let mark = self.side.bell.mark();
             let reg = self.register();
             if let Some(f) = self.try_frame()? {
                 return Ok(f);
@@ -349,7 +369,7 @@ impl ShmRx {
                 drop(reg);
                 return self.gone().await;
             }
-            let rung = self.side.bell.sleep(self.side.wait.check).await;
+            let rung = self.side.bell.sleep(mark, self.side.wait.check).await;
             drop(reg);
             if !rung {
                 self.check_peer()?;

@@ -31,7 +31,7 @@ impl Server {
     /// with [`Error::Remote`] on the client; the connection goes on.
     ///
     /// On shared memory the connection's task polls the ring for a few
-    /// microseconds, then sleeps on an eventfd the client rings: no worker
+    /// microseconds, then sleeps on a doorbell the client rings: no worker
     /// blocks on a futex.
     ///
     /// ```no_run
@@ -52,6 +52,9 @@ impl Server {
     {
         let handler = Arc::new(handler);
         let reactor = |e| Error::io(format!("registering {} with the tokio reactor", self.addr), e);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(reactor(std::io::Error::other("not inside a tokio runtime")));
+        }
         let listener = match self.listener {
             Listener::Unix(l) => {
                 l.set_nonblocking(true).map_err(reactor)?;
@@ -118,6 +121,9 @@ where
     let parts = into_async(link, wait)?;
     let (tx, mut rx) = (Arc::new(parts.tx), parts.rx);
     let in_flight: InFlight = Arc::default();
+    // At most this many handlers at once; beyond, the client's requests wait
+    // in the ring (and its sends for room).
+    let permits = Arc::new(tokio::sync::Semaphore::new(opts.max_in_flight));
     let ended = loop {
         let f = match rx.recv().await {
             Ok(Some(f)) => f,
@@ -126,11 +132,14 @@ where
         };
         match f.kind {
             Kind::Request => {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break Err(Error::protocol(&peer, "the server's request limit closed"));
+                };
                 // The lock is held across the spawn so that the task's own
                 // removal comes after this insertion.
                 let mut map = in_flight.lock().unwrap_or_else(|p| p.into_inner());
                 let id = f.id;
-                let task = tokio::spawn(answer(f, handler.clone(), tx.clone(), in_flight.clone()));
+                let task = tokio::spawn(answer(f, handler.clone(), tx.clone(), in_flight.clone(), permit));
                 map.insert(id, task.abort_handle());
             }
             Kind::Ping if f.flags & FLAG_REPLY == 0 => {
@@ -161,8 +170,13 @@ where
 /// Run the handler for one request and send its answer. The request leaves
 /// the in-flight map before the answer goes out: a cancel can drop the
 /// handler, never a half-sent reply.
-async fn answer<F, Fut>(f: Frame, handler: Arc<F>, tx: Arc<AsyncTx>, in_flight: InFlight)
-where
+async fn answer<F, Fut>(
+    f: Frame,
+    handler: Arc<F>,
+    tx: Arc<AsyncTx>,
+    in_flight: InFlight,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) where
     F: Fn(Vec<u8>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Vec<u8>> + Send + 'static,
 {

@@ -1,7 +1,7 @@
 //! The blocking client: connect (the client's side of the handshake), call,
 //! ping.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -13,14 +13,15 @@ use shmring::wait::Doorbell;
 
 use crate::addr::Addr;
 use crate::error::{Error, Result};
-use crate::frame::{FLAG_REPLY, Frame, Kind};
+use crate::frame::{self, FLAG_REPLY, Frame, Kind};
 use crate::handshake::{
     self, HANDSHAKE_TIMEOUT, Hello, Status, VERSION, WAKE_DOORBELL, WAKE_FUTEX, Welcome, set_timeouts,
 };
 use crate::options::{ClientOptions, TRANSPORT_ENV};
 use crate::transport::{Link, Rings, Stream, TransportKind};
 
-/// A blocking client: one call at a time on one connection.
+/// A blocking client: one call at a time on one connection, or many
+/// pipelined with [`Client::call_all`].
 ///
 /// ```no_run
 /// # fn main() -> shmring_rpc::Result<()> {
@@ -35,7 +36,7 @@ pub struct Client {
     next_id: u64,
     timeout: Duration,
     /// Ids of calls that timed out: their late replies are skipped.
-    abandoned: HashSet<u64>,
+    abandoned: Abandoned,
 }
 
 impl Client {
@@ -48,7 +49,7 @@ impl Client {
     /// cannot carry (or a bad `SHMRING_RPC_TRANSPORT`).
     pub fn connect(addr: &Addr, opts: &ClientOptions) -> Result<Client> {
         let link = open_link(addr, opts, WAKE_FUTEX)?;
-        Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
+        Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: Abandoned::default() })
     }
 
     /// Connect over an already connected UNIX socket (one end of a
@@ -58,7 +59,7 @@ impl Client {
     /// As [`Client::connect`], but for reaching the address.
     pub fn connect_stream(stream: UnixStream, name: &str, opts: &ClientOptions) -> Result<Client> {
         let link = open_stream_link(stream, name, opts, WAKE_FUTEX)?;
-        Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: HashSet::new() })
+        Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: Abandoned::default() })
     }
 
     /// The transport this connection uses.
@@ -86,9 +87,10 @@ impl Client {
     pub fn call_timeout(&mut self, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let id = self.next_id;
         self.next_id += 1;
-        let deadline = Instant::now() + timeout;
-        self.link.send(id, Kind::Request, 0, request, Some(deadline))?;
-        match self.wait_for(id, Some(deadline)) {
+        // No deadline for a timeout too long to add to the clock.
+        let deadline = Instant::now().checked_add(timeout);
+        self.link.send(id, Kind::Request, 0, request, deadline)?;
+        match self.wait_for(id, deadline) {
             Err(e @ Error::Timeout(_)) => Err(self.abandon(id, e)),
             Ok(f) if f.kind == Kind::Response => Ok(f.payload),
             Ok(f) if f.kind == Kind::Error => Err(Error::Remote(String::from_utf8_lossy(&f.payload).into_owned())),
@@ -124,20 +126,33 @@ impl Client {
         let window = window.max(1);
         let first = self.next_id;
         let mut replies: Vec<Option<Vec<u8>>> = Vec::new();
-        let mut requests = requests.into_iter();
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut requests = requests.into_iter().peekable();
         let (mut sent, mut got) = (0usize, 0usize);
+        // Bytes of requests in flight stay under what the way to the server
+        // holds (a quarter of its ring, or 64 KiB of socket buffer), so that a
+        // send never waits while the server waits for us to take its replies:
+        // a larger request goes out only with nothing in flight.
+        let cap = self.link.in_flight_cap();
+        let mut in_flight = 0usize;
         // Requests sent back to back are published in batches; each batch
         // goes out before the client waits for a reply.
         self.link.set_batch(REQUEST_BATCH);
         let r = 'calls: loop {
-            let deadline = Instant::now() + self.timeout;
+            let deadline = Instant::now().checked_add(self.timeout);
             while sent - got < window {
+                let Some(len) = requests.peek().map(|r| r.as_ref().len() + frame::HEADER_LEN) else { break };
+                if sent > got && in_flight + len > cap {
+                    break;
+                }
                 let Some(req) = requests.next() else { break };
-                if let Err(e) = self.link.send(first + sent as u64, Kind::Request, 0, req.as_ref(), Some(deadline)) {
+                if let Err(e) = self.link.send(first + sent as u64, Kind::Request, 0, req.as_ref(), deadline) {
                     break 'calls Err(e);
                 }
                 self.next_id += 1;
                 replies.push(None);
+                sizes.push(len);
+                in_flight += len;
                 sent += 1;
             }
             self.link.flush();
@@ -145,21 +160,25 @@ impl Client {
                 break Ok(());
             }
             // One reply, waiting for it; then those already there.
-            let mut next = match self.link.recv(Some(deadline)) {
+            let mut next = match self.link.recv(deadline) {
                 Ok(f) => f,
                 Err(e) => break Err(e),
             };
             loop {
                 let Some(f) = next else { break 'calls Err(Error::Closed(self.link.peer().to_owned())) };
+                let index = f.id.wrapping_sub(first) as usize;
                 match self.file_reply(f, first, &mut replies) {
-                    Ok(true) => got += 1,
+                    Ok(true) => {
+                        got += 1;
+                        in_flight -= sizes[index];
+                    }
                     Ok(false) => {}
                     Err(e) => break 'calls Err(e),
                 }
                 if got == sent {
                     break;
                 }
-                next = match self.link.try_recv() {
+                next = match self.link.try_recv(deadline) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => break 'calls Err(e),
@@ -207,7 +226,7 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         let start = Instant::now();
-        let deadline = Some(start + self.timeout);
+        let deadline = start.checked_add(self.timeout);
         self.link.send(id, Kind::Ping, 0, payload, deadline)?;
         let f = match self.wait_for(id, deadline) {
             Err(e @ Error::Timeout(_)) => return Err(self.abandon(id, e)),
@@ -240,6 +259,30 @@ impl Client {
                 return Err(Error::protocol(self.link.peer(), format!("sent a reply to request {}, never made", f.id)));
             }
         }
+    }
+}
+
+/// Ids of calls given up (timed out, or in flight when a pipeline failed):
+/// their late replies are skipped. A server that never answers them (an
+/// async server drops a cancelled call) would let the set grow for ever, so
+/// it keeps the most recent [`ABANDONED_MAX`] only; a reply to an older one
+/// is then a protocol error.
+#[derive(Default)]
+struct Abandoned(BTreeSet<u64>);
+
+/// Most abandoned ids remembered.
+const ABANDONED_MAX: usize = 4096;
+
+impl Abandoned {
+    fn insert(&mut self, id: u64) {
+        self.0.insert(id);
+        if self.0.len() > ABANDONED_MAX {
+            self.0.pop_first();
+        }
+    }
+
+    fn remove(&mut self, id: &u64) -> bool {
+        self.0.remove(id)
     }
 }
 

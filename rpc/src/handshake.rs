@@ -25,7 +25,8 @@
 //! How each side waits for the other is one bit: [`WAKE_FUTEX`] for a
 //! thread that sleeps in the ring's own wait (the blocking [`crate::Client`]
 //! and [`crate::Server`]), [`WAKE_DOORBELL`] for an async task that sleeps
-//! on an eventfd (`shmring::wait::Doorbell`). The server creates every
+//! on a doorbell (`shmring::wait::Doorbell`, a datagram socket pair). The
+//! server creates every
 //! doorbell and passes them with the rings; each side then gives its ring
 //! ends the *other* side's doorbell to ring.
 //!
@@ -57,7 +58,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wake-up bit: this side waits in the rings' own eventcount (a shared
 /// futex): a blocking thread.
 pub const WAKE_FUTEX: u16 = 1;
-/// Wake-up bit: this side waits on a doorbell (an eventfd) its peer rings:
+/// Wake-up bit: this side waits on a doorbell (a socket pair) its peer rings:
 /// an async task.
 pub const WAKE_DOORBELL: u16 = 2;
 /// Most file descriptors a welcome carries: two rings and two doorbells.

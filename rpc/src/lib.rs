@@ -17,7 +17,7 @@
 //! - [`AsyncClient`]: the tokio client; any number of tasks call at once on
 //!   one connection, and a call dropped before its reply is cancelled on the
 //!   server. No tokio worker ever blocks on a futex: an async side sleeps on
-//!   an eventfd doorbell its peer rings only when it is parked (the doorbell
+//!   a doorbell (a socket pair) its peer rings only when it is parked (the doorbell
 //!   module's docs, in `doorbell.rs`, say how).
 //! - On a `unix:` address the server hands each client two rings in sealed
 //!   memfds ([`handshake`]); if that fails, or either side asks
@@ -69,8 +69,8 @@ pub use async_client::AsyncClient;
 pub use client::Client;
 pub use error::{Error, Result};
 pub use options::{
-    ClientOptions, DEFAULT_ASYNC_SPIN, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_RING_CAPACITY, ServerOptions,
-    TRANSPORT_ENV,
+    ClientOptions, DEFAULT_ASYNC_SPIN, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_RING_CAPACITY, ServerOptions, TRANSPORT_ENV,
 };
 pub use server::{Reply, Server};
 pub use transport::TransportKind;

@@ -38,8 +38,11 @@ pub struct ClientOptions {
 }
 
 /// How long an async task polls an empty ring before it parks on its
-/// doorbell, by default: 10 µs.
-pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(10);
+/// doorbell, by default: 5 µs.
+pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(5);
+
+/// The longest `async_spin` taken (longer is cut to it): a millisecond.
+const MAX_ASYNC_SPIN: Duration = Duration::from_millis(1);
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -89,9 +92,10 @@ impl ClientOptions {
     /// in flight the caller polls right after sending, holding its worker at
     /// most this long, and a reply within that time costs no task switch and
     /// no wake-up; with several, the connection's task polls, yielding to the
-    /// runtime between polls. Zero parks at once.
+    /// runtime between polls. Zero parks at once; more than a millisecond is
+    /// cut to one.
     pub fn async_spin(mut self, t: Duration) -> Self {
-        self.async_spin = t;
+        self.async_spin = t.min(MAX_ASYNC_SPIN);
         self
     }
 }
@@ -106,6 +110,7 @@ pub struct ServerOptions {
     pub(crate) access: AccessPolicy,
     pub(crate) policy: WaitPolicy,
     pub(crate) async_spin: Duration,
+    pub(crate) max_in_flight: usize,
 }
 
 impl Default for ServerOptions {
@@ -118,9 +123,14 @@ impl Default for ServerOptions {
             access: AccessPolicy::default(),
             policy: default_policy(),
             async_spin: DEFAULT_ASYNC_SPIN,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
+
+/// Requests of one client [`crate::Server::serve_async`] handles at once by
+/// default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 impl ServerOptions {
     /// Defaults: every transport, 64 MiB frames, 1 MiB rings, socket mode
@@ -162,11 +172,19 @@ impl ServerOptions {
         self.policy = p;
         self
     }
+    /// Requests of one client that [`crate::Server::serve_async`] runs at
+    /// once (default [`DEFAULT_MAX_IN_FLIGHT`]); beyond that it stops
+    /// reading the client's requests until one finishes, so a client that
+    /// never reads its replies cannot pile up tasks and memory.
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests.max(1);
+        self
+    }
     /// How long [`crate::Server::serve_async`] polls an empty ring for
     /// requests, yielding between polls, before it parks on its doorbell
     /// (default [`DEFAULT_ASYNC_SPIN`]).
     pub fn async_spin(mut self, t: Duration) -> Self {
-        self.async_spin = t;
+        self.async_spin = t.min(MAX_ASYNC_SPIN);
         self
     }
 }

@@ -63,8 +63,11 @@ impl Reply<'_> {
             self.refused = Some(what.clone());
             return Err(Error::InvalidArgument(what));
         }
+        // Marked sent once sent: if `fill` panics, the server sends the
+        // client an error reply instead.
+        self.link.send_with(self.id, Kind::Response, len, fill, None)?;
         self.sent = true;
-        self.link.send_with(self.id, Kind::Response, len, fill, None)
+        Ok(())
     }
 }
 
@@ -211,12 +214,6 @@ impl Server {
     }
 }
 
-/// Replies a connection thread stages before it publishes them, while
-/// requests keep arriving (pipelined calls): one publish, and one cache-line
-/// hand-over to the client, for up to this many replies. A reply to the last
-/// request waiting is published at once.
-const REPLY_BATCH: u32 = 16;
-
 /// Whether a failed `accept` is worth retrying.
 pub(crate) fn accept_error_is_transient(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::ConnectionAborted
@@ -252,25 +249,7 @@ fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {
 fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &Handler) -> Result<()> {
     let mut link = accept(stream, peer, opts, WAKE_FUTEX)?;
     loop {
-        // While requests arrive faster than they are answered (pipelined
-        // calls), replies go out in batches (`REPLY_BATCH`). A lone call's
-        // reply is published at once: looking for the next request first
-        // would delay it by a cache miss on the line the client writes next.
-        let f = match link.try_recv()? {
-            Some(Some(f)) => {
-                link.set_batch(REPLY_BATCH);
-                f
-            }
-            Some(None) => return Ok(()),
-            None => {
-                link.flush();
-                link.set_batch(0);
-                match link.recv(None)? {
-                    Some(f) => f,
-                    None => return Ok(()),
-                }
-            }
-        };
+        let Some(f) = link.recv(None)? else { return Ok(()) };
         match (f.kind, handler) {
             (Kind::Request, Handler::InPlace(handler)) => {
                 let mut reply = Reply { link: &mut link, id: f.id, sent: false, refused: None };

@@ -188,7 +188,9 @@ impl Link {
     /// One publish for many records saves the consumer a cache-line
     /// transfer per record when many frames go out back to back (a server
     /// answering pipelined calls). 0 or 1 publishes each record at once.
-    /// The caller must [`Link::flush`] before it waits for the peer.
+    /// The caller must [`Link::flush`] before it waits for the peer (a
+    /// receive that has to wait flushes by itself only in
+    /// [`Link::try_recv`]).
     pub(crate) fn set_batch(&mut self, records: u32) {
         self.batch = records;
     }
@@ -211,10 +213,11 @@ impl Link {
     ///
     /// # Errors
     /// As [`Link::recv`].
-    pub(crate) fn try_recv(&mut self) -> Result<Option<Option<Frame>>> {
+    pub(crate) fn try_recv(&mut self, deadline: Option<Instant>) -> Result<Option<Option<Frame>>> {
         let Path::Shm(rings) = &mut self.path else { return Ok(None) };
         if self.broken || self.joiner.is_open() {
-            return self.recv(None).map(Some);
+            self.flush();
+            return self.recv(deadline).map(Some);
         }
         let (h, payload) = match rings.rx.try_recv() {
             Ok(Some(rec)) => take(&rec, self.max_frame, &self.peer)?,
@@ -224,8 +227,22 @@ impl Link {
         };
         match self.joiner.push_vec(h, payload).map_err(|e| Error::frame(&self.peer, e))? {
             Some(f) => Ok(Some(Some(f))),
-            // The first chunk of a larger frame: the rest follows.
-            None => self.recv(None).map(Some),
+            // The first chunk of a larger frame: the rest follows (what we
+            // staged goes out first: the peer may be waiting for it).
+            None => {
+                self.flush();
+                self.recv(deadline).map(Some)
+            }
+        }
+    }
+
+    /// Bytes of frames one side may have in flight towards the other and
+    /// still be sure its sends do not wait: a quarter of the ring (records
+    /// and their padding fit), or 64 KiB of socket buffer.
+    pub(crate) fn in_flight_cap(&self) -> usize {
+        match &self.path {
+            Path::Shm(rings) => (rings.tx.capacity() / 4) as usize,
+            Path::Stream(_) => 64 << 10,
         }
     }
 

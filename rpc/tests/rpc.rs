@@ -54,6 +54,32 @@ fn replies_written_in_place_over_the_rings_and_the_socket() {
         // Up to a 64 KiB ring record in place; above it, through a buffer
         // and in chunks.
         exercise(&mut c);
+        // A handler that panics half-way through its reply: an error reply,
+        // and the connection goes on.
+        match c.call(b"panic in fill") {
+            Err(Error::Remote(what)) => assert!(what.contains("panicked"), "{what}"),
+            other => panic!("expected the handler's panic as an error, got {other:?}"),
+        }
+        assert_eq!(c.call(b"after").unwrap(), b"retfa");
+    }
+}
+
+#[test]
+fn pipelined_calls_larger_than_the_rings_do_not_deadlock() {
+    let dir = TempDir::new("pipeline");
+    // 64 KiB rings: 64 requests of 40 KiB in flight would fill the ring to
+    // the server while its replies fill the ring back.
+    let srv = server("echo", &dir.addr());
+    for t in [TransportKind::Shm, TransportKind::Unix] {
+        let mut c = Client::connect(&srv.addr, &ClientOptions::new().transport(t)).unwrap();
+        for (n, len) in [(64, 40 << 10), (8, 300 << 10), (500, 64)] {
+            let reqs: Vec<Vec<u8>> = (0..n).map(|i| request(i, len)).collect();
+            let replies = c.call_all(&reqs, 64).unwrap();
+            assert_eq!(replies.len(), n, "{t:?}");
+            for (req, reply) in reqs.iter().zip(&replies) {
+                assert_eq!(reply, &reversed(req), "{t:?}: {n} calls of {len} bytes");
+            }
+        }
     }
 }
 

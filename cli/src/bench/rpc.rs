@@ -46,7 +46,7 @@ const MAX_BATCH: u64 = 1 << 16;
 
 /// How long the async client polls its ring for a reply before it sleeps on its doorbell
 /// (set here, not left to the library's default, since the reading guide states it).
-const ASYNC_SPIN: Duration = Duration::from_micros(10);
+const ASYNC_SPIN: Duration = Duration::from_micros(5);
 
 /// Longest line the peer may send for its address.
 const MAX_ADDR_LINE: u64 = 4096;

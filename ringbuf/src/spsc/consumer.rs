@@ -158,8 +158,8 @@ impl Consumer {
     /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
     /// let mut rx = Consumer::open(&loc)?;
     /// loc.unlink()?;
-    /// let bell = Doorbell::new()?;         // the consumer's; sent to the producer's process
-    /// tx.set_doorbell(Some(bell.clone()));
+    /// let (bell, ringer) = Doorbell::pair()?; // the consumer keeps one end, the producer's process gets the other
+    /// tx.set_doorbell(Some(ringer));
     ///
     /// tx.send(b"early")?;                  // nobody registered: no ring
     /// assert!(!bell.drain());

@@ -156,7 +156,8 @@ impl Producer {
         self.policy = policy;
     }
 
-    /// Ring `bell` (the consumer's) whenever a publish finds the consumer
+    /// Ring `bell` (the ringing end of the consumer's doorbell) whenever a
+    /// publish finds the consumer
     /// registered as a waiter, besides the eventcount's own wake-up: for a
     /// consumer that sleeps on its doorbell rather than in
     /// [`Consumer::recv`](crate::spsc::Consumer::recv) (an async task).

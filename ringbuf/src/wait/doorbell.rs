@@ -1,8 +1,9 @@
-//! The doorbell: an eventfd for a waiter that sleeps outside the ring's own
-//! wait loop, typically an async task whose reactor polls the fd.
+//! The doorbell: one end of a datagram socket pair, for a waiter that
+//! sleeps outside the ring's own wait loop (typically an async task whose
+//! reactor polls the socket); the peer rings it through the other end.
 //!
 //! The ring's eventcount already says whether anyone waits (its waiter
-//! count is the "parked" flag). A handle given the peer's doorbell
+//! count is the "parked" flag). A handle given the peer's end
 //! ([`crate::spsc::Producer::set_doorbell`],
 //! [`crate::spsc::Consumer::set_doorbell`]) rings it after every publish
 //! whose notify finds a waiter registered, and only then: a publish that
@@ -12,66 +13,88 @@
 //! waiter (async)                                publisher (peer process)
 //! reg = rx.register_waiter()   // waiters += 1; fence(SeqCst)
 //! if rx.try_recv() has data { drop(reg); ... }   publish (Release)
-//! await doorbell readable; doorbell.drain()      ec.notify(): fence(SeqCst);
-//! drop(reg)                    // waiters -= 1     if waiters > 0 { futex wake; doorbell.ring() }
+//! await our end readable; drain it               ec.notify(): fence(SeqCst);
+//! drop(reg)                    // waiters -= 1     if waiters > 0 { futex wake; ring the other end }
 //! ```
 //!
 //! The two fences are the eventcount's Dekker handshake: either the
 //! waiter's re-check sees the record, or the publisher sees the waiter and
-//! rings. An eventfd keeps its count until it is read, so a ring that lands
-//! before the waiter starts polling is not lost. A ring nobody consumes
-//! (the waiter found data on its re-check) costs one spurious wake-up,
-//! after which the waiter re-checks and registers again, as after any
-//! wake-up. `tests/loom.rs` (`doorbell_*`) checks both properties: no lost
-//! wake-up, and no ring when nobody registered.
+//! rings. A ring is a one-byte datagram, which stays queued until read, so
+//! a ring that lands before the waiter starts polling is not lost. A ring
+//! nobody consumes (the waiter found data on its re-check) costs one
+//! spurious wake-up, after which the waiter re-checks and registers again,
+//! as after any wake-up. `tests/loom.rs` (`doorbell_*`) checks both
+//! properties: no lost wake-up, and no ring when nobody registered.
+//!
+//! Why a socket pair and not an eventfd: a descriptor passed to another
+//! process shares its open file description, flags included. A peer given
+//! our eventfd could clear its `O_NONBLOCK` and fill its counter, and our
+//! next ring (a `write(2)` on that same description) would block for ever.
+//! Each end of a socket pair is a description of its own: each process keeps
+//! one end and never passes it on, and every send and receive here says
+//! `MSG_DONTWAIT` for itself. A full queue means "rung" already; a flood of
+//! rings from a hostile peer is drained a bounded number at a time.
 //!
 //! The doorbell is per process (a file descriptor), not in the segment: a
-//! peer passes it along with the segment (over a UNIX socket, with
+//! peer passes its end along with the segment (over a UNIX socket, with
 //! `SCM_RIGHTS`). A descriptor received from a peer is untrusted too:
-//! [`Doorbell::from_fd`] refuses anything but an eventfd.
+//! [`Doorbell::from_fd`] refuses anything but a UNIX datagram socket.
 
 use std::io;
 #[cfg(not(loom))]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-/// An eventfd that a parked waiter sleeps on and its peer rings. Clones
-/// share one descriptor.
+/// One end of a doorbell: the waiter polls its end for readability and
+/// drains it; the ringer rings through the other end. Clones share one
+/// descriptor.
 #[derive(Clone, Debug)]
 pub struct Doorbell {
     #[cfg(not(loom))]
     fd: Arc<OwnedFd>,
-    /// The eventfd, modelled: its counter, and a condition variable for a
-    /// waiter blocked until it is non-zero.
+    /// The pair, modelled: rings queued at each end (this end's index),
+    /// and a condition variable for a waiter blocked until its end has one.
     #[cfg(loom)]
-    model: Arc<(loom::sync::Mutex<u64>, loom::sync::Condvar)>,
+    model: Arc<(loom::sync::Mutex<[u64; 2]>, loom::sync::Condvar)>,
+    #[cfg(loom)]
+    end: usize,
 }
+
+/// Rings a waiter takes off its end per drain, at most: a flood from a
+/// hostile peer cannot keep it draining.
+#[cfg(not(loom))]
+const DRAIN_MAX: usize = 64;
 
 #[cfg(not(loom))]
 impl Doorbell {
-    /// A new eventfd (close-on-exec, non-blocking), not rung.
+    /// A new doorbell: the waiter's end and the ringer's end (close-on-exec,
+    /// non-blocking). Keep one, pass the other to the peer.
     ///
     /// # Errors
-    /// The OS error of `eventfd(2)` (e.g. `EMFILE`).
-    pub fn new() -> io::Result<Doorbell> {
-        use nix::sys::eventfd::{EfdFlags, EventFd};
-        let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        Ok(Doorbell { fd: Arc::new(OwnedFd::from(efd)) })
+    /// The OS error of `socketpair(2)` (e.g. `EMFILE`).
+    pub fn pair() -> io::Result<(Doorbell, Doorbell)> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::Datagram, None, flags)?;
+        Ok((Doorbell { fd: Arc::new(a) }, Doorbell { fd: Arc::new(b) }))
     }
 
-    /// Take a descriptor received from a peer as a doorbell, after checking
-    /// that it is an eventfd, and make it non-blocking.
+    /// Take a descriptor received from a peer as our end of a doorbell,
+    /// after checking that it is a UNIX datagram socket, and make it
+    /// non-blocking (the description is ours alone once the peer closed its
+    /// copy; every call here is non-blocking in any case).
     ///
     /// # Errors
-    /// [`io::ErrorKind::InvalidInput`] if the descriptor is not an eventfd;
-    /// the OS error if it cannot be inspected or configured.
+    /// [`io::ErrorKind::InvalidInput`] if the descriptor is not a UNIX
+    /// datagram socket; the OS error if it cannot be inspected.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Doorbell> {
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-        if link.as_os_str() != "anon_inode:[eventfd]" {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a doorbell must be an eventfd, got {}", link.display()),
-            ));
+        use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, getsockname, getsockopt, sockopt};
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        let kind = getsockopt(&fd, sockopt::SockType)
+            .map_err(|e| invalid(format!("a doorbell must be a UNIX datagram socket: {e}")))?;
+        let family = getsockname::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd())?.family();
+        if kind != SockType::Datagram || family != Some(AddressFamily::Unix) {
+            return Err(invalid(format!("a doorbell must be a UNIX datagram socket, got {kind:?} {family:?}")));
         }
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
         let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
@@ -79,23 +102,33 @@ impl Doorbell {
         Ok(Doorbell { fd: Arc::new(fd) })
     }
 
-    /// Ring: add one to the counter, waking whoever polls the descriptor.
-    /// Never blocks; a counter at its maximum (only if nobody ever reads
-    /// it) is already as rung as it gets, and other errors cannot happen on
-    /// an eventfd we hold, so the result is ignored.
+    /// Ring the other end: queue a one-byte datagram there, waking whoever
+    /// polls it. Never blocks: a full queue is already as rung as it gets,
+    /// and a peer that closed its end needs no ring, so the result is
+    /// ignored.
     pub fn ring(&self) {
-        let _ = nix::unistd::write(&*self.fd, &1u64.to_ne_bytes());
+        use nix::sys::socket::{MsgFlags, send};
+        let _ = send(self.fd.as_raw_fd(), &[1], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
     }
 
-    /// Reset the counter; whether it had been rung since the last drain.
-    /// Never blocks.
+    /// Take the rings queued at this end (a bounded number of them);
+    /// whether there was any. Never blocks.
     pub fn drain(&self) -> bool {
-        let mut b = [0u8; 8];
-        matches!(nix::unistd::read(&*self.fd, &mut b), Ok(8))
+        use nix::sys::socket::{MsgFlags, recv};
+        let mut byte = [0u8; 1];
+        let mut any = false;
+        for _ in 0..DRAIN_MAX {
+            match recv(self.fd.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT) {
+                Ok(_) => any = true,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        any
     }
 
-    /// Sleep until rung or `timeout` passes (`poll(2)`), without draining;
-    /// for a waiter that is not driven by a reactor.
+    /// Sleep until this end is rung or `timeout` passes (`poll(2)`),
+    /// without draining; for a waiter that is not driven by a reactor.
     pub fn wait(&self, timeout: std::time::Duration) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
@@ -104,8 +137,7 @@ impl Doorbell {
         let _ = poll(&mut fds, ms);
     }
 
-    /// A duplicate of the descriptor, to send to the peer or to register
-    /// with a reactor.
+    /// A duplicate of the descriptor, to send to the peer.
     ///
     /// # Errors
     /// The OS error of `dup(2)`.
@@ -132,35 +164,37 @@ impl AsRawFd for Doorbell {
 
 #[cfg(loom)]
 impl Doorbell {
-    /// A modelled eventfd, not rung.
-    pub fn new() -> io::Result<Doorbell> {
-        Ok(Doorbell { model: Arc::new((loom::sync::Mutex::new(0), loom::sync::Condvar::new())) })
+    /// A modelled pair of ends.
+    pub fn pair() -> io::Result<(Doorbell, Doorbell)> {
+        let model = Arc::new((loom::sync::Mutex::new([0, 0]), loom::sync::Condvar::new()));
+        Ok((Doorbell { model: model.clone(), end: 0 }, Doorbell { model, end: 1 }))
     }
 
-    /// Add one to the counter and wake a blocked waiter.
+    /// Queue a ring at the other end and wake a waiter blocked there.
     pub fn ring(&self) {
-        let (count, cv) = &*self.model;
-        *count.lock().unwrap() += 1;
+        let (queued, cv) = &*self.model;
+        queued.lock().unwrap()[1 - self.end] += 1;
         cv.notify_all();
     }
 
-    /// Reset the counter; whether it had been rung.
+    /// Take the rings queued at this end; whether there was any.
     pub fn drain(&self) -> bool {
-        std::mem::take(&mut *self.model.0.lock().unwrap()) != 0
+        std::mem::take(&mut self.model.0.lock().unwrap()[self.end]) != 0
     }
 
-    /// Block until rung (no timeout under loom: a lost ring is a deadlock).
+    /// Block until this end is rung (no timeout under loom: a lost ring is
+    /// a deadlock).
     pub fn wait(&self, _timeout: std::time::Duration) {
-        let (count, cv) = &*self.model;
-        let mut n = count.lock().unwrap();
-        while *n == 0 {
-            n = cv.wait(n).unwrap();
+        let (queued, cv) = &*self.model;
+        let mut q = queued.lock().unwrap();
+        while q[self.end] == 0 {
+            q = cv.wait(q).unwrap();
         }
     }
 
-    /// Times rung since the last drain (models only).
+    /// Rings queued at this end (models only).
     pub fn rung(&self) -> u64 {
-        *self.model.0.lock().unwrap()
+        self.model.0.lock().unwrap()[self.end]
     }
 }
 
@@ -204,3 +238,39 @@ impl std::fmt::Debug for Registration {
 unsafe impl Send for Registration {}
 // SAFETY: as for Send; no method takes `&self`.
 unsafe impl Sync for Registration {}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_crosses_the_pair_and_is_drained_once() {
+        let (waiter, ringer) = Doorbell::pair().unwrap();
+        assert!(!waiter.drain(), "not rung yet");
+        ringer.ring();
+        ringer.ring();
+        assert!(!ringer.drain(), "a ring lands at the other end");
+        assert!(waiter.drain());
+        assert!(!waiter.drain(), "drained");
+        // Rings never block, however many.
+        for _ in 0..100_000 {
+            ringer.ring();
+        }
+        assert!(waiter.drain());
+    }
+
+    #[test]
+    fn only_a_unix_datagram_socket_is_taken_as_a_doorbell() {
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let e = Doorbell::from_fd(OwnedFd::from(file)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let (stream, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let e = Doorbell::from_fd(OwnedFd::from(stream)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let (a, b) = Doorbell::pair().unwrap();
+        let mine = Doorbell::from_fd(a.try_clone_fd().unwrap()).unwrap();
+        drop(a);
+        b.ring();
+        assert!(mine.drain());
+    }
+}

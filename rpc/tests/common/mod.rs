@@ -103,6 +103,10 @@ fn server_main() {
         // Reversed too, written straight into the ring when it fits.
         server
             .serve_in_place(|req: &[u8], reply: &mut Reply<'_>| {
+                if req == b"panic in fill" {
+                    let _ = reply.write(8, |_| panic!("a handler that panics while writing its reply"));
+                    return;
+                }
                 reply
                     .write(req.len(), |out| {
                         for (o, i) in out.iter_mut().zip(req.iter().rev()) {
