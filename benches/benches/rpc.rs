@@ -17,8 +17,9 @@
 //!
 //! The server is this executable re-run with `SHMRING_BENCH_RPC_SERVER`
 //! set; it starts once per row and serves every iteration, echoing each
-//! request with `Server::serve_in_place` (a reply that fits in a ring
-//! record is written straight into the ring), spinning on the rings.
+//! request with `Server::serve_borrowed` (a request that fits in a ring
+//! record is read in place, and the reply written straight into the other
+//! ring), spinning on the rings.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -236,8 +237,9 @@ fn serve_if_requested() {
     let server = Server::bind(&Addr::parse(addr).expect("address"), &opts).expect("bind");
     println!("{}", server.local_addr());
     let _ = std::io::stdout().flush();
-    // The reply is written straight into the ring (no buffer, no copy).
-    let _ = server.serve_in_place(|req: &[u8], reply: &mut Reply<'_>| {
+    // The request is read where it lies in one ring and the reply written
+    // straight into the other: no buffer, one copy.
+    let _ = server.serve_borrowed(|req: &[u8], reply: &mut Reply<'_>| {
         let _ = reply.write(req.len(), |out| out.copy_from_slice(req));
     });
     std::process::exit(0);

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Kind};
 use crate::handshake::WAKE_FUTEX;
 use crate::options::ServerOptions;
-use crate::transport::{Link, Stream};
+use crate::transport::{Out, Stream};
 
 /// The handler a server runs for each request: one that returns its reply,
 /// or one that writes it in place ([`Server::serve_in_place`]).
@@ -22,6 +22,8 @@ use crate::transport::{Link, Stream};
 enum Handler {
     Returns(Arc<ReturnsReply>),
     InPlace(Arc<WritesReply>),
+    /// As `InPlace`, with requests borrowed from the ring.
+    Borrows(Arc<WritesReply>),
 }
 
 /// A handler that returns its reply.
@@ -33,7 +35,7 @@ type WritesReply = dyn Fn(&[u8], &mut Reply<'_>) + Send + Sync;
 /// with [`Reply::write`]. A handler that returns without writing one sends
 /// an empty reply.
 pub struct Reply<'a> {
-    link: &'a mut Link,
+    out: &'a mut dyn Out,
     id: u64,
     sent: bool,
     /// Why a reply was refused (too large): sent to the client instead.
@@ -55,19 +57,41 @@ impl Reply<'_> {
         if self.sent {
             return Err(Error::InvalidArgument(format!("request {} already has its reply", self.id)));
         }
-        if len as u64 > self.link.max_frame() {
+        if len as u64 > self.out.max_frame() {
             let what = format!(
                 "a reply of {len} bytes exceeds the connection's maximum frame of {} bytes",
-                self.link.max_frame()
+                self.out.max_frame()
             );
             self.refused = Some(what.clone());
             return Err(Error::InvalidArgument(what));
         }
+        let mut fill = Some(fill);
+        let mut fill_once = |b: &mut [u8]| {
+            if let Some(f) = fill.take() {
+                f(b);
+            }
+        };
         // Marked sent once sent: if `fill` panics, the server sends the
         // client an error reply instead.
-        self.link.send_with(self.id, Kind::Response, len, fill, None)?;
+        self.out.send_with(self.id, Kind::Response, len, &mut fill_once)?;
         self.sent = true;
         Ok(())
+    }
+
+    /// Run `handler` for `request` with a reply to `id` through `out`; then
+    /// send what the handler did not: an empty reply, the reason a reply was
+    /// refused, or that the handler panicked.
+    fn run(out: &mut dyn Out, id: u64, request: &[u8], handler: &dyn Fn(&[u8], &mut Reply<'_>)) -> Result<()> {
+        let mut reply = Reply { out, id, sent: false, refused: None };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(request, &mut reply)));
+        let (sent, refused) = (reply.sent, reply.refused.take());
+        let (kind, what): (Kind, &[u8]) = match (r, sent, &refused) {
+            (_, true, _) => return Ok(()),
+            (Ok(()), false, None) => (Kind::Response, &[]),
+            (Ok(()), false, Some(what)) => (Kind::Error, what.as_bytes()),
+            (Err(_), false, _) => (Kind::Error, b"the handler panicked"),
+        };
+        reply.out.send_with(id, kind, what.len(), &mut |b: &mut [u8]| b.copy_from_slice(what))
     }
 }
 
@@ -153,7 +177,8 @@ impl Server {
     /// ([`Reply::write`]): over shared memory a reply that fits in one ring
     /// record is written straight into the ring, with no buffer and no copy.
     /// The request is still copied out of the ring before the handler sees
-    /// it (the client could change it under the handler's feet otherwise).
+    /// it (the client could change it under the handler's feet otherwise);
+    /// [`Server::serve_borrowed`] opts out of that copy.
     ///
     /// ```no_run
     /// # fn main() -> shmring_rpc::Result<()> {
@@ -176,6 +201,26 @@ impl Server {
         F: Fn(&[u8], &mut Reply<'_>) + Send + Sync + 'static,
     {
         self.serve_with(Handler::InPlace(Arc::new(handler)))
+    }
+
+    /// [`Server::serve_in_place`] without copying requests either: a request
+    /// that came whole in one ring record is handed to the handler where it
+    /// lies in shared memory, and the ring slot is freed when the handler
+    /// returns. Saves a copy (and an allocation) per request.
+    ///
+    /// The client can still write those bytes while the handler reads them:
+    /// read each byte once, and copy out whatever must not change between a
+    /// check and its use (a length, an index, a key). Requests larger than a
+    /// record, and requests over a socket, are copied as for
+    /// [`Server::serve_in_place`].
+    ///
+    /// # Errors
+    /// As [`Server::serve`].
+    pub fn serve_borrowed<F>(self, handler: F) -> Result<()>
+    where
+        F: Fn(&[u8], &mut Reply<'_>) + Send + Sync + 'static,
+    {
+        self.serve_with(Handler::Borrows(Arc::new(handler)))
     }
 
     fn serve_with(self, handler: Handler) -> Result<()> {
@@ -249,18 +294,24 @@ fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {
 fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &Handler) -> Result<()> {
     let mut link = accept(stream, peer, opts, WAKE_FUTEX)?;
     loop {
-        let Some(f) = link.recv(None)? else { return Ok(()) };
-        match (f.kind, handler) {
-            (Kind::Request, Handler::InPlace(handler)) => {
-                let mut reply = Reply { link: &mut link, id: f.id, sent: false, refused: None };
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&f.payload, &mut reply)));
-                let (sent, refused) = (reply.sent, reply.refused.take());
-                match (r, sent, refused) {
-                    (_, true, _) => {}
-                    (Ok(()), false, None) => link.send(f.id, Kind::Response, 0, &[], None)?,
-                    (Ok(()), false, Some(what)) => link.send(f.id, Kind::Error, 0, what.as_bytes(), None)?,
-                    (Err(_), false, _) => link.send(f.id, Kind::Error, 0, b"the handler panicked", None)?,
+        let f = match handler {
+            // A request that came whole in one ring record is served where
+            // it lies; anything else comes back copied.
+            Handler::Borrows(handler) => {
+                match link.recv_borrowing(|id, request, out| Reply::run(out, id, request, &**handler))? {
+                    Some(Some(f)) => f,
+                    Some(None) => continue,
+                    None => return Ok(()),
                 }
+            }
+            _ => match link.recv(None)? {
+                Some(f) => f,
+                None => return Ok(()),
+            },
+        };
+        match (f.kind, handler) {
+            (Kind::Request, Handler::InPlace(handler) | Handler::Borrows(handler)) => {
+                Reply::run(&mut link, f.id, &f.payload, &**handler)?
             }
             (Kind::Request, Handler::Returns(handler)) => {
                 let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&f.payload)));

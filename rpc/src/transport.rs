@@ -236,6 +236,59 @@ impl Link {
         }
     }
 
+    /// Receive the next frame without copying a request that came whole in
+    /// one ring record: `serve` gets its id and payload where they lie in
+    /// the ring (a client can still write there: `serve` must treat the
+    /// bytes as untrusted even after it checked them), and the way back; the
+    /// record is released after `serve` returns, and `Ok(Some(None))` says it
+    /// was served. Anything else comes back copied, as [`Link::recv`] gives
+    /// it; `Ok(None)` at a clean end of stream.
+    ///
+    /// # Errors
+    /// As [`Link::recv`], and what `serve` returns.
+    pub(crate) fn recv_borrowing(
+        &mut self,
+        serve: impl FnOnce(u64, &[u8], &mut RingOut<'_>) -> Result<()>,
+    ) -> Result<Option<Option<Frame>>> {
+        let Path::Shm(rings) = &mut self.path else { return self.recv(None).map(|f| f.map(Some)) };
+        if self.broken || self.joiner.is_open() {
+            return self.recv(None).map(|f| f.map(Some));
+        }
+        let rings = &mut **rings;
+        let (h, payload) = {
+            let rec = match rings.rx.recv() {
+                Ok(Some(rec)) => rec,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(ring_error(&self.peer, e)),
+            };
+            let mut hb = [0u8; frame::HEADER_LEN];
+            let Some(head) = rec.get(..frame::HEADER_LEN) else {
+                return Err(Error::protocol(
+                    &self.peer,
+                    format!("a ring record of {} bytes, shorter than a frame header", rec.len()),
+                ));
+            };
+            hb.copy_from_slice(head);
+            let h = Header::decode(&hb, self.max_frame).map_err(|e| Error::frame(&self.peer, e))?;
+            let body = &rec[frame::HEADER_LEN..];
+            if h.kind == Kind::Request && h.flags & FLAG_MORE == 0 && h.len as usize == body.len() {
+                let mut out = RingOut {
+                    tx: &mut rings.tx,
+                    peer: &self.peer,
+                    max_frame: self.max_frame,
+                    broken: &mut self.broken,
+                };
+                serve(h.id, body, &mut out)?;
+                return Ok(Some(None));
+            }
+            take(&rec, self.max_frame, &self.peer)?
+        };
+        match self.joiner.push_vec(h, payload).map_err(|e| Error::frame(&self.peer, e))? {
+            Some(f) => Ok(Some(Some(f))),
+            None => self.recv(None).map(|f| f.map(Some)),
+        }
+    }
+
     /// Bytes of frames one side may have in flight towards the other and
     /// still be sure its sends do not wait: a quarter of the ring (records
     /// and their padding fit), or 64 KiB of socket buffer.
@@ -286,27 +339,8 @@ impl Link {
         let (staged, batch) = (&mut self.staged, self.batch);
         match &mut self.path {
             Path::Shm(rings) => {
-                let tx = &mut rings.tx;
-                let room = tx.max_record_len() - frame::HEADER_LEN;
-                let mut chunks = payload.chunks(room).peekable();
-                if payload.is_empty() {
-                    let stage = stage_next(staged, batch);
-                    return ring_send(tx, Header { id, len: 0, kind, flags }, &[], deadline, peer, stage);
-                }
-                let mut sent = 0;
-                while let Some(chunk) = chunks.next() {
-                    let more = if chunks.peek().is_some() { FLAG_MORE } else { 0 };
-                    let h = Header { id, len: chunk.len() as u32, kind, flags: flags | more };
-                    let stage = stage_next(staged, batch);
-                    if let Err(e) = ring_send(tx, h, chunk, deadline, peer, stage) {
-                        // Chunks already sent would make the next frame
-                        // interleave with this one: the link is done.
-                        self.broken |= sent > 0;
-                        return Err(e);
-                    }
-                    sent += 1;
-                }
-                Ok(())
+                let mut out = RingOut { tx: &mut rings.tx, peer, max_frame: self.max_frame, broken: &mut self.broken };
+                out.frame(id, kind, flags, payload, deadline, staged, batch)
             }
             Path::Stream(s) => {
                 let h = Header { id, len: payload.len() as u32, kind, flags }.encode();
@@ -341,17 +375,10 @@ impl Link {
             && !self.broken
             && frame::HEADER_LEN + len <= rings.tx.max_record_len()
         {
-            let h = Header { id, len: len as u32, kind, flags: 0 };
-            let total = frame::HEADER_LEN + len;
             let stage = stage_next(&mut self.staged, self.batch);
-            match rings.tx.try_grant(total) {
-                Ok(g) => fill_in_place(g, &h, fill, stage),
-                Err(shmring::Error::WouldBlock { .. }) => {
-                    fill_in_place(slow_grant(&mut rings.tx, total, deadline, &self.peer)?, &h, fill, stage)
-                }
-                Err(e) => return Err(ring_error(&self.peer, e)),
-            }
-            return Ok(());
+            let mut out =
+                RingOut { tx: &mut rings.tx, peer: &self.peer, max_frame: self.max_frame, broken: &mut self.broken };
+            return out.in_place(id, kind, len, fill, deadline, stage);
         }
         let mut buf = vec![0u8; len];
         fill(&mut buf);
@@ -404,6 +431,113 @@ fn remaining(deadline: Option<Instant>, peer: &str) -> Result<Option<Duration>> 
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() { Err(Error::Timeout(peer.to_owned())) } else { Ok(Some(left)) }
         }
+    }
+}
+
+/// The sending ring of a shared-memory link, apart from the rest of the
+/// link (so that a request can be answered while it still lies in the other
+/// ring).
+pub(crate) struct RingOut<'a> {
+    tx: &'a mut Producer,
+    peer: &'a str,
+    max_frame: u64,
+    /// The link's "out of step" flag.
+    broken: &'a mut bool,
+}
+
+impl RingOut<'_> {
+    /// A frame of `len` payload bytes that `fill` writes straight into one
+    /// ring record (the caller checked it fits); `stage`: leave it staged.
+    fn in_place(
+        &mut self,
+        id: u64,
+        kind: Kind,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        deadline: Option<Instant>,
+        stage: bool,
+    ) -> Result<()> {
+        let h = Header { id, len: len as u32, kind, flags: 0 };
+        let total = frame::HEADER_LEN + len;
+        match self.tx.try_grant(total) {
+            Ok(g) => fill_in_place(g, &h, fill, stage),
+            Err(shmring::Error::WouldBlock { .. }) => {
+                fill_in_place(slow_grant(self.tx, total, deadline, self.peer)?, &h, fill, stage)
+            }
+            Err(e) => return Err(ring_error(self.peer, e)),
+        }
+        Ok(())
+    }
+
+    /// A whole frame, in chunks when it is larger than a record; records
+    /// stay staged as [`Link::set_batch`] says (`staged` of `batch`).
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &mut self,
+        id: u64,
+        kind: Kind,
+        flags: u8,
+        payload: &[u8],
+        deadline: Option<Instant>,
+        staged: &mut u32,
+        batch: u32,
+    ) -> Result<()> {
+        let room = self.tx.max_record_len() - frame::HEADER_LEN;
+        if payload.is_empty() {
+            let stage = stage_next(staged, batch);
+            return ring_send(self.tx, Header { id, len: 0, kind, flags }, &[], deadline, self.peer, stage);
+        }
+        let mut chunks = payload.chunks(room).peekable();
+        let mut sent = 0;
+        while let Some(chunk) = chunks.next() {
+            let more = if chunks.peek().is_some() { FLAG_MORE } else { 0 };
+            let h = Header { id, len: chunk.len() as u32, kind, flags: flags | more };
+            let stage = stage_next(staged, batch);
+            if let Err(e) = ring_send(self.tx, h, chunk, deadline, self.peer, stage) {
+                // Chunks already sent would make the next frame
+                // interleave with this one: the link is done.
+                *self.broken |= sent > 0;
+                return Err(e);
+            }
+            sent += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Where a reply goes: a whole link, or the sending ring of one whose
+/// request is still borrowed from the other ring.
+pub(crate) trait Out {
+    /// Largest frame payload, in bytes.
+    fn max_frame(&self) -> u64;
+    /// Send a frame of `len` payload bytes that `fill` writes, in place when
+    /// it fits in a ring record (see [`Link::send_with`]).
+    fn send_with(&mut self, id: u64, kind: Kind, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()>;
+}
+
+impl Out for Link {
+    fn max_frame(&self) -> u64 {
+        self.max_frame
+    }
+    fn send_with(&mut self, id: u64, kind: Kind, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        Link::send_with(self, id, kind, len, fill, None)
+    }
+}
+
+impl Out for RingOut<'_> {
+    fn max_frame(&self) -> u64 {
+        self.max_frame
+    }
+    fn send_with(&mut self, id: u64, kind: Kind, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        if *self.broken {
+            return Err(Error::protocol(self.peer, "the connection broke mid-frame earlier"));
+        }
+        if frame::HEADER_LEN + len <= self.tx.max_record_len() {
+            return self.in_place(id, kind, len, fill, None, false);
+        }
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.frame(id, kind, 0, &buf, None, &mut 0, 0)
     }
 }
 

@@ -45,10 +45,15 @@ fn calls_over_shared_memory_between_processes() {
 }
 
 #[test]
-fn replies_written_in_place_over_the_rings_and_the_socket() {
+fn replies_written_in_place_and_requests_borrowed_over_the_rings_and_the_socket() {
     let dir = TempDir::new("inplace");
-    let srv = server("inplace", &dir.addr());
-    for t in [TransportKind::Shm, TransportKind::Unix] {
+    for (role, t) in [
+        ("inplace", TransportKind::Shm),
+        ("inplace", TransportKind::Unix),
+        ("borrowed", TransportKind::Shm),
+        ("borrowed", TransportKind::Unix),
+    ] {
+        let srv = server(role, &dir.addr());
         let mut c = Client::connect(&srv.addr, &ClientOptions::new().transport(t)).unwrap();
         assert_eq!(c.transport(), t);
         // Up to a 64 KiB ring record in place; above it, through a buffer

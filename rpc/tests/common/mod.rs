@@ -78,7 +78,7 @@ pub fn server(role: &str, addr: &Addr) -> ServerProc {
 
 /// Peer entry: a server. `echo` answers each request reversed; `slow`
 /// sleeps 5 s first; `deny` lets nobody in but uid 4242; `noshm` refuses
-/// shared memory; `inplace` answers reversed with `serve_in_place`. `async` serves on tokio (`serve_async`): it answers
+/// shared memory; `inplace` and `borrowed` answer reversed with `serve_in_place` and `serve_borrowed`. `async` serves on tokio (`serve_async`): it answers
 /// reversed too, but a request starting `sleep` takes 5 s, and `dropped?`
 /// answers how many handler futures were dropped unfinished (as decimal
 /// text).
@@ -99,23 +99,24 @@ fn server_main() {
     if role == "async" {
         return serve_async(server);
     }
-    if role == "inplace" {
-        // Reversed too, written straight into the ring when it fits.
-        server
-            .serve_in_place(|req: &[u8], reply: &mut Reply<'_>| {
-                if req == b"panic in fill" {
-                    let _ = reply.write(8, |_| panic!("a handler that panics while writing its reply"));
-                    return;
-                }
-                reply
-                    .write(req.len(), |out| {
-                        for (o, i) in out.iter_mut().zip(req.iter().rev()) {
-                            *o = *i;
-                        }
-                    })
-                    .unwrap();
-            })
-            .unwrap();
+    if role == "inplace" || role == "borrowed" {
+        // Reversed too, written straight into the ring when it fits (and
+        // `borrowed`: read where it lies in the ring).
+        let handler = |req: &[u8], reply: &mut Reply<'_>| {
+            if req == b"panic in fill" {
+                let _ = reply.write(8, |_| panic!("a handler that panics while writing its reply"));
+                return;
+            }
+            reply
+                .write(req.len(), |out| {
+                    for (o, i) in out.iter_mut().zip(req.iter().rev()) {
+                        *o = *i;
+                    }
+                })
+                .unwrap();
+        };
+        let served = if role == "inplace" { server.serve_in_place(handler) } else { server.serve_borrowed(handler) };
+        served.unwrap();
         return;
     }
     let slow = role == "slow";
