@@ -12,22 +12,22 @@ use shmring::spsc::{self, Consumer, Producer};
 use shmring::wait::Doorbell;
 
 use crate::error::{Error, Result};
-use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Status, VERSION, WAKE_DOORBELL, Welcome, set_timeouts};
+use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Mode, Status, VERSION, WAKE_DOORBELL, Welcome, set_timeouts};
 use crate::options::ServerOptions;
 use crate::transport::{Link, Rings, Stream, TransportKind};
 
-/// The server's side of the handshake; `wait` says how this server waits
-/// for the client ([`WAKE_FUTEX`]: a thread; [`WAKE_DOORBELL`]: a task).
-pub(crate) fn accept(stream: Stream, peer: &str, opts: &ServerOptions, wait: u16) -> Result<Link> {
+/// The server's side of the handshake; `mode` says how this server waits
+/// for the client and what the connection carries.
+pub(crate) fn accept(stream: Stream, peer: &str, opts: &ServerOptions, mode: Mode) -> Result<Link> {
     match stream {
-        Stream::Unix(s) => accept_unix(s, peer, opts, wait),
+        Stream::Unix(s) => accept_unix(s, peer, opts, mode),
         Stream::Tcp(mut s) => {
             let cfg = |s: &TcpStream, t| s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t));
             cfg(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
             let mut b = [0u8; 32];
             s.read_exact(&mut b).map_err(|e| Error::io(format!("reading the hello of {peer}"), e))?;
             let hello = Hello::decode(&b).map_err(|what| Error::protocol(peer, what))?;
-            let (w, message) = choose(&hello, opts, TransportKind::Tcp.bit(), None, wait);
+            let (w, message) = choose(&hello, opts, TransportKind::Tcp.bit(), None, mode);
             s.write_all(&w.encode())
                 .and_then(|()| s.write_all(message.as_bytes()))
                 .map_err(|e| Error::io(format!("sending the welcome to {peer}"), e))?;
@@ -41,7 +41,8 @@ pub(crate) fn accept(stream: Stream, peer: &str, opts: &ServerOptions, wait: u16
     }
 }
 
-fn accept_unix(mut s: UnixStream, peer: &str, opts: &ServerOptions, wait: u16) -> Result<Link> {
+fn accept_unix(mut s: UnixStream, peer: &str, opts: &ServerOptions, mode: Mode) -> Result<Link> {
+    let wait = mode.wait;
     set_timeouts(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
     let cred = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| Error::io(format!("SO_PEERCRED of {peer}"), e.into()))?;
@@ -52,7 +53,7 @@ fn accept_unix(mut s: UnixStream, peer: &str, opts: &ServerOptions, wait: u16) -
     let uid = (cred.uid(), cred.gid());
     let allowed = opts.access.allows(uid.0, uid.1);
     let offered = TransportKind::Shm.bit() | TransportKind::Unix.bit();
-    let (mut w, mut message) = choose(&hello, opts, offered, Some(allowed), wait);
+    let (mut w, mut message) = choose(&hello, opts, offered, Some(allowed), mode);
     // Shared memory: two rings, each in its own sealed memfd. If that
     // fails, fall back to frames over the socket (if the client takes them).
     let mut rings = None;
@@ -104,7 +105,8 @@ fn refused(w: &Welcome, message: &str, peer: &str) -> Result<()> {
 /// The server's answer to `hello`, given the transports this socket can
 /// carry, (UNIX sockets) whether the client's user is allowed, and how the
 /// server waits.
-fn choose(hello: &Hello, opts: &ServerOptions, possible: u16, allowed: Option<bool>, wait: u16) -> (Welcome, String) {
+fn choose(hello: &Hello, opts: &ServerOptions, possible: u16, allowed: Option<bool>, mode: Mode) -> (Welcome, String) {
+    let wait = mode.wait;
     let mut w = Welcome {
         version: VERSION,
         status: Status::Ok,
@@ -120,6 +122,15 @@ fn choose(hello: &Hello, opts: &ServerOptions, possible: u16, allowed: Option<bo
         (Status::Denied, "permission denied by server policy".to_owned())
     } else if hello.version != VERSION {
         (Status::Version, format!("the server speaks protocol version {VERSION}, the client {}", hello.version))
+    } else if hello.service != mode.service {
+        (
+            Status::NoTransport,
+            format!(
+                "the server serves {}, the client asks for {}",
+                handshake::service_name(mode.service),
+                handshake::service_name(hello.service)
+            ),
+        )
     } else if common == 0 {
         (
             Status::NoTransport,

@@ -16,7 +16,7 @@ use crate::async_link::{AsyncRx, AsyncTx, AsyncWait, GONE_TRIES, ShmRx, into_asy
 use crate::client::{open_link, open_stream_link};
 use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Frame, Kind};
-use crate::handshake::WAKE_DOORBELL;
+use crate::handshake::Mode;
 use crate::options::ClientOptions;
 use crate::transport::{Link, TransportKind};
 
@@ -103,7 +103,7 @@ impl AsyncClient {
     /// runtime.
     pub async fn connect(addr: &Addr, opts: &ClientOptions) -> Result<AsyncClient> {
         let (addr, o) = (addr.clone(), opts.clone());
-        let link = blocking(move || open_link(&addr, &o, WAKE_DOORBELL)).await?;
+        let link = blocking(move || open_link(&addr, &o, Mode::ASYNC)).await?;
         AsyncClient::start(link, opts)
     }
 
@@ -114,7 +114,7 @@ impl AsyncClient {
     /// As [`AsyncClient::connect`], but for reaching the address.
     pub async fn connect_stream(stream: UnixStream, name: &str, opts: &ClientOptions) -> Result<AsyncClient> {
         let (name, o) = (name.to_owned(), opts.clone());
-        let link = blocking(move || open_stream_link(stream, &name, &o, WAKE_DOORBELL)).await?;
+        let link = blocking(move || open_stream_link(stream, &name, &o, Mode::ASYNC)).await?;
         AsyncClient::start(link, opts)
     }
 
@@ -508,7 +508,7 @@ async fn read_ring(sh: Arc<Shared>) {
 }
 
 /// Run blocking connection set-up off the runtime's workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::io("connect", std::io::Error::other("not inside a tokio runtime")));
     }

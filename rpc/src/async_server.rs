@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 
@@ -13,9 +12,10 @@ use crate::accept::accept;
 use crate::async_link::{AsyncTx, AsyncWait, into_async};
 use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Frame, Kind};
-use crate::handshake::WAKE_DOORBELL;
+use crate::handshake::Mode;
+use crate::listen::AsyncListener;
 use crate::options::ServerOptions;
-use crate::server::{Listener, Server, accept_error_is_transient};
+use crate::server::Server;
 use crate::transport::Stream;
 
 /// Requests of one client being handled, by id: aborting one drops its
@@ -51,44 +51,9 @@ impl Server {
         Fut: Future<Output = Vec<u8>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let reactor = |e| Error::io(format!("registering {} with the tokio reactor", self.addr), e);
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(reactor(std::io::Error::other("not inside a tokio runtime")));
-        }
-        let listener = match self.listener {
-            Listener::Unix(l) => {
-                l.set_nonblocking(true).map_err(reactor)?;
-                AsyncListener::Unix(tokio::net::UnixListener::from_std(l).map_err(reactor)?)
-            }
-            Listener::Tcp(l) => {
-                l.set_nonblocking(true).map_err(reactor)?;
-                AsyncListener::Tcp(tokio::net::TcpListener::from_std(l).map_err(reactor)?)
-            }
-        };
-        let addr = self.addr;
+        let listener = AsyncListener::new(self.listener, self.addr)?;
         loop {
-            let accepted = match &listener {
-                AsyncListener::Unix(l) => l.accept().await.and_then(|(s, _)| {
-                    let s = s.into_std()?;
-                    s.set_nonblocking(false)?;
-                    Ok((Stream::Unix(s), format!("client of {addr}")))
-                }),
-                AsyncListener::Tcp(l) => l.accept().await.and_then(|(s, from)| {
-                    let _ = s.set_nodelay(true);
-                    let s = s.into_std()?;
-                    s.set_nonblocking(false)?;
-                    Ok((Stream::Tcp(s), format!("client {from} of {addr}")))
-                }),
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) if accept_error_is_transient(&e) => {
-                    tracing::warn!("accept on {addr}: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                Err(e) => return Err(Error::io(format!("accept on {addr}"), e)),
-            };
+            let (stream, peer) = listener.accept().await?;
             let (opts, handler) = (self.opts.clone(), handler.clone());
             tokio::spawn(async move {
                 match serve_client(stream, &peer, opts, handler).await {
@@ -100,11 +65,6 @@ impl Server {
     }
 }
 
-enum AsyncListener {
-    Unix(tokio::net::UnixListener),
-    Tcp(tokio::net::TcpListener),
-}
-
 /// The handshake (on a blocking thread), then the client's frames until it
 /// leaves.
 async fn serve_client<F, Fut>(stream: Stream, peer: &str, opts: ServerOptions, handler: Arc<F>) -> Result<()>
@@ -113,7 +73,7 @@ where
     Fut: Future<Output = Vec<u8>> + Send + 'static,
 {
     let (p, o) = (peer.to_owned(), opts.clone());
-    let link = tokio::task::spawn_blocking(move || accept(stream, &p, &o, WAKE_DOORBELL))
+    let link = tokio::task::spawn_blocking(move || accept(stream, &p, &o, Mode::ASYNC))
         .await
         .map_err(|e| Error::io(format!("handshake with {peer}"), std::io::Error::other(e.to_string())))??;
     let peer = link.peer().to_owned();

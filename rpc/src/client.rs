@@ -14,9 +14,7 @@ use shmring::wait::Doorbell;
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_REPLY, Frame, Kind};
-use crate::handshake::{
-    self, HANDSHAKE_TIMEOUT, Hello, Status, VERSION, WAKE_DOORBELL, WAKE_FUTEX, Welcome, set_timeouts,
-};
+use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Mode, Status, VERSION, WAKE_DOORBELL, Welcome, set_timeouts};
 use crate::options::{ClientOptions, TRANSPORT_ENV};
 use crate::transport::{Link, Rings, Stream, TransportKind};
 
@@ -48,7 +46,7 @@ impl Client {
     /// handshake; [`Error::InvalidArgument`] for a transport the address
     /// cannot carry (or a bad `SHMRING_RPC_TRANSPORT`).
     pub fn connect(addr: &Addr, opts: &ClientOptions) -> Result<Client> {
-        let link = open_link(addr, opts, WAKE_FUTEX)?;
+        let link = open_link(addr, opts, Mode::BLOCKING)?;
         Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: Abandoned::default() })
     }
 
@@ -58,7 +56,7 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`], but for reaching the address.
     pub fn connect_stream(stream: UnixStream, name: &str, opts: &ClientOptions) -> Result<Client> {
-        let link = open_stream_link(stream, name, opts, WAKE_FUTEX)?;
+        let link = open_stream_link(stream, name, opts, Mode::BLOCKING)?;
         Ok(Client { link, next_id: 1, timeout: opts.timeout, abandoned: Abandoned::default() })
     }
 
@@ -291,7 +289,7 @@ const REQUEST_BATCH: u32 = 16;
 
 /// Connect to `addr` and agree on a transport; `wait` says how this client
 /// waits for the server ([`WAKE_FUTEX`] or [`WAKE_DOORBELL`]).
-pub(crate) fn open_link(addr: &Addr, opts: &ClientOptions, wait: u16) -> Result<Link> {
+pub(crate) fn open_link(addr: &Addr, opts: &ClientOptions, mode: Mode) -> Result<Link> {
     let wanted =
         match opts.transport {
             Some(t) => Some(t),
@@ -313,7 +311,7 @@ pub(crate) fn open_link(addr: &Addr, opts: &ClientOptions, wait: u16) -> Result<
                 }
             };
             let s = UnixStream::connect(path).map_err(|e| Error::io(format!("connect {peer}"), e))?;
-            connect_unix(s, offer, opts, wait, peer)?
+            connect_unix(s, offer, opts, mode, peer)?
         }
         Addr::Tcp(hostport) => {
             if wanted.is_some_and(|t| t != TransportKind::Tcp) {
@@ -321,14 +319,14 @@ pub(crate) fn open_link(addr: &Addr, opts: &ClientOptions, wait: u16) -> Result<
             }
             let s = TcpStream::connect(hostport).map_err(|e| Error::io(format!("connect {peer}"), e))?;
             let _ = s.set_nodelay(true);
-            connect_tcp(s, opts, peer)?
+            connect_tcp(s, opts, mode, peer)?
         }
     };
     Ok(link)
 }
 
 /// Connect over an already connected UNIX socket, waiting as `wait` says.
-pub(crate) fn open_stream_link(stream: UnixStream, name: &str, opts: &ClientOptions, wait: u16) -> Result<Link> {
+pub(crate) fn open_stream_link(stream: UnixStream, name: &str, opts: &ClientOptions, mode: Mode) -> Result<Link> {
     let offer = match opts.transport {
         None => TransportKind::Shm.bit() | TransportKind::Unix.bit(),
         Some(t @ (TransportKind::Shm | TransportKind::Unix)) => t.bit(),
@@ -336,15 +334,17 @@ pub(crate) fn open_stream_link(stream: UnixStream, name: &str, opts: &ClientOpti
             return Err(Error::InvalidArgument(format!("{name}: a UNIX socket cannot carry tcp")));
         }
     };
-    connect_unix(stream, offer, opts, wait, name.to_owned())
+    connect_unix(stream, offer, opts, mode, name.to_owned())
 }
 
 /// Connect over a UNIX socket: shared memory if both sides can, else frames
-/// over the socket. `wait` says how this client waits ([`WAKE_FUTEX`]: a
-/// blocking thread; [`handshake::WAKE_DOORBELL`]: an async task).
-fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, wait: u16, peer: String) -> Result<Link> {
+/// over the socket. `mode` says how this client waits (a blocking thread,
+/// or an async task on a doorbell) and what the connection carries.
+fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, mode: Mode, peer: String) -> Result<Link> {
+    let wait = mode.wait;
     set_timeouts(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
-    let hello = Hello { version: VERSION, transports: offer, wakeups: wait, max_frame: opts.max_frame };
+    let hello =
+        Hello { version: VERSION, transports: offer, wakeups: wait, service: mode.service, max_frame: opts.max_frame };
     s.write_all(&hello.encode()).map_err(|e| Error::io(format!("sending the hello to {peer}"), e))?;
     let (bytes, fds) = handshake::recv_with_fds(&mut s, handshake::MAX_FDS, &peer)?;
     let w = welcome(&mut s, &bytes, &peer)?;
@@ -380,13 +380,14 @@ fn connect_unix(mut s: UnixStream, offer: u16, opts: &ClientOptions, wait: u16, 
     Ok(Link::stream(Stream::Unix(s), peer, max_frame))
 }
 
-fn connect_tcp(mut s: TcpStream, opts: &ClientOptions, peer: String) -> Result<Link> {
+fn connect_tcp(mut s: TcpStream, opts: &ClientOptions, mode: Mode, peer: String) -> Result<Link> {
     let cfg = |s: &TcpStream, t| s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t));
     cfg(&s, Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(format!("configuring {peer}"), e))?;
     let hello = Hello {
         version: VERSION,
         transports: TransportKind::Tcp.bit(),
-        wakeups: WAKE_FUTEX,
+        wakeups: mode.wait,
+        service: mode.service,
         max_frame: opts.max_frame,
     };
     s.write_all(&hello.encode()).map_err(|e| Error::io(format!("sending the hello to {peer}"), e))?;

@@ -71,6 +71,8 @@ pub(crate) struct AsyncBell {
     closed: AtomicBool,
     /// Wakes every sleeper when the socket closes.
     local: tokio::sync::Notify,
+    /// The same for pollers ([`AsyncBell::poll_wait`]).
+    pollers: std::sync::Mutex<Vec<std::task::Waker>>,
 }
 
 impl AsyncBell {
@@ -94,6 +96,7 @@ impl AsyncBell {
             drains: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             local: Default::default(),
+            pollers: Default::default(),
         })
     }
 
@@ -143,6 +146,36 @@ impl AsyncBell {
         .is_ok()
     }
 
+    /// [`AsyncBell::sleep`] for `poll_*` methods: `Ready` once the doorbell
+    /// rang (drained here), a drain happened since `mark`, or the socket
+    /// closed; else `Pending`, with `cx` woken by any of those.
+    pub(crate) fn poll_wait(&self, cx: &mut std::task::Context<'_>, mark: u64) -> std::task::Poll<()> {
+        use std::task::Poll;
+        {
+            let mut pollers = self.pollers.lock().unwrap_or_else(|p| p.into_inner());
+            if !pollers.iter().any(|w| w.will_wake(cx.waker())) {
+                pollers.push(cx.waker().clone());
+            }
+        }
+        if self.drains.load(Ordering::SeqCst) != mark || self.is_closed() {
+            return Poll::Ready(());
+        }
+        match self.fd.poll_read_ready(cx) {
+            Poll::Ready(Ok(mut guard)) => {
+                let drained = guard
+                    .try_io(|fd| if fd.get_ref().drain() { Ok(()) } else { Err(io::ErrorKind::WouldBlock.into()) });
+                if let Ok(Ok(())) = drained {
+                    // SeqCst: as in `sleep`.
+                    self.drains.fetch_add(1, Ordering::SeqCst);
+                    guard.clear_ready();
+                }
+                Poll::Ready(())
+            }
+            // The reactor is going away: the caller's liveness tick decides.
+            Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// Whether the peer's socket closed.
     pub(crate) fn is_closed(&self) -> bool {
         // Acquire: pairs with the Release store in `close`.
@@ -154,6 +187,9 @@ impl AsyncBell {
         // Release: pairs with the Acquire load in `is_closed`.
         self.closed.store(true, Ordering::Release);
         self.local.notify_waiters();
+        for w in self.pollers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            w.wake();
+        }
     }
 }
 

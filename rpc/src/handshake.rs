@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! client                                                   server
-//! Hello   32 B: magic, version, transports, how the client waits, max frame ──►
+//! Hello   32 B: magic, version, transports, how the client waits,
+//!         service (RPC frames or a byte stream), max frame ──►
 //!                                              SO_PEERCRED: uid allowed?
 //!       ◄── Welcome 32 B: magic, version, status, transport, how the server
 //!           waits, max frame, ring capacity, fd count, message length
@@ -55,6 +56,34 @@ pub const MAGIC: [u8; 8] = *b"SHMRPC\0\x01";
 pub const VERSION: u16 = 2;
 /// How long each side waits for the other's next handshake message.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Service: the connection carries RPC frames (`Client`, `Server`).
+pub const SERVICE_FRAMES: u16 = 0;
+/// Service: the connection carries a byte stream (`ShmStream`).
+pub const SERVICE_BYTES: u16 = 1;
+
+/// How one side of a connection works: how it waits, what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mode {
+    /// [`WAKE_FUTEX`] or [`WAKE_DOORBELL`].
+    pub(crate) wait: u16,
+    /// [`SERVICE_FRAMES`] or [`SERVICE_BYTES`].
+    pub(crate) service: u16,
+}
+
+impl Mode {
+    /// A blocking client or server of RPC frames.
+    pub(crate) const BLOCKING: Mode = Mode { wait: WAKE_FUTEX, service: SERVICE_FRAMES };
+    /// An async client or server of RPC frames.
+    pub(crate) const ASYNC: Mode = Mode { wait: WAKE_DOORBELL, service: SERVICE_FRAMES };
+    /// An async byte stream.
+    pub(crate) const BYTES: Mode = Mode { wait: WAKE_DOORBELL, service: SERVICE_BYTES };
+}
+
+/// The name of a service, for messages.
+pub(crate) fn service_name(service: u16) -> &'static str {
+    if service == SERVICE_BYTES { "a byte stream" } else { "RPC frames" }
+}
+
 /// Wake-up bit: this side waits in the rings' own eventcount (a shared
 /// futex): a blocking thread.
 pub const WAKE_FUTEX: u16 = 1;
@@ -75,6 +104,9 @@ pub struct Hello {
     pub transports: u16,
     /// How the client waits: [`WAKE_FUTEX`] or [`WAKE_DOORBELL`].
     pub wakeups: u16,
+    /// What it wants the connection to carry: [`SERVICE_FRAMES`] or
+    /// [`SERVICE_BYTES`].
+    pub service: u16,
     /// The largest frame payload it will send or accept, in bytes.
     pub max_frame: u32,
 }
@@ -122,6 +154,7 @@ impl Hello {
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
         b[10..12].copy_from_slice(&self.transports.to_le_bytes());
         b[12..14].copy_from_slice(&self.wakeups.to_le_bytes());
+        b[14..16].copy_from_slice(&self.service.to_le_bytes());
         b[16..20].copy_from_slice(&self.max_frame.to_le_bytes());
         b
     }
@@ -135,15 +168,19 @@ impl Hello {
         if b[..8] != MAGIC {
             return Err(format!("not a shmring-rpc client (hello starts {:02x?})", &b[..8]));
         }
-        if b[14..16] != [0, 0] || b[20..] != [0; 12] {
+        if b[20..] != [0; 12] {
             return Err("hello has reserved bytes set".into());
         }
         let h = Hello {
             version: u16_at(b, 8),
             transports: u16_at(b, 10),
             wakeups: u16_at(b, 12),
+            service: u16_at(b, 14),
             max_frame: u32_at(b, 16),
         };
+        if h.service > SERVICE_BYTES {
+            return Err(format!("hello asks for an unknown service {}", h.service));
+        }
         if h.transports == 0 || h.transports & !7 != 0 {
             return Err(format!("hello offers transports {:#x}", h.transports));
         }
@@ -347,7 +384,8 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_garbage_is_refused() {
-        let h = Hello { version: VERSION, transports: 3, wakeups: WAKE_FUTEX, max_frame: 1 << 26 };
+        let h =
+            Hello { version: VERSION, transports: 3, wakeups: WAKE_FUTEX, service: SERVICE_FRAMES, max_frame: 1 << 26 };
         assert_eq!(Hello::decode(&h.encode()), Ok(h));
         let mut bad = h.encode();
         bad[0] = b'X';
@@ -373,6 +411,9 @@ mod tests {
         assert!(Welcome::decode(&Welcome { fds: 5, ..w }.encode()).is_err(), "and at most four");
         assert!(Welcome::decode(&Welcome { wakeup: 3, ..w }.encode()).is_err(), "one way of waiting");
         assert!(Hello::decode(&Hello { wakeups: 0, ..h }.encode()).is_err());
+        assert!(Hello::decode(&Hello { service: 2, ..h }.encode()).is_err());
+        let bytes = Hello { service: SERVICE_BYTES, ..h };
+        assert_eq!(Hello::decode(&bytes.encode()), Ok(bytes));
         assert!(Welcome::decode(&Welcome { transport: 8, fds: 0, ..w }.encode()).is_err());
         assert!(Welcome::decode(&Welcome { message_len: 100_000, ..w }.encode()).is_err());
         assert_eq!(decode_ready(&ready(true)), Ok(true));

@@ -59,8 +59,10 @@ mod doorbell;
 mod error;
 pub mod frame;
 pub mod handshake;
+mod listen;
 mod options;
 mod server;
+mod stream;
 mod transport;
 
 pub use access::AccessPolicy;
@@ -73,4 +75,5 @@ pub use options::{
     DEFAULT_RING_CAPACITY, ServerOptions, TRANSPORT_ENV,
 };
 pub use server::{Reply, Server};
+pub use stream::{ShmListener, ShmStream};
 pub use transport::TransportKind;

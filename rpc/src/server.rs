@@ -12,7 +12,7 @@ use crate::accept::accept;
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Kind};
-use crate::handshake::WAKE_FUTEX;
+use crate::handshake::Mode;
 use crate::options::ServerOptions;
 use crate::transport::{Out, Stream};
 
@@ -292,7 +292,7 @@ fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {
 
 /// Handshake with one client, then answer its frames until it leaves.
 fn serve_one(stream: Stream, peer: &str, opts: &ServerOptions, handler: &Handler) -> Result<()> {
-    let mut link = accept(stream, peer, opts, WAKE_FUTEX)?;
+    let mut link = accept(stream, peer, opts, Mode::BLOCKING)?;
     loop {
         let f = match handler {
             // A request that came whole in one ring record is served where

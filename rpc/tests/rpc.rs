@@ -146,7 +146,7 @@ fn garbage_silence_and_version_skew_end_only_their_own_connection() {
     assert_eq!(g.read_to_end(&mut rest).unwrap(), 0, "no answer to garbage, only the end of the connection");
     // Version skew: the server says which versions.
     let mut v = UnixStream::connect(path).unwrap();
-    let hello = Hello { version: VERSION + 98, transports: 3, wakeups: WAKE_FUTEX, max_frame: 1024 };
+    let hello = Hello { version: VERSION + 98, transports: 3, wakeups: WAKE_FUTEX, service: 0, max_frame: 1024 };
     v.write_all(&hello.encode()).unwrap();
     v.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut answer = Vec::new();

@@ -93,6 +93,9 @@ fn server_main() {
         "noshm" => opts = opts.no_shm(),
         _ => {}
     }
+    if role == "bytes" {
+        return serve_bytes(&addr, &opts);
+    }
     let server = Server::bind(&addr, &opts).unwrap();
     println!("listening {}", server.local_addr());
     std::io::stdout().flush().unwrap();
@@ -167,4 +170,28 @@ fn serve_async(server: Server) {
         }
     }))
     .unwrap();
+}
+
+/// The `bytes` role of `server_main`: a `ShmListener`; each stream carries
+/// length-delimited frames, each answered reversed, until the client closes.
+fn serve_bytes(addr: &Addr, opts: &ServerOptions) {
+    use futures_util::{SinkExt, StreamExt};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut listener = shmring_rpc::ShmListener::bind(addr, opts).unwrap();
+        println!("listening {}", listener.local_addr());
+        std::io::stdout().flush().unwrap();
+        loop {
+            let stream = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut framed = tokio_util::codec::Framed::new(stream, tokio_util::codec::LengthDelimitedCodec::new());
+                while let Some(Ok(frame)) = framed.next().await {
+                    let back: Vec<u8> = frame.iter().rev().copied().collect();
+                    if framed.send(tokio_util::bytes::Bytes::from(back)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
 }

@@ -1,0 +1,422 @@
+//! [`ShmStream`]: a tokio byte stream (`AsyncRead + AsyncWrite`) over a
+//! ring pair, so that any byte-stream protocol (a length-delimited codec,
+//! tarpc's serde transport, HTTP) can run over shared memory; and
+//! [`ShmListener`], which accepts them.
+//!
+//! The connection is made as an RPC connection is (`handshake.rs`: the
+//! UNIX socket, `SO_PEERCRED`, sealed memfds, doorbells, the fallback to the
+//! socket itself, or TCP), with the service "byte stream", so that an RPC
+//! server and a stream listener refuse each other's clients with a clear
+//! error. Over the rings, each write is one record of at most a ring
+//! record's size; a read takes what one record holds (the rest of a record
+//! that does not fit in the caller's buffer waits for the next read).
+//! Waiting is the async RPC side's: parked on the doorbell, which the peer
+//! rings only when we are registered, woken at once by the end of the
+//! socket, and a liveness check at every check interval.
+//!
+//! How a stream ends: `poll_shutdown` (or dropping the stream) closes our
+//! ring, and the peer reads end of file after every byte written before. A
+//! peer that died or aborted is an error (`ConnectionAborted` or
+//! `ConnectionReset`), never an end of file: a cut stream must not look
+//! complete.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use shmring::spsc::{Consumer, Producer};
+use shmring::wait::Registration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::accept::accept;
+use crate::addr::Addr;
+use crate::async_client::blocking;
+use crate::doorbell::{AsyncBell, watch_socket};
+use crate::error::{Error, Result};
+use crate::handshake::Mode;
+use crate::listen::AsyncListener;
+use crate::options::{ClientOptions, ServerOptions};
+use crate::transport::{Path, Stream, TransportKind};
+
+/// A byte stream to a peer: over two shared-memory rings when both sides
+/// can (a `unix:` address), else over the UNIX socket or TCP. Implements
+/// tokio's `AsyncRead` and `AsyncWrite`.
+///
+/// ```no_run
+/// # async fn demo() -> shmring_rpc::Result<()> {
+/// use shmring_rpc::{Addr, ClientOptions, ShmStream};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// let mut s = ShmStream::connect(&Addr::parse("unix:/tmp/bytes.sock")?, &ClientOptions::new()).await?;
+/// s.write_all(b"hello").await.map_err(|e| shmring_rpc::Error::InvalidArgument(e.to_string()))?;
+/// let mut back = [0u8; 5];
+/// s.read_exact(&mut back).await.map_err(|e| shmring_rpc::Error::InvalidArgument(e.to_string()))?;
+/// # Ok(()) }
+/// ```
+pub struct ShmStream {
+    inner: Inner,
+    kind: TransportKind,
+    peer: String,
+}
+
+enum Inner {
+    Shm(Box<Rings>),
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+/// The shared-memory side of a stream.
+struct Rings {
+    /// `None` once shut down.
+    tx: Option<Producer>,
+    rx: Consumer,
+    bell: Arc<AsyncBell>,
+    watcher: tokio::task::JoinHandle<()>,
+    /// The reader's registration on the ring, with the doorbell's mark.
+    read_reg: Option<(u64, Registration)>,
+    /// The writer's.
+    write_reg: Option<(u64, Registration)>,
+    /// The rest of a record a read could not take whole.
+    leftover: Vec<u8>,
+    at: usize,
+    /// Liveness checks while waiting.
+    tick: Pin<Box<tokio::time::Sleep>>,
+    check: Duration,
+}
+
+impl Drop for Rings {
+    fn drop(&mut self) {
+        // Closes the socket: the peer learns we are gone.
+        self.watcher.abort();
+    }
+}
+
+impl ShmStream {
+    /// Connect to a [`ShmListener`] (shared memory on a `unix:` address
+    /// unless told otherwise, as [`crate::Client::connect`]). Must be called
+    /// inside a tokio runtime with I/O and time enabled.
+    ///
+    /// # Errors
+    /// As [`crate::Client::connect`]; [`Error::Protocol`] if the address is
+    /// an RPC server, not a stream listener.
+    pub async fn connect(addr: &Addr, opts: &ClientOptions) -> Result<ShmStream> {
+        let (addr, o) = (addr.clone(), opts.clone());
+        let link = blocking(move || crate::client::open_link(&addr, &o, Mode::BYTES)).await?;
+        ShmStream::from_link(link, opts.policy.interval())
+    }
+
+    fn from_link(link: crate::transport::Link, check: Duration) -> Result<ShmStream> {
+        let (path, kind, peer, _) = link.into_parts();
+        let reactor = |e| Error::io(format!("registering {peer} with the tokio reactor"), e);
+        let inner = match path {
+            Path::Shm(rings) => {
+                let rings = *rings;
+                let bell = rings.bell.ok_or_else(|| Error::protocol(&peer, "shared memory without our doorbell"))?;
+                let bell = Arc::new(AsyncBell::new(bell).map_err(reactor)?);
+                let watcher = watch_socket(rings.socket, bell.clone()).map_err(reactor)?;
+                Inner::Shm(Box::new(Rings {
+                    tx: Some(rings.tx),
+                    rx: rings.rx,
+                    bell,
+                    watcher,
+                    read_reg: None,
+                    write_reg: None,
+                    leftover: Vec::new(),
+                    at: 0,
+                    tick: Box::pin(tokio::time::sleep(check)),
+                    check,
+                }))
+            }
+            Path::Stream(Stream::Unix(s)) => {
+                s.set_nonblocking(true).map_err(reactor)?;
+                Inner::Unix(tokio::net::UnixStream::from_std(s).map_err(reactor)?)
+            }
+            Path::Stream(Stream::Tcp(s)) => {
+                s.set_nonblocking(true).map_err(reactor)?;
+                Inner::Tcp(tokio::net::TcpStream::from_std(s).map_err(reactor)?)
+            }
+        };
+        Ok(ShmStream { inner, kind, peer })
+    }
+
+    /// The transport this stream uses.
+    pub fn transport(&self) -> TransportKind {
+        self.kind
+    }
+
+    /// The peer, as error messages name it.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+}
+
+impl std::fmt::Debug for ShmStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmStream").field("peer", &self.peer).field("transport", &self.kind).finish()
+    }
+}
+
+/// A ring error as an I/O error: a dead or aborting peer is never an end of
+/// file.
+fn ring_io(e: shmring::Error) -> io::Error {
+    let kind = match &e {
+        shmring::Error::PeerDied { .. } => io::ErrorKind::ConnectionReset,
+        shmring::Error::PeerAborted { .. } | shmring::Error::Closed(_) => io::ErrorKind::ConnectionAborted,
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, e)
+}
+
+/// What a waiting poll does next.
+enum Next {
+    /// Look at the ring again.
+    Retry,
+    /// Nothing yet: `Pending` (the waker is registered).
+    Wait,
+}
+
+impl Rings {
+    /// Wait for a ring (or the socket's end) after registering with `reg`:
+    /// `Retry` once something happened, `Wait` with the waker registered.
+    /// Runs the liveness check at every tick.
+    fn wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        mark: u64,
+        check_peer: impl FnOnce(&mut Self) -> io::Result<()>,
+    ) -> io::Result<Next> {
+        if self.bell.poll_wait(cx, mark).is_ready() {
+            return Ok(Next::Retry);
+        }
+        if self.tick.as_mut().poll(cx).is_ready() {
+            let next = tokio::time::Instant::now() + self.check;
+            self.tick.as_mut().reset(next);
+            check_peer(self)?;
+            return Ok(Next::Retry);
+        }
+        Ok(Next::Wait)
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.at < self.leftover.len() {
+            let n = buf.remaining().min(self.leftover.len() - self.at);
+            buf.put_slice(&self.leftover[self.at..self.at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            match self.rx.try_recv() {
+                // An empty record would read as end of file: skipped.
+                Ok(Some(rec)) if rec.is_empty() => continue,
+                Ok(Some(rec)) => {
+                    let n = buf.remaining().min(rec.len());
+                    buf.put_slice(&rec[..n]);
+                    if n < rec.len() {
+                        self.leftover.clear();
+                        self.leftover.extend_from_slice(&rec[n..]);
+                        self.at = 0;
+                    }
+                    self.read_reg = None;
+                    return Poll::Ready(Ok(()));
+                }
+                // The peer closed its ring: end of file.
+                Ok(None) => {
+                    self.read_reg = None;
+                    return Poll::Ready(Ok(()));
+                }
+                Err(shmring::Error::WouldBlock { .. }) => {}
+                Err(e) => return Poll::Ready(Err(ring_io(e))),
+            }
+            let Some((mark, _)) = &self.read_reg else {
+                // Register, then look again before sleeping.
+                let mark = self.bell.mark();
+                self.read_reg = Some((mark, self.rx.register_waiter()));
+                continue;
+            };
+            let mark = *mark;
+            if self.bell.is_closed() {
+                // The socket closed and the ring is empty and open: the
+                // ring's liveness check says how the peer went.
+                self.read_reg = None;
+                return Poll::Ready(Err(match self.rx.peer_arrived() {
+                    Err(e) => ring_io(e),
+                    Ok(_) => {
+                        io::Error::new(io::ErrorKind::ConnectionAborted, "the peer's socket closed, its ring did not")
+                    }
+                }));
+            }
+            match self.wait(cx, mark, |r| r.rx.peer_arrived().map(drop).map_err(ring_io))? {
+                Next::Retry => self.read_reg = None,
+                Next::Wait => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            let Some(tx) = &mut self.tx else {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the stream was shut down")));
+            };
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let n = buf.len().min(tx.max_record_len());
+            match tx.try_grant(n) {
+                Ok(mut g) => {
+                    g.copy_from_slice(&buf[..n]);
+                    g.commit();
+                    self.write_reg = None;
+                    return Poll::Ready(Ok(n));
+                }
+                Err(shmring::Error::WouldBlock { .. }) => {}
+                Err(e) => return Poll::Ready(Err(ring_io(e))),
+            }
+            let Some((mark, _)) = &self.write_reg else {
+                let mark = self.bell.mark();
+                self.write_reg = Some((mark, tx.register_waiter()));
+                continue;
+            };
+            let mark = *mark;
+            if self.bell.is_closed() {
+                self.write_reg = None;
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the peer's socket closed")));
+            }
+            let check = |r: &mut Self| match &mut r.tx {
+                Some(tx) => tx.peer_arrived().map(drop).map_err(ring_io),
+                None => Ok(()),
+            };
+            match self.wait(cx, mark, check)? {
+                Next::Retry => self.write_reg = None,
+                Next::Wait => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_shutdown(&mut self) -> Poll<io::Result<()>> {
+        self.write_reg = None;
+        match self.tx.take() {
+            Some(tx) => Poll::Ready(tx.close().map_err(ring_io)),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncRead for ShmStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Shm(r) => r.poll_read(cx, buf),
+            Inner::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ShmStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Inner::Shm(r) => r.poll_write(cx, buf),
+            Inner::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    /// Every write is published as it is made: nothing to flush.
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Shm(_) => Poll::Ready(Ok(())),
+            Inner::Unix(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Shm(r) => r.poll_shutdown(),
+            Inner::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Accepts [`ShmStream`]s: binds like [`crate::Server::bind`] (socket mode,
+/// access policy, transports from its [`ServerOptions`]), and runs each
+/// handshake on its own task, so a slow or silent client does not hold up
+/// the others. A client whose handshake fails is logged and dropped.
+pub struct ShmListener {
+    streams: mpsc::Receiver<ShmStream>,
+    addr: Addr,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ShmListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl ShmListener {
+    /// Bind `addr` and start accepting, on the current tokio runtime.
+    ///
+    /// # Errors
+    /// As [`crate::Server::bind`]; [`Error::Io`] outside a tokio runtime.
+    pub fn bind(addr: &Addr, opts: &ServerOptions) -> Result<ShmListener> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::io(format!("bind {addr}"), io::Error::other("not inside a tokio runtime")));
+        }
+        let server = crate::Server::bind(addr, opts)?;
+        let addr = server.local_addr().clone();
+        let listener = AsyncListener::new(server.listener, addr.clone())?;
+        let (send, streams) = mpsc::channel(64);
+        let acceptor = tokio::spawn(accept_loop(listener, server.opts, send));
+        Ok(ShmListener { streams, addr, acceptor })
+    }
+
+    /// The next client's stream, once its handshake is done.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if accepting failed for good.
+    pub async fn accept(&mut self) -> Result<ShmStream> {
+        self.streams.recv().await.ok_or_else(|| {
+            Error::io(format!("accept on {}", self.addr), io::Error::other("the listener stopped accepting"))
+        })
+    }
+
+    /// The address bound (with the real port for `tcp:HOST:0`).
+    pub fn local_addr(&self) -> &Addr {
+        &self.addr
+    }
+}
+
+/// Accept sockets and hand each to its own handshake task.
+async fn accept_loop(listener: AsyncListener, opts: ServerOptions, streams: mpsc::Sender<ShmStream>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        };
+        let (opts, streams) = (opts.clone(), streams.clone());
+        tokio::spawn(async move {
+            let check = opts.policy.interval();
+            let shaken = tokio::task::spawn_blocking(move || accept(stream, &peer, &opts, Mode::BYTES)).await;
+            let stream = match shaken {
+                Ok(Ok(link)) => ShmStream::from_link(link, check),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(Error::io("handshake", io::Error::other(e.to_string()))),
+            };
+            match stream {
+                Ok(s) => {
+                    let _ = streams.send(s).await;
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
+    }
+}
