@@ -63,6 +63,8 @@ mod listen;
 mod options;
 mod server;
 mod stream;
+#[cfg(feature = "tarpc")]
+pub mod tarpc;
 mod transport;
 
 pub use access::AccessPolicy;

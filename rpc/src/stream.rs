@@ -386,6 +386,19 @@ impl ShmListener {
         })
     }
 
+    /// [`ShmListener::accept`] for `poll_*` code: `Ready` with the next
+    /// client's stream, `Pending` with `cx` woken when one is ready.
+    ///
+    /// # Errors
+    /// As [`ShmListener::accept`].
+    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<ShmStream>> {
+        self.streams.poll_recv(cx).map(|s| {
+            s.ok_or_else(|| {
+                Error::io(format!("accept on {}", self.addr), io::Error::other("the listener stopped accepting"))
+            })
+        })
+    }
+
     /// The address bound (with the real port for `tcp:HOST:0`).
     pub fn local_addr(&self) -> &Addr {
         &self.addr

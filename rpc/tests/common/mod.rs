@@ -51,9 +51,15 @@ impl Drop for ServerProc {
 
 /// Start `server_main` with `role` on `addr`; returns once it listens.
 pub fn server(role: &str, addr: &Addr) -> ServerProc {
+    server_at("common::server_main", role, addr)
+}
+
+/// Start the ignored test `entry` of this binary as a server with `role` on
+/// `addr`; returns once it prints `listening ADDR`.
+pub fn server_at(entry: &str, role: &str, addr: &Addr) -> ServerProc {
     let exe = std::env::current_exe().unwrap();
     let child = Command::new(exe)
-        .args(["common::server_main", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE_ENV, role)
         .env(ADDR_ENV, addr.to_string())
         .stdin(Stdio::null())

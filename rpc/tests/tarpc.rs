@@ -1,0 +1,130 @@
+//! A tarpc service between two processes over shmring: the server listens
+//! with `shmring_rpc::tarpc::listen`, the client connects with
+//! `shmring_rpc::tarpc::connect_with`; everything else is tarpc's own.
+#![cfg(feature = "tarpc")]
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{ADDR_ENV, ROLE_ENV, TempDir, server_at};
+use futures_util::{StreamExt, future};
+use shmring_rpc::{Addr, ClientOptions, TransportKind};
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_serde::formats::Bincode;
+use tarpc::{client, context};
+
+#[tarpc::service]
+trait World {
+    /// A greeting.
+    async fn hello(name: String) -> String;
+    /// Sleeps `ms` milliseconds, then returns them.
+    async fn sleep(ms: u64) -> u64;
+    /// How many `sleep` calls were dropped before they finished.
+    async fn dropped() -> u64;
+}
+
+#[derive(Clone)]
+struct Server(Arc<AtomicU64>);
+
+impl World for Server {
+    async fn hello(self, _: context::Context, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+
+    async fn sleep(self, _: context::Context, ms: u64) -> u64 {
+        struct Unfinished(Arc<AtomicU64>, bool);
+        impl Drop for Unfinished {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        let mut guard = Unfinished(self.0.clone(), false);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        guard.1 = true;
+        ms
+    }
+
+    async fn dropped(self, _: context::Context) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Peer entry: the tarpc server.
+#[test]
+#[ignore = "server process for the tarpc tests"]
+fn tarpc_server_main() {
+    let (Ok(_), Ok(addr)) = (std::env::var(ROLE_ENV), std::env::var(ADDR_ENV)) else { return };
+    let addr = Addr::parse(&addr).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let listener = shmring_rpc::tarpc::listen(&addr, Bincode::default).await.unwrap();
+        println!("listening {}", listener.local_addr());
+        std::io::stdout().flush().unwrap();
+        let dropped = Arc::new(AtomicU64::new(0));
+        listener
+            .filter_map(|r| future::ready(r.ok()))
+            .map(BaseChannel::with_defaults)
+            .for_each(|channel| {
+                let server = Server(dropped.clone());
+                tokio::spawn(channel.execute(server.serve()).for_each(|response| async {
+                    tokio::spawn(response);
+                }));
+                future::ready(())
+            })
+            .await;
+    });
+}
+
+#[test]
+fn a_tarpc_service_over_shm_the_socket_and_tcp_with_deadlines_and_cancellation() {
+    let dir = TempDir::new("tarpc");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let unix = server_at("tarpc_server_main", "tarpc", &dir.addr());
+    let tcp = server_at("tarpc_server_main", "tarpc", &Addr::parse("tcp:127.0.0.1:0").unwrap());
+    let cases = [(&unix.addr, Some(TransportKind::Shm)), (&unix.addr, Some(TransportKind::Unix)), (&tcp.addr, None)];
+    for (n, (addr, t)) in cases.into_iter().enumerate() {
+        rt.block_on(async {
+            let opts = match t {
+                Some(t) => ClientOptions::new().transport(t),
+                None => ClientOptions::new(),
+            };
+            let transport = shmring_rpc::tarpc::connect_with(addr, &opts, Bincode::default).await.unwrap();
+            assert_eq!(transport.get_ref().transport(), t.unwrap_or(TransportKind::Tcp));
+            let client = WorldClient::new(client::Config::default(), transport).spawn();
+            assert_eq!(client.hello(context::current(), "shm".into()).await.unwrap(), "Hello, shm!");
+            // Many calls in flight at once.
+            let calls = (0..64).map(|i| client.hello(context::current(), format!("{i}")));
+            for (i, r) in future::join_all(calls).await.into_iter().enumerate() {
+                assert_eq!(r.unwrap(), format!("Hello, {i}!"));
+            }
+            // A deadline that passes.
+            let mut ctx = context::current();
+            ctx.deadline = Instant::now() + Duration::from_millis(200);
+            let started = Instant::now();
+            assert!(client.sleep(ctx, 5_000).await.is_err(), "past its deadline");
+            assert!(started.elapsed() < Duration::from_secs(3));
+            // A call dropped before its reply: tarpc cancels it on the server.
+            let dropped =
+                tokio::time::timeout(Duration::from_millis(200), client.sleep(context::current(), 5_000)).await;
+            assert!(dropped.is_err());
+            // Both were dropped on the server (the unix address's server
+            // serves two of the cases).
+            let want = if addr == &unix.addr { 2 * (n as u64 + 1) } else { 2 };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = client.dropped(context::current()).await.unwrap();
+                if got == want {
+                    break;
+                }
+                assert!(got < want && Instant::now() < deadline, "{got} handler futures dropped, expected {want}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+}
