@@ -5,6 +5,8 @@
 //! payload derived from it, so the consumer can check both order and content.
 
 pub mod kv;
+#[cfg(feature = "tarpc")]
+pub mod world;
 
 use std::fmt;
 use std::time::Duration;
