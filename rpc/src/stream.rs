@@ -41,6 +41,15 @@ use crate::listen::AsyncListener;
 use crate::options::{ClientOptions, ServerOptions};
 use crate::transport::{Path, Stream, TransportKind};
 
+/// How long a read polls an empty ring before it parks on the doorbell. The
+/// task yields to the runtime between polls (its worker runs other tasks
+/// meanwhile), so the window can be longer than the async client's
+/// blocking poll: a protocol on top (tarpc's dispatch, say) takes tens of
+/// microseconds to answer, and a reply within the window costs no wake-up.
+/// Measured with tarpc over a stream, 64 B round trip: 57 µs with a 5 µs
+/// window, 12.8 µs with 50 µs.
+const READ_SPIN: Duration = Duration::from_micros(50);
+
 /// A byte stream to a peer: over two shared-memory rings when both sides
 /// can (a `unix:` address), else over the UNIX socket or TCP. Implements
 /// tokio's `AsyncRead` and `AsyncWrite`.
@@ -84,6 +93,11 @@ struct Rings {
     /// Liveness checks while waiting.
     tick: Pin<Box<tokio::time::Sleep>>,
     check: Duration,
+    /// How long a read polls an empty ring (letting the runtime run other
+    /// tasks between polls) before it parks on the doorbell.
+    spin: Duration,
+    /// When the current run of empty polls ends.
+    spin_until: Option<std::time::Instant>,
 }
 
 impl Drop for Rings {
@@ -104,10 +118,10 @@ impl ShmStream {
     pub async fn connect(addr: &Addr, opts: &ClientOptions) -> Result<ShmStream> {
         let (addr, o) = (addr.clone(), opts.clone());
         let link = blocking(move || crate::client::open_link(&addr, &o, Mode::BYTES)).await?;
-        ShmStream::from_link(link, opts.policy.interval())
+        ShmStream::from_link(link, opts.policy.interval(), READ_SPIN)
     }
 
-    fn from_link(link: crate::transport::Link, check: Duration) -> Result<ShmStream> {
+    fn from_link(link: crate::transport::Link, check: Duration, spin: Duration) -> Result<ShmStream> {
         let (path, kind, peer, _) = link.into_parts();
         let reactor = |e| Error::io(format!("registering {peer} with the tokio reactor"), e);
         let inner = match path {
@@ -127,6 +141,8 @@ impl ShmStream {
                     at: 0,
                     tick: Box::pin(tokio::time::sleep(check)),
                     check,
+                    spin,
+                    spin_until: None,
                 }))
             }
             Path::Stream(Stream::Unix(s)) => {
@@ -221,7 +237,7 @@ impl Rings {
                         self.leftover.extend_from_slice(&rec[n..]);
                         self.at = 0;
                     }
-                    self.read_reg = None;
+                    (self.read_reg, self.spin_until) = (None, None);
                     return Poll::Ready(Ok(()));
                 }
                 // The peer closed its ring: end of file.
@@ -231,6 +247,16 @@ impl Rings {
                 }
                 Err(shmring::Error::WouldBlock { .. }) => {}
                 Err(e) => return Poll::Ready(Err(ring_io(e))),
+            }
+            // Poll a while before parking, letting the runtime run other
+            // tasks between polls: a reply that comes back within the spin
+            // costs no wake-up.
+            if self.read_reg.is_none() {
+                let now = std::time::Instant::now();
+                if now < *self.spin_until.get_or_insert_with(|| now.checked_add(self.spin).unwrap_or(now)) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
             let Some((mark, _)) = &self.read_reg else {
                 // Register, then look again before sleeping.
@@ -417,10 +443,10 @@ async fn accept_loop(listener: AsyncListener, opts: ServerOptions, streams: mpsc
         };
         let (opts, streams) = (opts.clone(), streams.clone());
         tokio::spawn(async move {
-            let check = opts.policy.interval();
+            let (check, spin) = (opts.policy.interval(), READ_SPIN);
             let shaken = tokio::task::spawn_blocking(move || accept(stream, &peer, &opts, Mode::BYTES)).await;
             let stream = match shaken {
-                Ok(Ok(link)) => ShmStream::from_link(link, check),
+                Ok(Ok(link)) => ShmStream::from_link(link, check, spin),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(Error::io("handshake", io::Error::other(e.to_string()))),
             };
