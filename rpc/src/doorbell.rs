@@ -71,8 +71,20 @@ pub(crate) struct AsyncBell {
     closed: AtomicBool,
     /// Wakes every sleeper when the socket closes.
     local: tokio::sync::Notify,
-    /// The same for pollers ([`AsyncBell::poll_wait`]).
-    pollers: std::sync::Mutex<Vec<std::task::Waker>>,
+    /// The tasks polling ([`AsyncBell::poll_wait`]), one per direction: the
+    /// reactor keeps only the last poller's waker, so a poller that drains a
+    /// ring wakes the other direction's too (the ring may have been for it),
+    /// as does the socket's end.
+    pollers: [futures_util::task::AtomicWaker; 2],
+}
+
+/// Which side of a stream polls: index into [`AsyncBell`]'s poller slots.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Direction {
+    /// Waiting for records.
+    Read = 0,
+    /// Waiting for room.
+    Write = 1,
 }
 
 impl AsyncBell {
@@ -146,17 +158,13 @@ impl AsyncBell {
         .is_ok()
     }
 
-    /// [`AsyncBell::sleep`] for `poll_*` methods: `Ready` once the doorbell
-    /// rang (drained here), a drain happened since `mark`, or the socket
-    /// closed; else `Pending`, with `cx` woken by any of those.
-    pub(crate) fn poll_wait(&self, cx: &mut std::task::Context<'_>, mark: u64) -> std::task::Poll<()> {
+    /// [`AsyncBell::sleep`] for `poll_*` methods of one `dir`ection:
+    /// `Ready` once the doorbell rang (drained here), a drain happened since
+    /// `mark`, or the socket closed; else `Pending`, with `cx` woken by any
+    /// of those.
+    pub(crate) fn poll_wait(&self, cx: &mut std::task::Context<'_>, mark: u64, dir: Direction) -> std::task::Poll<()> {
         use std::task::Poll;
-        {
-            let mut pollers = self.pollers.lock().unwrap_or_else(|p| p.into_inner());
-            if !pollers.iter().any(|w| w.will_wake(cx.waker())) {
-                pollers.push(cx.waker().clone());
-            }
-        }
+        self.pollers[dir as usize].register(cx.waker());
         if self.drains.load(Ordering::SeqCst) != mark || self.is_closed() {
             return Poll::Ready(());
         }
@@ -168,11 +176,19 @@ impl AsyncBell {
                     // SeqCst: as in `sleep`.
                     self.drains.fetch_add(1, Ordering::SeqCst);
                     guard.clear_ready();
+                    // The ring may have been for the other direction.
+                    self.wake_pollers();
                 }
                 Poll::Ready(())
             }
             // The reactor is going away: the caller's liveness tick decides.
             Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn wake_pollers(&self) {
+        for p in &self.pollers {
+            p.wake();
         }
     }
 
@@ -187,9 +203,7 @@ impl AsyncBell {
         // Release: pairs with the Acquire load in `is_closed`.
         self.closed.store(true, Ordering::Release);
         self.local.notify_waiters();
-        for w in self.pollers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            w.wake();
-        }
+        self.wake_pollers();
     }
 }
 

@@ -53,20 +53,20 @@ impl AsyncListener {
         let addr = &self.addr;
         loop {
             let accepted = match &self.listener {
-                Listening::Unix(l) => l.accept().await.and_then(|(s, _)| {
-                    let s = s.into_std()?;
-                    s.set_nonblocking(false)?;
-                    Ok((Stream::Unix(s), format!("client of {addr}")))
+                Listening::Unix(l) => l.accept().await.map(|(s, _)| {
+                    let s = s.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s));
+                    s.map(|s| (Stream::Unix(s), format!("client of {addr}")))
                 }),
-                Listening::Tcp(l) => l.accept().await.and_then(|(s, from)| {
+                Listening::Tcp(l) => l.accept().await.map(|(s, from)| {
                     let _ = s.set_nodelay(true);
-                    let s = s.into_std()?;
-                    s.set_nonblocking(false)?;
-                    Ok((Stream::Tcp(s), format!("client {from} of {addr}")))
+                    let s = s.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s));
+                    s.map(|s| (Stream::Tcp(s), format!("client {from} of {addr}")))
                 }),
             };
             match accepted {
-                Ok(a) => return Ok(a),
+                Ok(Ok(a)) => return Ok(a),
+                // One client's socket could not be set up: drop it, go on.
+                Ok(Err(e)) => tracing::warn!("accept on {addr}: setting up a client's socket: {e}"),
                 Err(e) if accept_error_is_transient(&e) => {
                     tracing::warn!("accept on {addr}: {e}");
                     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -261,8 +261,28 @@ impl Server {
 
 /// Whether a failed `accept` is worth retrying.
 pub(crate) fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    // Besides running out of descriptors or memory: the network errors
+    // accept(2) passes on for a pending connection, which its manual page says
+    // to treat like EAGAIN.
     e.kind() == std::io::ErrorKind::ConnectionAborted
-        || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO))
+        || matches!(
+            e.raw_os_error(),
+            Some(
+                libc::EMFILE
+                    | libc::ENFILE
+                    | libc::ENOBUFS
+                    | libc::ENOMEM
+                    | libc::EPROTO
+                    | libc::EPERM
+                    | libc::ENETDOWN
+                    | libc::ENOPROTOOPT
+                    | libc::EHOSTDOWN
+                    | libc::ENONET
+                    | libc::EHOSTUNREACH
+                    | libc::EOPNOTSUPP
+                    | libc::ENETUNREACH
+            )
+        )
 }
 
 fn bind_unix(path: &Path, mode: u32, addr: &Addr) -> Result<UnixListener> {

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use crate::accept::accept;
 use crate::addr::Addr;
 use crate::async_client::blocking;
-use crate::doorbell::{AsyncBell, watch_socket};
+use crate::doorbell::{AsyncBell, Direction, watch_socket};
 use crate::error::{Error, Result};
 use crate::handshake::Mode;
 use crate::listen::AsyncListener;
@@ -90,8 +90,8 @@ struct Rings {
     /// The rest of a record a read could not take whole.
     leftover: Vec<u8>,
     at: usize,
-    /// Liveness checks while waiting.
-    tick: Pin<Box<tokio::time::Sleep>>,
+    /// Liveness checks while a read waits, and while a write waits.
+    ticks: [Pin<Box<tokio::time::Sleep>>; 2],
     check: Duration,
     /// How long a read polls an empty ring (letting the runtime run other
     /// tasks between polls) before it parks on the doorbell.
@@ -102,6 +102,9 @@ struct Rings {
 
 impl Drop for Rings {
     fn drop(&mut self) {
+        // The ring is closed first: a peer woken by the socket's end finds
+        // the close, not a ring still open.
+        drop(self.tx.take());
         // Closes the socket: the peer learns we are gone.
         self.watcher.abort();
     }
@@ -127,8 +130,27 @@ impl ShmStream {
         let inner = match path {
             Path::Shm(rings) => {
                 let rings = *rings;
-                let bell = rings.bell.ok_or_else(|| Error::protocol(&peer, "shared memory without our doorbell"))?;
-                let bell = Arc::new(AsyncBell::new(bell).map_err(reactor)?);
+                // Everything that can fail first; on failure the rings are
+                // aborted, so the peer sees an error, not an empty stream.
+                let set_up = |bell: Option<shmring::wait::Doorbell>| -> Result<(Arc<AsyncBell>, Ticks)> {
+                    let bell = bell.ok_or_else(|| Error::protocol(&peer, "shared memory without our doorbell"))?;
+                    let bell = Arc::new(AsyncBell::new(bell).map_err(reactor)?);
+                    let ticks = std::panic::catch_unwind(|| {
+                        [Box::pin(tokio::time::sleep(check)), Box::pin(tokio::time::sleep(check))]
+                    })
+                    .map_err(|_| {
+                        reactor(io::Error::other("the tokio runtime has no timer (build it with enable_time)"))
+                    })?;
+                    Ok((bell, ticks))
+                };
+                let (bell, ticks) = match set_up(rings.bell) {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        rings.tx.abort("the stream could not be set up");
+                        rings.rx.abort("the stream could not be set up");
+                        return Err(e);
+                    }
+                };
                 let watcher = watch_socket(rings.socket, bell.clone()).map_err(reactor)?;
                 Inner::Shm(Box::new(Rings {
                     tx: Some(rings.tx),
@@ -139,7 +161,7 @@ impl ShmStream {
                     write_reg: None,
                     leftover: Vec::new(),
                     at: 0,
-                    tick: Box::pin(tokio::time::sleep(check)),
+                    ticks,
                     check,
                     spin,
                     spin_until: None,
@@ -185,6 +207,9 @@ fn ring_io(e: shmring::Error) -> io::Error {
     io::Error::new(kind, e)
 }
 
+/// The liveness timers of a stream's two directions.
+type Ticks = [Pin<Box<tokio::time::Sleep>>; 2];
+
 /// What a waiting poll does next.
 enum Next {
     /// Look at the ring again.
@@ -201,14 +226,16 @@ impl Rings {
         &mut self,
         cx: &mut Context<'_>,
         mark: u64,
+        dir: Direction,
         check_peer: impl FnOnce(&mut Self) -> io::Result<()>,
     ) -> io::Result<Next> {
-        if self.bell.poll_wait(cx, mark).is_ready() {
+        if self.bell.poll_wait(cx, mark, dir).is_ready() {
             return Ok(Next::Retry);
         }
-        if self.tick.as_mut().poll(cx).is_ready() {
+        let tick = &mut self.ticks[dir as usize];
+        if tick.as_mut().poll(cx).is_ready() {
             let next = tokio::time::Instant::now() + self.check;
-            self.tick.as_mut().reset(next);
+            tick.as_mut().reset(next);
             check_peer(self)?;
             return Ok(Next::Retry);
         }
@@ -225,10 +252,18 @@ impl Rings {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
+        let mut looked_after_close = false;
         loop {
             match self.rx.try_recv() {
-                // An empty record would read as end of file: skipped.
-                Ok(Some(rec)) if rec.is_empty() => continue,
+                // An empty record would read as end of file; our writer
+                // never sends one.
+                Ok(Some(rec)) if rec.is_empty() => {
+                    self.read_reg = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer sent an empty record",
+                    )));
+                }
                 Ok(Some(rec)) => {
                     let n = buf.remaining().min(rec.len());
                     buf.put_slice(&rec[..n]);
@@ -246,7 +281,10 @@ impl Rings {
                     return Poll::Ready(Ok(()));
                 }
                 Err(shmring::Error::WouldBlock { .. }) => {}
-                Err(e) => return Poll::Ready(Err(ring_io(e))),
+                Err(e) => {
+                    self.read_reg = None;
+                    return Poll::Ready(Err(ring_io(e)));
+                }
             }
             // Poll a while before parking, letting the runtime run other
             // tasks between polls: a reply that comes back within the spin
@@ -266,9 +304,16 @@ impl Rings {
             };
             let mark = *mark;
             if self.bell.is_closed() {
-                // The socket closed and the ring is empty and open: the
-                // ring's liveness check says how the peer went.
+                // The socket closed. Look at the ring once more: a peer that
+                // wrote its last bytes and closed just now left them there,
+                // and its close after them.
                 self.read_reg = None;
+                if !looked_after_close {
+                    looked_after_close = true;
+                    continue;
+                }
+                // Empty and open: the ring's liveness check says how the
+                // peer went.
                 return Poll::Ready(Err(match self.rx.peer_arrived() {
                     Err(e) => ring_io(e),
                     Ok(_) => {
@@ -276,7 +321,8 @@ impl Rings {
                     }
                 }));
             }
-            match self.wait(cx, mark, |r| r.rx.peer_arrived().map(drop).map_err(ring_io))? {
+            let waited = self.wait(cx, mark, Direction::Read, |r| r.rx.peer_arrived().map(drop).map_err(ring_io));
+            match waited.inspect_err(|_| self.read_reg = None)? {
                 Next::Retry => self.read_reg = None,
                 Next::Wait => return Poll::Pending,
             }
@@ -291,6 +337,10 @@ impl Rings {
             if buf.is_empty() {
                 return Poll::Ready(Ok(0));
             }
+            if self.bell.is_closed() {
+                self.write_reg = None;
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the peer's socket closed")));
+            }
             let n = buf.len().min(tx.max_record_len());
             match tx.try_grant(n) {
                 Ok(mut g) => {
@@ -300,7 +350,10 @@ impl Rings {
                     return Poll::Ready(Ok(n));
                 }
                 Err(shmring::Error::WouldBlock { .. }) => {}
-                Err(e) => return Poll::Ready(Err(ring_io(e))),
+                Err(e) => {
+                    self.write_reg = None;
+                    return Poll::Ready(Err(ring_io(e)));
+                }
             }
             let Some((mark, _)) = &self.write_reg else {
                 let mark = self.bell.mark();
@@ -316,7 +369,7 @@ impl Rings {
                 Some(tx) => tx.peer_arrived().map(drop).map_err(ring_io),
                 None => Ok(()),
             };
-            match self.wait(cx, mark, check)? {
+            match self.wait(cx, mark, Direction::Write, check).inspect_err(|_| self.write_reg = None)? {
                 Next::Retry => self.write_reg = None,
                 Next::Wait => return Poll::Pending,
             }
@@ -374,7 +427,9 @@ impl AsyncWrite for ShmStream {
 /// handshake on its own task, so a slow or silent client does not hold up
 /// the others. A client whose handshake fails is logged and dropped.
 pub struct ShmListener {
-    streams: mpsc::Receiver<ShmStream>,
+    /// Streams as their handshakes finish; an error once if accepting
+    /// failed for good.
+    streams: mpsc::Receiver<Result<ShmStream>>,
     addr: Addr,
     acceptor: tokio::task::JoinHandle<()>,
 }
@@ -407,9 +462,14 @@ impl ShmListener {
     /// # Errors
     /// [`Error::Io`] if accepting failed for good.
     pub async fn accept(&mut self) -> Result<ShmStream> {
-        self.streams.recv().await.ok_or_else(|| {
-            Error::io(format!("accept on {}", self.addr), io::Error::other("the listener stopped accepting"))
-        })
+        match self.streams.recv().await {
+            Some(r) => r,
+            None => Err(self.stopped()),
+        }
+    }
+
+    fn stopped(&self) -> Error {
+        Error::io(format!("accept on {}", self.addr), io::Error::other("the listener stopped accepting"))
     }
 
     /// [`ShmListener::accept`] for `poll_*` code: `Ready` with the next
@@ -418,11 +478,11 @@ impl ShmListener {
     /// # Errors
     /// As [`ShmListener::accept`].
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<ShmStream>> {
-        self.streams.poll_recv(cx).map(|s| {
-            s.ok_or_else(|| {
-                Error::io(format!("accept on {}", self.addr), io::Error::other("the listener stopped accepting"))
-            })
-        })
+        match self.streams.poll_recv(cx) {
+            Poll::Ready(Some(r)) => Poll::Ready(r),
+            Poll::Ready(None) => Poll::Ready(Err(self.stopped())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// The address bound (with the real port for `tcp:HOST:0`).
@@ -432,12 +492,13 @@ impl ShmListener {
 }
 
 /// Accept sockets and hand each to its own handshake task.
-async fn accept_loop(listener: AsyncListener, opts: ServerOptions, streams: mpsc::Sender<ShmStream>) {
+async fn accept_loop(listener: AsyncListener, opts: ServerOptions, streams: mpsc::Sender<Result<ShmStream>>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!("{e}");
+                // Accepting failed for good: the caller learns why, once.
+                let _ = streams.send(Err(e)).await;
                 return;
             }
         };
@@ -452,7 +513,7 @@ async fn accept_loop(listener: AsyncListener, opts: ServerOptions, streams: mpsc
             };
             match stream {
                 Ok(s) => {
-                    let _ = streams.send(s).await;
+                    let _ = streams.send(Ok(s)).await;
                 }
                 Err(e) => tracing::warn!("{e}"),
             }

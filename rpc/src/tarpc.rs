@@ -108,14 +108,18 @@ where
     Codec: Serializer<SinkItem> + Deserializer<Item>,
     CodecFn: Fn() -> Codec,
 {
-    Ok(Incoming { listener: ShmListener::bind(addr, opts)?, codec_fn, ghost: PhantomData })
+    Ok(Incoming { listener: ShmListener::bind(addr, opts)?, codec_fn, done: false, ghost: PhantomData })
 }
 
 /// The server-side transports of [`listen`]: a `Stream` of
-/// `io::Result<Transport>`, as tarpc's own `Incoming`.
+/// `io::Result<Transport>`, as tarpc's own `Incoming`. It ends after the
+/// error of a listener that failed for good.
 pub struct Incoming<Item, SinkItem, Codec, CodecFn> {
     listener: ShmListener,
     codec_fn: CodecFn,
+    /// Accepting failed for good (its error was yielded once): the stream
+    /// has ended.
+    done: bool,
     ghost: PhantomData<Carries<Item, SinkItem, Codec>>,
 }
 
@@ -145,12 +149,20 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = Pin::into_inner(self);
+        if this.done {
+            return Poll::Ready(None);
+        }
         match this.listener.poll_accept(cx) {
             Poll::Ready(Ok(stream)) => {
                 let framed = Framed::new(stream, LengthDelimitedCodec::new());
                 Poll::Ready(Some(Ok(::tarpc::serde_transport::new(framed, (this.codec_fn)()))))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e)))),
+            // Only accepting itself fails here (a client whose handshake
+            // fails is skipped): the error once, then the end.
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(io::Error::other(e))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

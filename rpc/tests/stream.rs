@@ -109,3 +109,35 @@ fn a_killed_peer_is_an_error_never_an_end_of_file() {
         let _ = srv.child.wait();
     }
 }
+
+#[test]
+fn a_reader_and_a_writer_in_two_tasks_share_one_stream() {
+    use tokio_util::codec::{FramedRead, FramedWrite};
+    let dir = TempDir::new("stream-split");
+    let rt = runtime();
+    let srv = server("bytes", &dir.addr());
+    rt.block_on(async {
+        let s = ShmStream::connect(&srv.addr, &ClientOptions::new()).await.unwrap();
+        assert_eq!(s.transport(), TransportKind::Shm);
+        let (r, w) = tokio::io::split(s);
+        // Far more than the 64 KiB rings hold: the writer waits for room
+        // while the reader waits for data, on one doorbell.
+        const FRAMES: usize = 300;
+        let writer = tokio::spawn(async move {
+            let mut w = FramedWrite::new(w, LengthDelimitedCodec::new());
+            for i in 0..FRAMES {
+                w.send(Bytes::from(request(i, 20_000))).await.unwrap();
+            }
+            w
+        });
+        let reader = tokio::spawn(async move {
+            let mut r = FramedRead::new(r, LengthDelimitedCodec::new());
+            for i in 0..FRAMES {
+                let back = r.next().await.expect("a reply").unwrap();
+                assert_eq!(&back[..], &reversed(&request(i, 20_000))[..], "frame {i}");
+            }
+        });
+        let both = async { (writer.await.unwrap(), reader.await.unwrap()) };
+        tokio::time::timeout(Duration::from_secs(60), both).await.expect("neither side may hang");
+    });
+}
