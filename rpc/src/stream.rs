@@ -425,7 +425,8 @@ impl AsyncWrite for ShmStream {
 /// Accepts [`ShmStream`]s: binds like [`crate::Server::bind`] (socket mode,
 /// access policy, transports from its [`ServerOptions`]), and runs each
 /// handshake on its own task, so a slow or silent client does not hold up
-/// the others. A client whose handshake fails is logged and dropped.
+/// the others (at most 64 in hand at once; more wait in the kernel's
+/// backlog). A client whose handshake fails is logged and dropped.
 pub struct ShmListener {
     /// Streams as their handshakes finish; an error once if accepting
     /// failed for good.
@@ -491,9 +492,17 @@ impl ShmListener {
     }
 }
 
-/// Accept sockets and hand each to its own handshake task.
+/// Clients a listener has in hand at once: handshakes in progress, and
+/// streams ready but not yet taken by [`ShmListener::accept`] beyond the
+/// channel's room. Past it, clients wait in the kernel's backlog.
+const PENDING_MAX: usize = 64;
+
+/// Accept sockets and hand each to its own handshake task, at most
+/// [`PENDING_MAX`] at once.
 async fn accept_loop(listener: AsyncListener, opts: ServerOptions, streams: mpsc::Sender<Result<ShmStream>>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(PENDING_MAX));
     loop {
+        let Ok(permit) = pending.clone().acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
@@ -504,6 +513,8 @@ async fn accept_loop(listener: AsyncListener, opts: ServerOptions, streams: mpsc
         };
         let (opts, streams) = (opts.clone(), streams.clone());
         tokio::spawn(async move {
+            // Held until the stream is handed over (or the handshake failed).
+            let _permit = permit;
             let (check, spin) = (opts.policy.interval(), READ_SPIN);
             let shaken = tokio::task::spawn_blocking(move || accept(stream, &peer, &opts, Mode::BYTES)).await;
             let stream = match shaken {
