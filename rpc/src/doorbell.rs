@@ -79,7 +79,7 @@ pub(crate) struct AsyncBell {
 }
 
 /// Which side of a stream polls: index into [`AsyncBell`]'s poller slots.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
     /// Waiting for records.
     Read = 0,

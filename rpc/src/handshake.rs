@@ -4,7 +4,7 @@
 //! ```text
 //! client                                                   server
 //! Hello   32 B: magic, version, transports, how the client waits,
-//!         service (RPC frames or a byte stream), max frame ──►
+//!         service (RPC frames, a byte stream or tarpc messages), max frame ──►
 //!                                              SO_PEERCRED: uid allowed?
 //!       ◄── Welcome 32 B: magic, version, status, transport, how the server
 //!           waits, max frame, ring capacity, fd count, message length
@@ -60,13 +60,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SERVICE_FRAMES: u16 = 0;
 /// Service: the connection carries a byte stream (`ShmStream`).
 pub const SERVICE_BYTES: u16 = 1;
+/// Service: the connection carries tarpc messages (`shmring_rpc::tarpc`):
+/// frames whose payloads are bincode-encoded tarpc messages.
+pub const SERVICE_TARPC: u16 = 2;
 
 /// How one side of a connection works: how it waits, what it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mode {
     /// [`WAKE_FUTEX`] or [`WAKE_DOORBELL`].
     pub(crate) wait: u16,
-    /// [`SERVICE_FRAMES`] or [`SERVICE_BYTES`].
+    /// [`SERVICE_FRAMES`], [`SERVICE_BYTES`] or [`SERVICE_TARPC`].
     pub(crate) service: u16,
 }
 
@@ -77,11 +80,18 @@ impl Mode {
     pub(crate) const ASYNC: Mode = Mode { wait: WAKE_DOORBELL, service: SERVICE_FRAMES };
     /// An async byte stream.
     pub(crate) const BYTES: Mode = Mode { wait: WAKE_DOORBELL, service: SERVICE_BYTES };
+    /// An async tarpc transport.
+    #[cfg_attr(not(feature = "tarpc"), allow(dead_code))]
+    pub(crate) const TARPC: Mode = Mode { wait: WAKE_DOORBELL, service: SERVICE_TARPC };
 }
 
 /// The name of a service, for messages.
 pub(crate) fn service_name(service: u16) -> &'static str {
-    if service == SERVICE_BYTES { "a byte stream" } else { "RPC frames" }
+    match service {
+        SERVICE_BYTES => "a byte stream",
+        SERVICE_TARPC => "tarpc messages",
+        _ => "RPC frames",
+    }
 }
 
 /// Wake-up bit: this side waits in the rings' own eventcount (a shared
@@ -178,7 +188,7 @@ impl Hello {
             service: u16_at(b, 14),
             max_frame: u32_at(b, 16),
         };
-        if h.service > SERVICE_BYTES {
+        if h.service > SERVICE_TARPC {
             return Err(format!("hello asks for an unknown service {}", h.service));
         }
         if h.transports == 0 || h.transports & !7 != 0 {

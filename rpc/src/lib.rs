@@ -61,6 +61,7 @@ pub mod frame;
 pub mod handshake;
 mod listen;
 mod options;
+mod ring_io;
 mod server;
 mod stream;
 #[cfg(feature = "tarpc")]

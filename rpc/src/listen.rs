@@ -1,13 +1,20 @@
 //! Accepting connections on a tokio runtime: the listener of a bound
-//! [`crate::Server`], taken over by the reactor, for `serve_async` and
-//! [`crate::ShmListener`].
+//! [`crate::Server`], taken over by the reactor, for `serve_async`; and
+//! [`Acceptor`], which runs the handshakes for [`crate::ShmListener`] and
+//! the tarpc listener.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
+use crate::accept::accept;
 use crate::addr::Addr;
 use crate::error::{Error, Result};
+use crate::handshake::Mode;
+use crate::options::ServerOptions;
 use crate::server::{Listener, accept_error_is_transient};
-use crate::transport::Stream;
+use crate::transport::{Link, Stream};
 
 /// A bound listener registered with the tokio reactor.
 pub(crate) struct AsyncListener {
@@ -74,5 +81,104 @@ impl AsyncListener {
                 Err(e) => return Err(Error::io(format!("accept on {addr}"), e)),
             }
         }
+    }
+}
+
+/// Connections accepted on a tokio runtime and past their handshake (run
+/// on their own tasks, at most [`PENDING_MAX`] at once): what
+/// [`crate::ShmListener`] and the tarpc listener take their clients from.
+pub(crate) struct Acceptor {
+    /// Links as their handshakes finish; an error once if accepting failed
+    /// for good.
+    links: mpsc::Receiver<Result<Link>>,
+    addr: Addr,
+    /// The liveness check interval of the server's wait policy.
+    check: Duration,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Acceptor {
+    /// Bind `addr` and start accepting clients of `mode`, on the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// As [`crate::Server::bind`]; [`Error::Io`] outside a tokio runtime.
+    pub(crate) fn bind(addr: &Addr, opts: &ServerOptions, mode: Mode) -> Result<Acceptor> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::io(format!("bind {addr}"), std::io::Error::other("not inside a tokio runtime")));
+        }
+        let server = crate::Server::bind(addr, opts)?;
+        let addr = server.local_addr().clone();
+        let listener = AsyncListener::new(server.listener, addr.clone())?;
+        let (send, links) = mpsc::channel(PENDING_MAX);
+        let check = server.opts.policy.interval();
+        let task = tokio::spawn(accept_loop(listener, server.opts, mode, send));
+        Ok(Acceptor { links, addr, check, task })
+    }
+
+    /// The next client's connection, once its handshake is done.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if accepting failed for good.
+    pub(crate) fn poll_link(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Link>> {
+        match self.links.poll_recv(cx) {
+            std::task::Poll::Ready(Some(r)) => std::task::Poll::Ready(r),
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(Err(Error::io(
+                format!("accept on {}", self.addr),
+                std::io::Error::other("the listener stopped accepting"),
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    /// The liveness check interval of the server's wait policy.
+    pub(crate) fn check(&self) -> Duration {
+        self.check
+    }
+
+    /// The address bound (with the real port for `tcp:HOST:0`).
+    pub(crate) fn local_addr(&self) -> &Addr {
+        &self.addr
+    }
+}
+
+/// Clients an [`Acceptor`] has in hand at once: handshakes in progress, and
+/// connections ready but not yet taken beyond the channel's room. Past it,
+/// clients wait in the kernel's backlog.
+const PENDING_MAX: usize = 64;
+
+/// Accept sockets and hand each to its own handshake task, at most
+/// [`PENDING_MAX`] at once.
+async fn accept_loop(listener: AsyncListener, opts: ServerOptions, mode: Mode, links: mpsc::Sender<Result<Link>>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(PENDING_MAX));
+    loop {
+        let Ok(permit) = pending.clone().acquire_owned().await else { return };
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Accepting failed for good: the caller learns why, once.
+                let _ = links.send(Err(e)).await;
+                return;
+            }
+        };
+        let (opts, links) = (opts.clone(), links.clone());
+        tokio::spawn(async move {
+            // Held until the link is handed over (or the handshake failed).
+            let _permit = permit;
+            let shaken = tokio::task::spawn_blocking(move || accept(stream, &peer, &opts, mode)).await;
+            match shaken {
+                Ok(Ok(link)) => {
+                    let _ = links.send(Ok(link)).await;
+                }
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(e) => tracing::warn!("handshake: {e}"),
+            }
+        });
     }
 }
