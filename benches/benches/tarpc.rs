@@ -1,8 +1,11 @@
 //! tarpc services between two processes, one run, four transports (feature
 //! `tarpc`):
 //!
-//! - `rpc-tarpc-shm`: `shmring_rpc::tarpc` (a tarpc transport over
-//!   `ShmStream`, shared memory),
+//! - `rpc-tarpc-shm`: `shmring_rpc::tarpc::{connect, listen}` (tarpc
+//!   messages as frames through the rings, bincode written straight into
+//!   the ring),
+//! - `rpc-tarpc-shm-stream`: tarpc's own `serde_transport` over a
+//!   `ShmStream` (`connect_over_stream`: the second way in),
 //! - `rpc-tarpc-unix`: tarpc's own `serde_transport::unix` (what users run
 //!   today),
 //! - `rpc-tarpc-tcp`: tarpc's own `serde_transport::tcp` over loopback,
@@ -23,27 +26,31 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::Criterion;
 use futures_util::{StreamExt, future};
 use shmring_benches::{MSG_LEN, affinity};
-use shmring_rpc::Addr;
+use shmring_rpc::{Addr, ClientOptions, ServerOptions};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 
 const SERVER_ENV: &str = "SHMRING_BENCH_TARPC_SERVER";
 
-/// The benchmarked service: echo the bytes.
+/// The benchmarked service: echo the bytes. They are `bytes::Bytes`,
+/// which serde moves in one piece, as a tarpc user moving bulk bytes would
+/// write: a `Vec<u8>` goes through serde one byte at a time (about 1 ns a
+/// byte each way here), which would hide every transport's cost at 1 MiB.
 #[tarpc::service]
 trait Echo {
-    async fn echo(data: Vec<u8>) -> Vec<u8>;
+    async fn echo(data: Bytes) -> Bytes;
 }
 
 #[derive(Clone)]
 struct EchoServer;
 
 impl Echo for EchoServer {
-    async fn echo(self, _: context::Context, data: Vec<u8>) -> Vec<u8> {
+    async fn echo(self, _: context::Context, data: Bytes) -> Bytes {
         data
     }
 }
@@ -75,7 +82,7 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .sample_size(20)
         .configure_from_args();
-    let rows = ["rpc-tarpc-shm", "rpc-tarpc-unix", "rpc-tarpc-tcp", "rpc-tarpc-inmemory"];
+    let rows = ["rpc-tarpc-shm", "rpc-tarpc-shm-stream", "rpc-tarpc-unix", "rpc-tarpc-tcp", "rpc-tarpc-inmemory"];
     for (group, size) in [("tarpc_roundtrip_64b", MSG_LEN), ("tarpc_roundtrip_1mib", 1 << 20)] {
         let mut g = c.benchmark_group(group);
         if size > MSG_LEN {
@@ -150,7 +157,12 @@ impl Peer {
         let client = rt.block_on(async {
             match kind {
                 "shm" => {
-                    let t = shmring_rpc::tarpc::connect(&Addr::parse(&addr).expect("address"), Bincode::default)
+                    let t = shmring_rpc::tarpc::connect(&Addr::parse(&addr).expect("address")).await.expect("connect");
+                    EchoClient::new(client::Config::default(), t).spawn()
+                }
+                "shm-stream" => {
+                    let addr = Addr::parse(&addr).expect("address");
+                    let t = shmring_rpc::tarpc::connect_over_stream(&addr, &ClientOptions::new(), Bincode::default)
                         .await
                         .expect("connect");
                     EchoClient::new(client::Config::default(), t).spawn()
@@ -174,7 +186,7 @@ impl Peer {
 
     /// `iters` calls of `size` bytes each way, `window` in flight at once.
     fn run(&mut self, iters: u64, size: usize, window: u64) -> Duration {
-        let msg = vec![7u8; size];
+        let msg = Bytes::from(vec![7u8; size]);
         let client = &self.client;
         let start = Instant::now();
         self.rt.block_on(async {
@@ -211,7 +223,13 @@ fn serve_if_requested() {
         };
         match kind {
             "shm" => {
-                let l = shmring_rpc::tarpc::listen(&Addr::parse(addr).expect("address"), Bincode::default)
+                let l = shmring_rpc::tarpc::listen(&Addr::parse(addr).expect("address")).await.expect("listen");
+                announce(l.local_addr().to_string());
+                serve_all(l.filter_map(|r| future::ready(r.ok()))).await;
+            }
+            "shm-stream" => {
+                let addr = Addr::parse(addr).expect("address");
+                let l = shmring_rpc::tarpc::listen_over_stream(&addr, &ServerOptions::new(), Bincode::default)
                     .await
                     .expect("listen");
                 announce(l.local_addr().to_string());

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use shmring_examples::world::WorldClient;
 use shmring_rpc::Addr;
-use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 
 fn main() -> ExitCode {
@@ -35,8 +34,8 @@ async fn greet(addr: &str, name: String) -> Result<(), Box<dyn std::error::Error
     let addr = Addr::parse(addr)?;
     // tarpc over a UNIX socket would be:
     //   tarpc::serde_transport::unix::connect(path, Bincode::default).await?
-    let transport = shmring_rpc::tarpc::connect(&addr, Bincode::default).await?;
-    let over = transport.get_ref().transport();
+    let transport = shmring_rpc::tarpc::connect(&addr).await?;
+    let over = transport.transport();
     let client = WorldClient::new(client::Config::default(), transport).spawn();
     let greeting = client.hello(context::current(), name).await?;
     println!("{greeting} (over {})", over.name());

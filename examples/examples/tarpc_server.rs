@@ -16,7 +16,6 @@ use shmring_examples::world::World;
 use shmring_rpc::Addr;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
-use tarpc::tokio_serde::formats::Bincode;
 
 #[derive(Clone)]
 struct HelloServer;
@@ -52,7 +51,7 @@ async fn serve(addr: &str) -> shmring_rpc::Result<()> {
     let addr = Addr::parse(addr)?;
     // tarpc over a UNIX socket would be:
     //   tarpc::serde_transport::unix::listen(path, Bincode::default).await?
-    let listener = shmring_rpc::tarpc::listen(&addr, Bincode::default).await?;
+    let listener = shmring_rpc::tarpc::listen(&addr).await?;
     println!("tarpc_server listening on {}", listener.local_addr());
     let _ = std::io::stdout().flush();
     listener

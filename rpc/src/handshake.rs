@@ -421,9 +421,11 @@ mod tests {
         assert!(Welcome::decode(&Welcome { fds: 5, ..w }.encode()).is_err(), "and at most four");
         assert!(Welcome::decode(&Welcome { wakeup: 3, ..w }.encode()).is_err(), "one way of waiting");
         assert!(Hello::decode(&Hello { wakeups: 0, ..h }.encode()).is_err());
-        assert!(Hello::decode(&Hello { service: 2, ..h }.encode()).is_err());
-        let bytes = Hello { service: SERVICE_BYTES, ..h };
-        assert_eq!(Hello::decode(&bytes.encode()), Ok(bytes));
+        assert!(Hello::decode(&Hello { service: 3, ..h }.encode()).is_err());
+        for service in [SERVICE_BYTES, SERVICE_TARPC] {
+            let other = Hello { service, ..h };
+            assert_eq!(Hello::decode(&other.encode()), Ok(other));
+        }
         assert!(Welcome::decode(&Welcome { transport: 8, fds: 0, ..w }.encode()).is_err());
         assert!(Welcome::decode(&Welcome { message_len: 100_000, ..w }.encode()).is_err());
         assert_eq!(decode_ready(&ready(true)), Ok(true));

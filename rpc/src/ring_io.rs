@@ -146,7 +146,11 @@ impl RingIo {
     /// can still write there: copy before you look twice), then released.
     /// `Ready(Ok(None))` once the peer closed its ring and every record
     /// before the close was taken.
-    pub(crate) fn poll_recv<R>(&mut self, cx: &mut Context<'_>, mut take: impl FnMut(&[u8]) -> R) -> Poll<io::Result<Option<R>>> {
+    pub(crate) fn poll_recv<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut take: impl FnMut(&[u8]) -> R,
+    ) -> Poll<io::Result<Option<R>>> {
         let mut looked_after_close = false;
         loop {
             let got = match self.rx.try_recv() {

@@ -25,7 +25,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::addr::Addr;
 use crate::async_client::blocking;
 use crate::error::{Error, Result};
@@ -34,6 +33,7 @@ use crate::listen::Acceptor;
 use crate::options::{ClientOptions, ServerOptions};
 use crate::ring_io::RingIo;
 use crate::transport::{Path, Stream, TransportKind};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long a read polls an empty ring before it parks on the doorbell. The
 /// task yields to the runtime between polls (its worker runs other tasks
@@ -43,7 +43,7 @@ use crate::transport::{Path, Stream, TransportKind};
 /// Measured with tarpc over a stream, 64 B round trip: 57 µs with a 5 µs
 /// window, 12.8 µs with 50 µs; 4.5 µs once each poll yielded as tokio's
 /// `yield_now` does rather than waking itself at once.
-const READ_SPIN: Duration = Duration::from_micros(50);
+pub(crate) const READ_SPIN: Duration = Duration::from_micros(50);
 
 /// A byte stream to a peer: over two shared-memory rings when both sides
 /// can (a `unix:` address), else over the UNIX socket or TCP. Implements
@@ -93,7 +93,7 @@ impl ShmStream {
         ShmStream::from_link(link, opts.policy.interval(), READ_SPIN)
     }
 
-    fn from_link(link: crate::transport::Link, check: Duration, spin: Duration) -> Result<ShmStream> {
+    pub(crate) fn from_link(link: crate::transport::Link, check: Duration, spin: Duration) -> Result<ShmStream> {
         let (path, kind, peer, _) = link.into_parts();
         let reactor = |e| Error::io(format!("registering {peer} with the tokio reactor"), e);
         let inner = match path {

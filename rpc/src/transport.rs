@@ -179,7 +179,7 @@ impl Link {
         Link::new(Path::Stream(stream), kind, peer, max_frame)
     }
 
-    fn new(path: Path, kind: TransportKind, peer: String, max_frame: u64) -> Link {
+    pub(crate) fn new(path: Path, kind: TransportKind, peer: String, max_frame: u64) -> Link {
         Link { path, kind, peer, max_frame, joiner: Joiner::new(max_frame), broken: false, staged: 0, batch: 0 }
     }
 

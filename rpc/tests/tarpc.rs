@@ -1,6 +1,7 @@
 //! A tarpc service between two processes over shmring: the server listens
-//! with `shmring_rpc::tarpc::listen`, the client connects with
-//! `shmring_rpc::tarpc::connect_with`; everything else is tarpc's own.
+//! with `shmring_rpc::tarpc::listen` (or `listen_over_stream`), the client
+//! connects with `shmring_rpc::tarpc::connect_with` (or
+//! `connect_over_stream`); everything else is tarpc's own.
 #![cfg(feature = "tarpc")]
 
 mod common;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{ADDR_ENV, ROLE_ENV, TempDir, server_at};
 use futures_util::{StreamExt, future};
-use shmring_rpc::{Addr, ClientOptions, TransportKind};
+use shmring_rpc::{Addr, ClientOptions, ServerOptions, TransportKind};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
@@ -25,6 +26,8 @@ trait World {
     async fn sleep(ms: u64) -> u64;
     /// How many `sleep` calls were dropped before they finished.
     async fn dropped() -> u64;
+    /// The bytes, reversed.
+    async fn reverse(data: Vec<u8>) -> Vec<u8>;
 }
 
 #[derive(Clone)]
@@ -53,55 +56,106 @@ impl World for Server {
     async fn dropped(self, _: context::Context) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
+
+    async fn reverse(self, _: context::Context, mut data: Vec<u8>) -> Vec<u8> {
+        data.reverse();
+        data
+    }
 }
 
-/// Peer entry: the tarpc server.
+/// Serve every transport of `listener` with [`Server`].
+async fn serve_all<T, S>(listener: S)
+where
+    S: futures_util::Stream<Item = std::io::Result<T>>,
+    T: tarpc::Transport<tarpc::Response<WorldResponse>, tarpc::ClientMessage<WorldRequest>> + Send + 'static,
+{
+    let dropped = Arc::new(AtomicU64::new(0));
+    listener
+        .filter_map(|r| future::ready(r.ok()))
+        .map(BaseChannel::with_defaults)
+        .for_each(|channel| {
+            let server = Server(dropped.clone());
+            tokio::spawn(channel.execute(server.serve()).for_each(|response| async {
+                tokio::spawn(response);
+            }));
+            future::ready(())
+        })
+        .await;
+}
+
+/// Peer entry: the tarpc server; role `native` listens with
+/// `shmring_rpc::tarpc::listen`, `stream` with `listen_over_stream`.
 #[test]
 #[ignore = "server process for the tarpc tests"]
 fn tarpc_server_main() {
-    let (Ok(_), Ok(addr)) = (std::env::var(ROLE_ENV), std::env::var(ADDR_ENV)) else { return };
+    let (Ok(role), Ok(addr)) = (std::env::var(ROLE_ENV), std::env::var(ADDR_ENV)) else { return };
     let addr = Addr::parse(&addr).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let listener = shmring_rpc::tarpc::listen(&addr, Bincode::default).await.unwrap();
-        println!("listening {}", listener.local_addr());
-        std::io::stdout().flush().unwrap();
-        let dropped = Arc::new(AtomicU64::new(0));
-        listener
-            .filter_map(|r| future::ready(r.ok()))
-            .map(BaseChannel::with_defaults)
-            .for_each(|channel| {
-                let server = Server(dropped.clone());
-                tokio::spawn(channel.execute(server.serve()).for_each(|response| async {
-                    tokio::spawn(response);
-                }));
-                future::ready(())
-            })
-            .await;
+        if role == "stream" {
+            let opts = ServerOptions::new();
+            let listener = shmring_rpc::tarpc::listen_over_stream(&addr, &opts, Bincode::default).await.unwrap();
+            println!("listening {}", listener.local_addr());
+            std::io::stdout().flush().unwrap();
+            serve_all(listener).await;
+        } else {
+            let listener = shmring_rpc::tarpc::listen(&addr).await.unwrap();
+            println!("listening {}", listener.local_addr());
+            std::io::stdout().flush().unwrap();
+            serve_all(listener).await;
+        }
     });
+}
+
+/// A connected client, by the native transport or over a stream.
+async fn connect(addr: &Addr, t: Option<TransportKind>, over_stream: bool) -> WorldClient {
+    let opts = match t {
+        Some(t) => ClientOptions::new().transport(t),
+        None => ClientOptions::new(),
+    };
+    let want = t.unwrap_or(TransportKind::Tcp);
+    if over_stream {
+        let transport = shmring_rpc::tarpc::connect_over_stream(addr, &opts, Bincode::default).await.unwrap();
+        assert_eq!(transport.get_ref().transport(), want);
+        WorldClient::new(client::Config::default(), transport).spawn()
+    } else {
+        let transport = shmring_rpc::tarpc::connect_with(addr, &opts).await.unwrap();
+        assert_eq!(transport.transport(), want);
+        WorldClient::new(client::Config::default(), transport).spawn()
+    }
 }
 
 #[test]
 fn a_tarpc_service_over_shm_the_socket_and_tcp_with_deadlines_and_cancellation() {
+    service_over_every_transport("native");
+}
+
+#[test]
+fn tarpcs_own_serde_transport_over_a_shm_stream_too() {
+    service_over_every_transport("stream");
+}
+
+fn service_over_every_transport(role: &str) {
     let dir = TempDir::new("tarpc");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let unix = server_at("tarpc_server_main", "tarpc", &dir.addr());
-    let tcp = server_at("tarpc_server_main", "tarpc", &Addr::parse("tcp:127.0.0.1:0").unwrap());
+    let unix = server_at("tarpc_server_main", role, &dir.addr());
+    let tcp = server_at("tarpc_server_main", role, &Addr::parse("tcp:127.0.0.1:0").unwrap());
     let cases = [(&unix.addr, Some(TransportKind::Shm)), (&unix.addr, Some(TransportKind::Unix)), (&tcp.addr, None)];
     for (n, (addr, t)) in cases.into_iter().enumerate() {
         rt.block_on(async {
-            let opts = match t {
-                Some(t) => ClientOptions::new().transport(t),
-                None => ClientOptions::new(),
-            };
-            let transport = shmring_rpc::tarpc::connect_with(addr, &opts, Bincode::default).await.unwrap();
-            assert_eq!(transport.get_ref().transport(), t.unwrap_or(TransportKind::Tcp));
-            let client = WorldClient::new(client::Config::default(), transport).spawn();
+            let client = connect(addr, t, role == "stream").await;
             assert_eq!(client.hello(context::current(), "shm".into()).await.unwrap(), "Hello, shm!");
             // Many calls in flight at once.
             let calls = (0..64).map(|i| client.hello(context::current(), format!("{i}")));
             for (i, r) in future::join_all(calls).await.into_iter().enumerate() {
                 assert_eq!(r.unwrap(), format!("Hello, {i}!"));
+            }
+            // Messages larger than a ring record (1 MiB rings): chunked.
+            for len in [0, 100_000, 3 << 20] {
+                let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let mut want = data.clone();
+                want.reverse();
+                assert_eq!(client.reverse(context::current(), data).await.unwrap(), want, "{len} bytes");
             }
             // A deadline that passes.
             let mut ctx = context::current();
@@ -127,4 +181,28 @@ fn a_tarpc_service_over_shm_the_socket_and_tcp_with_deadlines_and_cancellation()
             }
         });
     }
+}
+
+#[test]
+fn a_killed_server_fails_pending_calls_at_once_not_at_their_deadline() {
+    let dir = TempDir::new("tarpc-kill");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut srv = server_at("tarpc_server_main", "native", &dir.addr());
+    rt.block_on(async {
+        let client = connect(&srv.addr, Some(TransportKind::Shm), false).await;
+        assert_eq!(client.hello(context::current(), "x".into()).await.unwrap(), "Hello, x!");
+        let pending = tokio::spawn({
+            let client = client.clone();
+            async move { client.sleep(context::current(), 60_000).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        srv.child.kill().unwrap();
+        let killed = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("the call failed promptly").unwrap();
+        assert!(r.is_err(), "a call to a killed server must fail, got {r:?}");
+        assert!(killed.elapsed() < Duration::from_secs(5));
+        // Later calls fail too, at once.
+        let later = tokio::time::timeout(Duration::from_secs(5), client.hello(context::current(), "y".into())).await;
+        assert!(later.expect("a later call failed promptly").is_err());
+    });
 }
