@@ -3,8 +3,8 @@
 //!
 //! Layout: [`case`] says what a row is, [`peer`] starts and supervises the second process,
 //! [`guard`] makes sure nothing outlives the run, [`protocol`] holds the two measurements,
-//! [`kernel`], [`shared`], [`ring`], [`mpmc`], [`sysv`] and [`rpc`] adapt each transport,
-//! [`report`] prints.
+//! [`kernel`], [`shared`], [`ring`], [`mpmc`], [`sysv`], [`rpc`] (and, with the `tarpc`
+//! feature, `tarpc`) adapt each transport, [`report`] prints.
 
 mod case;
 mod guard;
@@ -17,6 +17,8 @@ mod ring;
 mod rpc;
 mod shared;
 mod sysv;
+#[cfg(feature = "tarpc")]
+mod tarpc;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -91,6 +93,21 @@ RPC ROWS (transports rpc-shm, rpc-shm-async, rpc-unix, rpc-tcp)
   back). Higher is better.
   Every reply is checked against its request. The shared-memory rows need two
   CPUs, like the spin rows: the server busy-polls.
+
+TARPC ROWS (rpc-tarpc-shm, rpc-tarpc-unix, rpc-tarpc-tcp, rpc-tarpc-inmemory;
+only in builds with the cargo feature 'tarpc')
+  tarpc calls of an echo service whose argument and result are bytes::Bytes
+  (bincode), the client on a single-threaded tokio runtime, the server on a
+  two-worker tokio runtime in the second process.
+    rpc-tarpc-shm       shmring-rpc's tarpc transport: each message one frame
+                        through shared-memory rings (both sides poll a short
+                        while, then sleep until woken)
+    rpc-tarpc-unix      tarpc's own transport over a UNIX socket
+    rpc-tarpc-tcp       tarpc's own transport over TCP on 127.0.0.1
+    rpc-tarpc-inmemory  tarpc's in-memory channel, the server on the client's
+                        own runtime, no second process: the cost of tarpc itself
+  Modes as for the RPC rows: 'call' at 64 B and 1 MiB, '64-in-flight' with 64
+  tasks calling at once. Every reply is checked against its request.
 
 READING THE TABLE
   '-' marks a column that does not apply to the row. A number in brackets after
@@ -209,6 +226,9 @@ fn plan(only: &[Transport]) -> Vec<Case> {
     let rpc = [RpcShm, RpcShmAsync, RpcUnix, RpcTcp];
     for payload in rpc::SIZES {
         cases.extend(rpc.map(|t| case(t, Mode::Call, payload)));
+        if case::TARPC_SIZES.contains(&payload) {
+            cases.extend(case::TARPC.iter().map(|&t| case(t, Mode::Call, payload)));
+        }
     }
     cases.push(case(Shmring, Mode::Stream, 8));
     for payload in [64, 64 << 10] {
@@ -219,6 +239,7 @@ fn plan(only: &[Transport]) -> Vec<Case> {
         cases.extend(kernel.map(|t| case(t, Mode::Stream, payload)));
     }
     cases.extend(rpc.map(|t| case(t, Mode::InFlight, 64)));
+    cases.extend(case::TARPC.iter().map(|&t| case(t, Mode::InFlight, 64)));
     cases.retain(|c| only.is_empty() || only.contains(&c.transport));
     cases
 }
@@ -230,6 +251,8 @@ fn measure(case: &Case, budget: &Budget, launcher: &peer::Launcher) -> Result<Ou
         Transport::ShmringMpmc => mpmc::parent(case, budget, launcher),
         Transport::SysvMsgq => sysv::parent(case, budget, launcher),
         Transport::Futex | Transport::CacheLine => shared::parent(case, budget, launcher),
+        #[cfg(feature = "tarpc")]
+        t if t.is_tarpc() => tarpc::parent(case, budget, launcher),
         t if t.is_rpc() => rpc::parent(case, budget, launcher),
         _ => kernel::parent(case, budget, launcher),
     }
@@ -319,10 +342,18 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             }
             if cases.iter().any(|c| c.transport.is_rpc()) {
                 notes.push(format!(
-                    "call: one shmring-rpc call at a time (request and echoed reply of that size), \
+                    "call: one RPC call at a time (request and echoed reply of that size), \
                      round trip, lower is better; {IN_FLIGHT}-in-flight: calls answered per second \
                      with {IN_FLIGHT} in flight on one connection, higher is better."
                 ));
+            }
+            if cases.iter().any(|c| c.transport.is_tarpc()) {
+                notes.push(
+                    "rpc-tarpc-*: tarpc echo calls (bytes::Bytes, bincode), client on a current-thread \
+                     tokio runtime, server on two tokio workers in the peer (rpc-tarpc-inmemory: on the \
+                     client's runtime)."
+                        .to_owned(),
+                );
             }
             let floors = [Transport::CacheLine, Transport::Futex];
             if cases.iter().any(|c| floors.contains(&c.transport)) {
@@ -370,6 +401,8 @@ pub fn maybe_run_child() -> Option<i32> {
         Transport::ShmringMpmc => mpmc::child(&spec),
         Transport::SysvMsgq => sysv::child(&spec),
         Transport::Futex | Transport::CacheLine => shared::child(&spec),
+        #[cfg(feature = "tarpc")]
+        t if t.is_tarpc() => tarpc::child(&spec),
         t if t.is_rpc() => rpc::child(&spec),
         _ => kernel::child(&spec),
     });
@@ -399,7 +432,7 @@ mod tests {
     #[test]
     fn default_plan_covers_every_transport_and_both_kinds() {
         let cases = plan(&[]);
-        assert_eq!(cases.len(), 43);
+        assert_eq!(cases.len(), 43 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1));
         assert!(cases.iter().any(ring::batched));
         for t in [Transport::Futex, Transport::CacheLine] {
             assert!(cases.iter().all(|c| c.transport != t || !c.is_stream()));
@@ -437,6 +470,38 @@ mod tests {
         assert_eq!(cases.len(), rpc::SIZES.len() + 1);
         assert_eq!(cases[0].label(), "rpc-tcp 64 B calls, one at a time");
         assert_eq!(cases.last().unwrap().label(), "rpc-tcp 64 B calls, 64 in flight");
+    }
+
+    #[cfg(feature = "tarpc")]
+    #[test]
+    fn tarpc_rows_are_planned_named_and_documented() {
+        let names = "rpc-tarpc-shm,rpc-tarpc-unix,rpc-tarpc-tcp,rpc-tarpc-inmemory";
+        let parsed = args(&["--only", names]);
+        assert_eq!(parsed.only, case::TARPC);
+        for &t in case::TARPC {
+            assert!(t.is_rpc() && t.is_tarpc());
+            assert!(READING_GUIDE.contains(t.name()), "the reading guide does not explain {}", t.name());
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+            let rows = plan(&[t]);
+            let calls: Vec<usize> = rows.iter().filter(|c| c.mode == Mode::Call).map(|c| c.payload).collect();
+            assert_eq!(calls, case::TARPC_SIZES);
+            assert!(rows.iter().any(|c| c.mode == Mode::InFlight && c.payload == 64));
+            assert_eq!(rows.len(), case::TARPC_SIZES.len() + 1);
+        }
+        assert!(!Transport::RpcShm.is_tarpc());
+    }
+
+    #[cfg(not(feature = "tarpc"))]
+    #[test]
+    fn tarpc_rows_need_the_feature() {
+        assert!(case::TARPC.is_empty());
+        assert!(plan(&[]).iter().all(|c| !c.transport.is_tarpc()));
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        assert!(<Wrapper as clap::Parser>::try_parse_from(["bench", "--only", "rpc-tarpc-shm"]).is_err());
     }
 
     #[test]

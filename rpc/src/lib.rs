@@ -29,6 +29,9 @@
 //! - Everything the peer sends is checked ([`frame`]): garbage ends that
 //!   connection with an error, never a panic, and the server keeps serving
 //!   the others.
+//! - [`ShmStream`] is a tokio byte stream over the same kind of connection,
+//!   for any byte-stream protocol; with the `tarpc` feature, `tarpc`'s
+//!   `connect` and `listen` run a `#[tarpc::service]` over it unchanged.
 //!
 //! ```no_run
 //! use shmring_rpc::{Addr, Client, ClientOptions, Server, ServerOptions};

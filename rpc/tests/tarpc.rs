@@ -84,7 +84,8 @@ where
 }
 
 /// Peer entry: the tarpc server; role `native` listens with
-/// `shmring_rpc::tarpc::listen`, `stream` with `listen_over_stream`.
+/// `shmring_rpc::tarpc::listen`, `stream` with `listen_over_stream`,
+/// `limited` as `native` with at most two requests at once per client.
 #[test]
 #[ignore = "server process for the tarpc tests"]
 fn tarpc_server_main() {
@@ -92,7 +93,24 @@ fn tarpc_server_main() {
     let addr = Addr::parse(&addr).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        if role == "stream" {
+        if role == "limited" {
+            // tarpc's own throttle: at most two requests at once per client.
+            let listener = shmring_rpc::tarpc::listen(&addr).await.unwrap();
+            println!("listening {}", listener.local_addr());
+            std::io::stdout().flush().unwrap();
+            let dropped = Arc::new(AtomicU64::new(0));
+            listener
+                .filter_map(|r| future::ready(r.ok()))
+                .map(|t| BaseChannel::with_defaults(t).max_concurrent_requests(2))
+                .for_each(|channel| {
+                    let server = Server(dropped.clone());
+                    tokio::spawn(channel.execute(server.serve()).for_each(|response| async {
+                        tokio::spawn(response);
+                    }));
+                    future::ready(())
+                })
+                .await;
+        } else if role == "stream" {
             let opts = ServerOptions::new();
             let listener = shmring_rpc::tarpc::listen_over_stream(&addr, &opts, Bincode::default).await.unwrap();
             println!("listening {}", listener.local_addr());
@@ -204,5 +222,23 @@ fn a_killed_server_fails_pending_calls_at_once_not_at_their_deadline() {
         // Later calls fail too, at once.
         let later = tokio::time::timeout(Duration::from_secs(5), client.hello(context::current(), "y".into())).await;
         assert!(later.expect("a later call failed promptly").is_err());
+    });
+}
+
+#[test]
+fn tarpcs_max_concurrent_requests_holds_over_shm() {
+    let dir = TempDir::new("tarpc-limit");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let srv = server_at("tarpc_server_main", "limited", &dir.addr());
+    rt.block_on(async {
+        let client = connect(&srv.addr, Some(TransportKind::Shm), false).await;
+        let calls = (0..4).map(|_| client.sleep(context::current(), 1_000));
+        let results = future::join_all(calls).await;
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(tarpc::client::RpcError::Server(e)) if e.detail.contains("throttled")))
+            .count();
+        let served = results.iter().filter(|r| matches!(r, Ok(1_000))).count();
+        assert_eq!((served, refused), (2, 2), "{results:?}");
     });
 }

@@ -36,7 +36,30 @@ pub enum Transport {
     RpcUnix,
     /// shmring-rpc calls, blocking client, frames over TCP on 127.0.0.1.
     RpcTcp,
+    /// tarpc calls over shmring's own tarpc transport (shared-memory rings).
+    #[cfg(feature = "tarpc")]
+    RpcTarpcShm,
+    /// tarpc calls over tarpc's own UNIX-socket transport (bincode).
+    #[cfg(feature = "tarpc")]
+    RpcTarpcUnix,
+    /// tarpc calls over tarpc's own TCP transport on 127.0.0.1 (bincode).
+    #[cfg(feature = "tarpc")]
+    RpcTarpcTcp,
+    /// tarpc calls over tarpc's in-memory channel, client and server in one process.
+    #[cfg(feature = "tarpc")]
+    RpcTarpcInmemory,
 }
+
+/// The tarpc transports (none unless built with the `tarpc` feature).
+#[cfg(feature = "tarpc")]
+pub(crate) const TARPC: &[Transport] =
+    &[Transport::RpcTarpcShm, Transport::RpcTarpcUnix, Transport::RpcTarpcTcp, Transport::RpcTarpcInmemory];
+/// The tarpc transports (none unless built with the `tarpc` feature).
+#[cfg(not(feature = "tarpc"))]
+pub(crate) const TARPC: &[Transport] = &[];
+
+/// Payload sizes of the tarpc `call` rows (request and reply each).
+pub(crate) const TARPC_SIZES: [usize; 2] = [64, 1 << 20];
 
 impl Transport {
     /// The name used in the output (identical to the `--only` value).
@@ -56,12 +79,27 @@ impl Transport {
             Transport::RpcShmAsync => "rpc-shm-async",
             Transport::RpcUnix => "rpc-unix",
             Transport::RpcTcp => "rpc-tcp",
+            #[cfg(feature = "tarpc")]
+            Transport::RpcTarpcShm => "rpc-tarpc-shm",
+            #[cfg(feature = "tarpc")]
+            Transport::RpcTarpcUnix => "rpc-tarpc-unix",
+            #[cfg(feature = "tarpc")]
+            Transport::RpcTarpcTcp => "rpc-tarpc-tcp",
+            #[cfg(feature = "tarpc")]
+            Transport::RpcTarpcInmemory => "rpc-tarpc-inmemory",
         }
     }
 
-    /// Whether this is a shmring-rpc transport (a client here, a server in the peer).
+    /// Whether this row makes RPC calls, with shmring-rpc or tarpc: a client here, a server in
+    /// the peer (for rpc-tarpc-inmemory, on the client's own runtime).
     pub fn is_rpc(self) -> bool {
         matches!(self, Transport::RpcShm | Transport::RpcShmAsync | Transport::RpcUnix | Transport::RpcTcp)
+            || self.is_tarpc()
+    }
+
+    /// Whether this is a tarpc transport.
+    pub fn is_tarpc(self) -> bool {
+        TARPC.contains(&self)
     }
 }
 

@@ -5,7 +5,8 @@
 //! directory, or `tcp:127.0.0.1:0`) and writes the address it really bound, one line, on a
 //! control socket the two share; it serves until the parent closes its end of that socket,
 //! and then exits. Messages carry sequence numbers as everywhere in the bench
-//! ([`protocol::stamp`]); every reply is checked, byte for byte, against the call it answers.
+//! ([`protocol::stamp`]); every reply is checked against the call it answers: its length,
+//! its leading sequence number and its trailing stamp.
 //!
 //! * mode `call`: one call at a time, one sample per call, as the ping-pong rows.
 //! * mode `64-in-flight`: [`IN_FLIGHT`] calls outstanding on the one connection, counted per
@@ -64,19 +65,31 @@ fn wanted(transport: Transport) -> Result<TransportKind, String> {
 /// Parent side: starts the server in the peer, connects, measures, and lets the peer go.
 pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
     let kind = wanted(case.transport)?;
+    with_server(case, budget, launcher, kind == TransportKind::Tcp, |addr| client(case, budget, kind, addr))
+}
+
+/// Parent side of every row with a server in the peer: has the peer listen on TCP
+/// (`tcp:127.0.0.1:0`) or on a UNIX socket in a private temporary directory, runs `client`
+/// with the address it bound, then lets the peer go.
+pub(crate) fn with_server(
+    case: &Case,
+    budget: &Budget,
+    launcher: &Launcher,
+    tcp: bool,
+    client: impl FnOnce(&Addr) -> Result<Outcome, String>,
+) -> Result<Outcome, String> {
     // Removed once the case is over (the peer is gone by then), or on the emergency path.
-    let (listen, _dir) = match kind {
-        TransportKind::Tcp => ("tcp:127.0.0.1:0".to_owned(), None),
-        TransportKind::Shm | TransportKind::Unix => {
-            let (dir, cleanup) = private_dir()?;
-            let socket = dir.join("rpc.sock");
-            let socket = socket.to_str().ok_or("rpc: temporary directory path is not UTF-8")?;
-            (format!("unix:{socket}"), Some(cleanup))
-        }
+    let (listen, _dir) = if tcp {
+        ("tcp:127.0.0.1:0".to_owned(), None)
+    } else {
+        let (dir, cleanup) = private_dir()?;
+        let socket = dir.join("rpc.sock");
+        let socket = socket.to_str().ok_or("rpc: temporary directory path is not UTF-8")?;
+        (format!("unix:{socket}"), Some(cleanup))
     };
     let (control, theirs) = UnixStream::pair().map_err(|e| format!("rpc: socketpair for the control socket: {e}"))?;
     let child = launcher.spawn(case, budget, vec![listen], vec![theirs.into()])?;
-    let result = server_addr(&control).and_then(|addr| client(case, budget, kind, &addr));
+    let result = server_addr(&control).and_then(|addr| client(&addr));
     // The client is gone (it lived in `client`); closing this tells the peer to exit.
     drop(control);
     protocol::conclude(result, child)
@@ -112,7 +125,7 @@ fn options(kind: TransportKind) -> ClientOptions {
     ClientOptions::new().transport(kind).wait_policy(WaitPolicy::busy_poll()).async_spin(ASYNC_SPIN)
 }
 
-fn check_transport(got: TransportKind, kind: TransportKind) -> Result<(), String> {
+pub(crate) fn check_transport(got: TransportKind, kind: TransportKind) -> Result<(), String> {
     if got == kind {
         Ok(())
     } else {
@@ -121,12 +134,12 @@ fn check_transport(got: TransportKind, kind: TransportKind) -> Result<(), String
 }
 
 /// Checks that `reply` is the echo of call `seq`, `payload` bytes long, reading every byte.
-fn check_echo(reply: &[u8], payload: usize, seq: u64) -> Result<(), String> {
+pub(crate) fn check_echo(reply: &[u8], payload: usize, seq: u64) -> Result<(), String> {
     let back = read_seq(reply, payload).map_err(|e| format!("rpc: reply to call {seq}: {e}"))?;
     if back == seq { Ok(()) } else { Err(format!("rpc: call {seq} was answered with the echo of call {back}")) }
 }
 
-fn not_an_rpc_mode(mode: Mode) -> String {
+pub(crate) fn not_an_rpc_mode(mode: Mode) -> String {
     format!("rpc: the rpc rows measure calls (modes call and {IN_FLIGHT}-in-flight), not mode {}", mode.name())
 }
 
@@ -200,36 +213,71 @@ fn pipelined(client: &mut Client, payload: usize, budget: &Budget) -> Result<Thr
     Ok(Throughput { msgs: done, elapsed: start.elapsed() })
 }
 
-/// The tokio client on a current-thread runtime (this thread, still pinned where it was).
-fn async_client(case: &Case, budget: &Budget, kind: TransportKind, addr: &Addr) -> Result<Outcome, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread tokio runtime with the I/O and time drivers, for an async client on this
+/// thread (still pinned where it was).
+pub(crate) fn client_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
-        .map_err(|e| format!("rpc: starting a tokio runtime: {e}"))?;
+        .map_err(|e| format!("rpc: starting a tokio runtime: {e}"))
+}
+
+/// The tokio client on a current-thread runtime.
+fn async_client(case: &Case, budget: &Budget, kind: TransportKind, addr: &Addr) -> Result<Outcome, String> {
+    let rt = client_runtime()?;
     let client =
         rt.block_on(AsyncClient::connect(addr, &options(kind))).map_err(|e| format!("rpc: connecting: {e}"))?;
     check_transport(client.transport(), kind)?;
-    let outcome = match case.mode {
-        Mode::Call => rt.block_on(async_one_at_a_time(&client, case.payload, budget)).map(Outcome::Rtt),
-        Mode::InFlight => rt.block_on(concurrent(&client, case.payload, budget)).map(Outcome::Stream),
-        other => Err(not_an_rpc_mode(other)),
-    };
+    let caller = || AsyncCaller { client: client.clone(), msg: vec![0u8; case.payload] };
+    let outcome = async_calls(&rt, case, budget, caller);
     // Closes the connection before the runtime its tasks run on goes.
     drop(client);
     outcome
 }
 
+/// One caller of the async rows (a task of its own in mode `64-in-flight`): makes call `seq`
+/// and checks its reply.
+pub(crate) trait Caller: Send + 'static {
+    fn call(&mut self, seq: u64) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A shmring-rpc [`AsyncClient`] and the request it stamps for each call.
+struct AsyncCaller {
+    client: AsyncClient,
+    msg: Vec<u8>,
+}
+
+impl Caller for AsyncCaller {
+    async fn call(&mut self, seq: u64) -> Result<(), String> {
+        stamp(&mut self.msg, seq);
+        let reply = self.client.call(&self.msg).await.map_err(|e| format!("rpc: call {seq}: {e}"))?;
+        check_echo(&reply, self.msg.len(), seq)
+    }
+}
+
+/// Measures what `case.mode` says on `rt`, with callers made by `caller` (one in mode `call`,
+/// [`IN_FLIGHT`] in mode `64-in-flight`).
+pub(crate) fn async_calls<C: Caller>(
+    rt: &tokio::runtime::Runtime,
+    case: &Case,
+    budget: &Budget,
+    caller: impl Fn() -> C,
+) -> Result<Outcome, String> {
+    match case.mode {
+        Mode::Call => rt.block_on(async_one_at_a_time(caller(), budget)).map(Outcome::Rtt),
+        Mode::InFlight => rt.block_on(concurrent(&caller, budget)).map(Outcome::Stream),
+        other => Err(not_an_rpc_mode(other)),
+    }
+}
+
 /// One awaited call after another: one sample per call.
-async fn async_one_at_a_time(client: &AsyncClient, payload: usize, budget: &Budget) -> Result<Histogram<u64>, String> {
-    let mut msg = vec![0u8; payload];
+async fn async_one_at_a_time(mut caller: impl Caller, budget: &Budget) -> Result<Histogram<u64>, String> {
     let mut clock = RoundTripClock::start(budget);
     let mut seq = 0u64;
     loop {
         seq += 1;
-        stamp(&mut msg, seq);
-        let reply = client.call(&msg).await.map_err(|e| format!("rpc: call {seq}: {e}"))?;
-        check_echo(&reply, payload, seq)?;
+        caller.call(seq).await?;
         if clock.lap() {
             return Ok(clock.into_histogram());
         }
@@ -245,34 +293,28 @@ struct Calls {
 }
 
 /// [`IN_FLIGHT`] tasks calling at once: unmeasured for the warm-up, then for the budget.
-async fn concurrent(client: &AsyncClient, payload: usize, budget: &Budget) -> Result<Throughput, String> {
+async fn concurrent<C: Caller>(caller: &impl Fn() -> C, budget: &Budget) -> Result<Throughput, String> {
     let calls = Arc::new(Calls { next: AtomicU64::new(1), stop: AtomicBool::new(false) });
     if !budget.warmup.is_zero() {
-        call_in_tasks(client, payload, Length::Time(budget.warmup), &calls).await?;
+        call_in_tasks(caller, Length::Time(budget.warmup), &calls).await?;
     }
     let start = Instant::now();
-    let msgs = call_in_tasks(client, payload, budget.length, &calls).await?;
+    let msgs = call_in_tasks(caller, budget.length, &calls).await?;
     Ok(Throughput { msgs, elapsed: start.elapsed() })
 }
 
-/// Runs [`IN_FLIGHT`] tasks, each making one call after another, until no call may start
-/// any more (after `length` of time, or once `length` calls have started in all); returns
-/// how many calls were made, all answered and checked.
-async fn call_in_tasks(
-    client: &AsyncClient,
-    payload: usize,
-    length: Length,
-    calls: &Arc<Calls>,
-) -> Result<u64, String> {
+/// Runs [`IN_FLIGHT`] tasks, each with a caller of its own making one call after another,
+/// until no call may start any more (after `length` of time, or once `length` calls have
+/// started in all); returns how many calls were made, all answered and checked.
+async fn call_in_tasks<C: Caller>(caller: &impl Fn() -> C, length: Length, calls: &Arc<Calls>) -> Result<u64, String> {
     let start = Instant::now();
     // Relaxed, here and in the tasks: the counter only hands out distinct numbers, and the
     // flag is a plain stop request; nothing else is published through either.
     let first = calls.next.load(Ordering::Relaxed);
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
-            let (client, calls) = (client.clone(), calls.clone());
+            let (mut caller, calls) = (caller(), calls.clone());
             tokio::spawn(async move {
-                let mut msg = vec![0u8; payload];
                 let mut made = 0u64;
                 while !calls.stop.load(Ordering::Relaxed) {
                     if let Length::Time(limit) = length
@@ -286,12 +328,7 @@ async fn call_in_tasks(
                     {
                         break;
                     }
-                    stamp(&mut msg, seq);
-                    let checked = match client.call(&msg).await {
-                        Ok(reply) => check_echo(&reply, payload, seq),
-                        Err(e) => Err(format!("rpc: call {seq}: {e}")),
-                    };
-                    if let Err(e) = checked {
+                    if let Err(e) = caller.call(seq).await {
                         calls.stop.store(true, Ordering::Relaxed);
                         return Err(e);
                     }
@@ -320,25 +357,35 @@ async fn call_in_tasks(
 /// Child side: binds, says where, echoes every request until the parent closes the control
 /// socket.
 pub(crate) fn child(spec: &ChildSpec) -> Result<(), String> {
-    let mut control = UnixStream::from(peer::adopt_fd(spec, 0)?);
+    let control = UnixStream::from(peer::adopt_fd(spec, 0)?);
     let addr = Addr::parse(peer::name(spec, 0)?).map_err(|e| format!("rpc: {e}"))?;
     let opts = ServerOptions::new().wait_policy(WaitPolicy::busy_poll());
     let server = Server::bind(&addr, &opts).map_err(|e| format!("rpc: {e}"))?;
     let bound = server.local_addr().to_string();
+    serve_until_closed(control, bound, move || match server.serve(|req: &[u8]| req.to_vec()) {
+        Ok(()) => "the server stopped".to_owned(),
+        Err(e) => e.to_string(),
+    })
+}
+
+/// Child side, once the server listens at `bound`: tells the parent where, on the control
+/// socket, and runs `serve` on a thread of its own (it returns only if the server stops, and
+/// says why). Whichever ends first ends the peer: the parent closing the control socket
+/// (done), or the server stopping (an error).
+pub(crate) fn serve_until_closed(
+    mut control: UnixStream,
+    bound: String,
+    serve: impl FnOnce() -> String + Send + 'static,
+) -> Result<(), String> {
     control
         .write_all(format!("{bound}\n").as_bytes())
         .map_err(|e| format!("rpc: telling the parent where the server listens: {e}"))?;
-    // Whichever ends first ends the peer: the parent closing the control socket (done), or
-    // the server failing (an error).
     let (done, finished) = mpsc::channel::<Result<(), String>>();
     let failed = done.clone();
     thread::Builder::new()
         .name("bench-rpc-server".into())
         .spawn(move || {
-            let why = match server.serve(|req: &[u8]| req.to_vec()) {
-                Ok(()) => "the server stopped".to_owned(),
-                Err(e) => e.to_string(),
-            };
+            let why = serve();
             let _ = failed.send(Err(format!("rpc: serving {bound}: {why}")));
         })
         .map_err(|e| format!("rpc: starting the server thread: {e}"))?;
