@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use shmring::spsc::{Consumer, Producer};
@@ -36,6 +36,15 @@ pub(crate) fn ring_io(e: shmring::Error) -> io::Error {
         _ => io::ErrorKind::InvalidData,
     };
     io::Error::new(kind, e)
+}
+
+/// A ring call's outcome: `None` if it would block, else its result with
+/// ring errors as I/O errors.
+fn attempt<R>(r: shmring::Result<R>) -> Option<io::Result<R>> {
+    match r {
+        Err(shmring::Error::WouldBlock { .. }) => None,
+        r => Some(r.map_err(ring_io)),
+    }
 }
 
 /// `Pending`, with the task woken again once the runtime has run the other
@@ -111,7 +120,14 @@ impl RingIo {
                 return Err(e);
             }
         };
-        let watcher = watch_socket(rings.socket, bell.clone()).map_err(reactor)?;
+        let watcher = match watch_socket(rings.socket, bell.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                rings.tx.abort("the connection could not be set up");
+                rings.rx.abort("the connection could not be set up");
+                return Err(reactor(e));
+            }
+        };
         Ok(RingIo {
             tx: Some(rings.tx),
             rx: rings.rx,
@@ -153,28 +169,12 @@ impl RingIo {
     ) -> Poll<io::Result<Option<R>>> {
         let mut looked_after_close = false;
         loop {
-            let got = match self.rx.try_recv() {
-                Ok(Some(rec)) => Ok(Some(take(&rec))),
-                Ok(None) => Ok(None),
-                Err(shmring::Error::WouldBlock { .. }) => Err(None),
-                Err(e) => Err(Some(ring_io(e))),
-            };
-            match got {
-                Ok(r) => {
-                    self.done(Direction::Read);
-                    return Poll::Ready(Ok(r));
-                }
-                Err(Some(e)) => {
-                    self.done(Direction::Read);
-                    return Poll::Ready(Err(e));
-                }
-                Err(None) => {}
+            let got = attempt(self.rx.try_recv().map(|rec| rec.map(|rec| take(&rec))));
+            if let Some(r) = got {
+                self.done(Direction::Read);
+                return Poll::Ready(r);
             }
-            match self.idle(cx, Direction::Read, &mut looked_after_close) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+            ready!(self.idle(cx, Direction::Read, &mut looked_after_close))?;
         }
     }
 
@@ -188,31 +188,16 @@ impl RingIo {
     ) -> Poll<io::Result<R>> {
         let mut unused = false;
         loop {
-            let put = match self.producer()?.try_grant(len) {
-                Ok(mut g) => {
-                    let r = fill(&mut g);
-                    g.commit();
-                    Ok(r)
-                }
-                Err(shmring::Error::WouldBlock { .. }) => Err(None),
-                Err(e) => Err(Some(ring_io(e))),
-            };
-            match put {
-                Ok(r) => {
-                    self.done(Direction::Write);
-                    return Poll::Ready(Ok(r));
-                }
-                Err(Some(e)) => {
-                    self.done(Direction::Write);
-                    return Poll::Ready(Err(e));
-                }
-                Err(None) => {}
+            let put = attempt(self.producer()?.try_grant(len).map(|mut g| {
+                let r = fill(&mut g);
+                g.commit();
+                r
+            }));
+            if let Some(r) = put {
+                self.done(Direction::Write);
+                return Poll::Ready(r);
             }
-            match self.idle(cx, Direction::Write, &mut unused) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+            ready!(self.idle(cx, Direction::Write, &mut unused))?;
         }
     }
 
