@@ -30,6 +30,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::EventCount;
+pub use crate::wait::NotifierKind;
 
 mod fixed;
 mod reason;
@@ -121,52 +122,6 @@ impl RingKind {
             RingKind::Spsc => "spsc",
             RingKind::Mpmc => "mpmc",
         }
-    }
-}
-
-/// How a waiting side sleeps: the notifier of every eventcount in a segment,
-/// chosen at creation and recorded in the header's `notifier` word (see
-/// `wait` for both protocols).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(u32)]
-pub enum NotifierKind {
-    /// A shared futex on the eventcount's epoch word (the default).
-    #[default]
-    Futex = 1,
-    /// A process-shared POSIX semaphore (`sem_init` with pshared = 1) stored
-    /// in the eventcount, next to its epoch word.
-    Semaphore = 2,
-}
-
-impl NotifierKind {
-    /// Decode the header's `notifier` word.
-    pub fn from_u32(v: u32) -> Option<NotifierKind> {
-        match v {
-            1 => Some(NotifierKind::Futex),
-            2 => Some(NotifierKind::Semaphore),
-            _ => None,
-        }
-    }
-
-    /// What an eventcount's own notifier word means: anything but
-    /// "semaphore" sleeps on the futex (a zeroed eventcount is a futex one).
-    pub fn of_eventcount_word(word: u32) -> NotifierKind {
-        if word == NotifierKind::Semaphore as u32 { NotifierKind::Semaphore } else { NotifierKind::Futex }
-    }
-
-    /// Lower-case name: `futex` or `semaphore`.
-    pub fn name(self) -> &'static str {
-        match self {
-            NotifierKind::Futex => "futex",
-            NotifierKind::Semaphore => "semaphore",
-        }
-    }
-
-    /// Whether an eventcount's own notifier word agrees with this notifier
-    /// (the header's): the same value, or 0 (a zeroed eventcount) for the
-    /// futex. Any other value is corruption.
-    pub fn eventcount_word_matches(self, word: u32) -> bool {
-        word == self as u32 || (word == 0 && self == NotifierKind::Futex)
     }
 }
 

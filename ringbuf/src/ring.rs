@@ -9,11 +9,12 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::header::{self, Geometry, Header, MpmcControl, NotifierKind, RingKind, SpscControl};
+use crate::header::{self, Geometry, Header, MpmcControl, RingKind, SpscControl};
 use crate::liveness::ProcessId;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
 use crate::wait::EventCount;
+use crate::wait::NotifierKind;
 
 /// The two eventcounts of a segment of kind `kind`.
 ///

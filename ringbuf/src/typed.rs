@@ -64,6 +64,7 @@ use crate::header::RecordType;
 use crate::mpmc::{self, MpmcOptions};
 use crate::segment::Location;
 use crate::spsc::{self, RecordRun, RingOptions};
+use crate::wait::Deadline;
 
 /// What a typed channel carries: plain data, valid for any bytes.
 pub trait Message: FromBytes + IntoBytes + Immutable + KnownLayout {}
@@ -80,18 +81,6 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Message for T {}
 pub fn record_type<T: Message>() -> RecordType {
     const { assert!(size_of::<T>() > 0, "a typed channel needs a type of at least one byte") };
     RecordType::new(std::any::type_name::<T>(), size_of::<T>(), align_of::<T>())
-}
-
-/// How long a call may wait.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub enum Wait {
-    /// As long as it takes (per the wait policy).
-    Block,
-    /// Not at all.
-    Try,
-    /// At most this long.
-    For(Duration),
 }
 
 mod sealed {
@@ -120,7 +109,7 @@ pub trait End: Sized + sealed::Sealed {
 /// A ring end that sends.
 pub trait SendEnd: End {
     #[doc(hidden)]
-    fn send_bytes(&mut self, bytes: &[u8], wait: Wait) -> Result<()>;
+    fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<()>;
     /// Send up to `want` records of `size` bytes, each written by `fill`
     /// until it returns false (the slice it is given is the record). Returns
     /// whether every record offered was filled: more may follow.
@@ -145,7 +134,7 @@ pub trait SendEnd: End {
 /// A ring end that receives.
 pub trait RecvEnd: End {
     #[doc(hidden)]
-    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>>;
+    fn recv_each<R>(&mut self, deadline: Deadline, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>>;
     /// Receive up to `max` records, passed a run of same-length records at a time.
     #[doc(hidden)]
     fn recv_runs_of(&mut self, max: usize, f: impl FnMut(RecordRun<'_>)) -> Result<usize>;
@@ -196,12 +185,8 @@ mpmc_end!(mpmc::Producer);
 mpmc_end!(mpmc::Consumer);
 
 impl SendEnd for mpmc::Producer {
-    fn send_bytes(&mut self, bytes: &[u8], wait: Wait) -> Result<()> {
-        match wait {
-            Wait::Block => self.send(bytes),
-            Wait::Try => self.try_send(bytes),
-            Wait::For(t) => self.send_timeout(bytes, t),
-        }
+    fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<()> {
+        self.send_with(bytes, deadline)
     }
 
     /// Up to 64 values per [`mpmc::Producer::send_batch`]: one CAS claims
@@ -220,13 +205,8 @@ impl SendEnd for mpmc::Producer {
 }
 
 impl RecvEnd for mpmc::Consumer {
-    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
-        let rec = match wait {
-            Wait::Block => self.recv()?,
-            Wait::Try => self.try_recv()?,
-            Wait::For(t) => self.recv_timeout(t)?,
-        };
-        Ok(rec.map(|r| f(&r)))
+    fn recv_each<R>(&mut self, deadline: Deadline, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        Ok(self.recv_with(deadline)?.map(|r| f(&r)))
     }
 
     fn recv_runs_of(&mut self, max: usize, mut f: impl FnMut(RecordRun<'_>)) -> Result<usize> {
@@ -241,12 +221,8 @@ fn typed_opts(opts: &RingOptions, ty: RecordType) -> RingOptions {
 }
 
 impl SendEnd for spsc::Producer {
-    fn send_bytes(&mut self, bytes: &[u8], wait: Wait) -> Result<()> {
-        match wait {
-            Wait::Block => self.send(bytes),
-            Wait::Try => self.try_send(bytes),
-            Wait::For(t) => self.send_timeout(bytes, t),
-        }
+    fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<()> {
+        self.send_with(bytes, deadline)
     }
 
     fn send_all(&mut self, bytes: &[u8], size: usize) -> Result<()> {
@@ -286,13 +262,8 @@ impl SendEnd for spsc::Producer {
 }
 
 impl RecvEnd for spsc::Consumer {
-    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
-        let rec = match wait {
-            Wait::Block => self.recv()?,
-            Wait::Try => self.try_recv()?,
-            Wait::For(t) => self.recv_timeout(t)?,
-        };
-        Ok(rec.map(|r| f(&r)))
+    fn recv_each<R>(&mut self, deadline: Deadline, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        Ok(self.recv_with(deadline)?.map(|r| f(&r)))
     }
 
     fn recv_runs_of(&mut self, max: usize, f: impl FnMut(RecordRun<'_>)) -> Result<usize> {
@@ -345,7 +316,7 @@ impl<T: Message, P: SendEnd> Sender<T, P> {
     /// [`Error::Corrupted`], [`Error::InvalidArgument`] if `T` is larger
     /// than a record can be.
     pub fn send(&mut self, value: &T) -> Result<()> {
-        self.inner.send_bytes(value.as_bytes(), Wait::Block)
+        self.inner.send_bytes(value.as_bytes(), Deadline::Never)
     }
 
     /// [`Sender::send`] without waiting: [`Error::WouldBlock`] if full.
@@ -353,7 +324,7 @@ impl<T: Message, P: SendEnd> Sender<T, P> {
     /// # Errors
     /// As [`Sender::send`], plus [`Error::WouldBlock`].
     pub fn try_send(&mut self, value: &T) -> Result<()> {
-        self.inner.send_bytes(value.as_bytes(), Wait::Try)
+        self.inner.send_bytes(value.as_bytes(), Deadline::Now)
     }
 
     /// [`Sender::send`] waiting at most `timeout`.
@@ -361,7 +332,7 @@ impl<T: Message, P: SendEnd> Sender<T, P> {
     /// # Errors
     /// As [`Sender::send`], plus [`Error::Timeout`].
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<()> {
-        self.inner.send_bytes(value.as_bytes(), Wait::For(timeout))
+        self.inner.send_bytes(value.as_bytes(), Deadline::After(timeout))
     }
 
     /// Send every value of `values`, in order, waiting for space as needed.
@@ -464,8 +435,8 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
         )
     }
 
-    fn recv_inner(&mut self, wait: Wait) -> Result<Option<T>> {
-        match self.inner.recv_with(wait, |b| T::read_from_bytes(b).map_err(|_| b.len()))? {
+    fn recv_inner(&mut self, deadline: Deadline) -> Result<Option<T>> {
+        match self.inner.recv_each(deadline, |b| T::read_from_bytes(b).map_err(|_| b.len()))? {
             None => Ok(None),
             Some(Ok(v)) => Ok(Some(v)),
             Some(Err(len)) => Err(self.wrong_size(len)),
@@ -479,7 +450,7 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
     /// As the ring end's `recv`; [`Error::Corrupted`] if a record does not
     /// have the size of `T`.
     pub fn recv(&mut self) -> Result<Option<T>> {
-        self.recv_inner(Wait::Block)
+        self.recv_inner(Deadline::Never)
     }
 
     /// [`Receiver::recv`] without waiting: [`Error::WouldBlock`] if empty.
@@ -487,7 +458,7 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
     /// # Errors
     /// As [`Receiver::recv`], plus [`Error::WouldBlock`].
     pub fn try_recv(&mut self) -> Result<Option<T>> {
-        self.recv_inner(Wait::Try)
+        self.recv_inner(Deadline::Now)
     }
 
     /// [`Receiver::recv`] waiting at most `timeout`.
@@ -495,7 +466,7 @@ impl<T: Message, C: RecvEnd> Receiver<T, C> {
     /// # Errors
     /// As [`Receiver::recv`], plus [`Error::Timeout`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<T>> {
-        self.recv_inner(Wait::For(timeout))
+        self.recv_inner(Deadline::After(timeout))
     }
 
     /// Wait for at least one value, then pass up to `max` available values to

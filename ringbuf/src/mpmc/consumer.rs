@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use super::producer::handle_common;
 use super::{
-    Claim, Core, Deadline, Ec, MpmcOptions, Producer, Side, Stats, core_from_segment, create_core, open_core,
-    open_or_create_core,
+    Claim, Core, Ec, MpmcOptions, Producer, Side, Stats, core_from_segment, create_core, open_core, open_or_create_core,
 };
 #[cfg(doc)]
 use crate::error::Error;
@@ -14,7 +13,7 @@ use crate::error::Result;
 use crate::segment::{Location, Segment};
 #[cfg(loom)]
 use crate::sync::Ordering;
-use crate::wait::WaitPolicy;
+use crate::wait::{Deadline, WaitPolicy};
 
 /// A consuming handle of an MPMC ring. Any number of consumers (in any
 /// processes) may receive concurrently; each message goes to exactly one of
@@ -119,7 +118,12 @@ impl Consumer {
     /// [`Error::Corrupted`] if the shared counters, sequence numbers or
     /// length words are impossible.
     pub fn recv(&mut self) -> Result<Option<Record<'_>>> {
-        let r = self.next(Deadline::Never)?;
+        self.recv_with(Deadline::Never)
+    }
+
+    /// A receive waiting until `deadline`.
+    pub(crate) fn recv_with(&mut self, deadline: Deadline) -> Result<Option<Record<'_>>> {
+        let r = self.next(deadline.fixed())?;
         Ok(self.record(r))
     }
 
@@ -129,8 +133,7 @@ impl Consumer {
     /// As [`Consumer::recv`], plus [`Error::WouldBlock`] if the ring is empty
     /// (and not closed).
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
-        let r = self.next(Deadline::Now)?;
-        Ok(self.record(r))
+        self.recv_with(Deadline::Now)
     }
 
     /// [`Consumer::recv`] waiting at most `timeout`.
@@ -138,8 +141,7 @@ impl Consumer {
     /// # Errors
     /// As [`Consumer::recv`], plus [`Error::Timeout`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Record<'_>>> {
-        let r = self.next(Deadline::after(timeout))?;
-        Ok(self.record(r))
+        self.recv_with(Deadline::After(timeout))
     }
 
     /// Wait for at least one message, then claim up to `max` (at least 1)

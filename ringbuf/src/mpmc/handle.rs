@@ -13,7 +13,7 @@ use crate::header::{
 };
 use crate::ring::Health;
 use crate::sync::{AtomicU64, Ordering};
-use crate::wait::{Attempt, ParkMark, WaitPolicy, block_on};
+use crate::wait::{Attempt, Deadline, ParkMark, WaitPolicy, block_on};
 
 /// Which counter a claim is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,23 +61,6 @@ pub(super) struct Stuck {
     /// How long after `next_scan`'s check the next one comes.
     #[cfg(not(loom))]
     pub(super) poll: Duration,
-}
-
-/// How long a call may wait.
-#[derive(Clone, Copy)]
-pub(super) enum Deadline {
-    /// Not at all.
-    Now,
-    /// Without bound.
-    Never,
-    /// Until then.
-    At(Instant),
-}
-
-impl Deadline {
-    pub(super) fn after(t: Duration) -> Deadline {
-        Deadline::At(Instant::now() + t)
-    }
 }
 
 /// Which eventcount a wait parks on.
@@ -360,13 +343,10 @@ impl Core {
         if let Some(v) = step(self)? {
             return Ok(v);
         }
-        let until = match deadline {
-            Deadline::Now => {
-                return Err(Error::WouldBlock { full: matches!(which, Ec::NotFull) });
-            }
-            Deadline::Never => None,
-            Deadline::At(t) => Some(t),
-        };
+        if !deadline.waits() {
+            return Err(Error::WouldBlock { full: matches!(which, Ec::NotFull) });
+        }
+        let until = deadline.until();
         let sh = self.sh.clone();
         let ec = sh.ec(which);
         let parked = &sh.ctl().participants[self.me].parked;

@@ -130,7 +130,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::header::{self, FLAG_POISONED, Geometry, Header, MPMC_CLOSED, MpmcControl, NotifierKind, RingKind};
+use crate::header::{self, FLAG_POISONED, Geometry, Header, MPMC_CLOSED, MpmcControl, RingKind};
 #[cfg(doc)]
 use crate::header::{MPMC_MAX_PARTICIPANTS, mpmc_slot_stride};
 use crate::liveness::ProcessId;
@@ -138,6 +138,7 @@ use crate::region::Region;
 use crate::ring;
 use crate::segment::{CreateOptions, Location, Segment};
 use crate::sync::{AtomicU64, Ordering};
+use crate::wait::NotifierKind;
 use crate::wait::{EventCount, WaitPolicy};
 
 mod consumer;
@@ -145,7 +146,7 @@ mod handle;
 mod participants;
 mod producer;
 
-use handle::{Claim, Core, Deadline, Ec, Side, Stuck};
+use handle::{Claim, Core, Ec, Side, Stuck};
 
 pub use consumer::{Consumer, Record};
 pub use producer::{Grant, Producer};

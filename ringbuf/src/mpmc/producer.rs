@@ -1,14 +1,13 @@
 //! The producing end of an MPMC ring: grant, commit, send, batches.
 
 use super::{
-    Claim, Consumer, Core, Deadline, Ec, MpmcOptions, Side, Stats, core_from_segment, create_core, open_core,
-    open_or_create_core,
+    Claim, Consumer, Core, Ec, MpmcOptions, Side, Stats, core_from_segment, create_core, open_core, open_or_create_core,
 };
 use crate::error::{Error, Result};
 use crate::segment::{Location, Segment};
 #[cfg(loom)]
 use crate::sync::Ordering;
-use crate::wait::WaitPolicy;
+use crate::wait::{Deadline, WaitPolicy};
 use std::time::Duration;
 
 /// A producing handle of an MPMC ring. Any number of producers (in any
@@ -278,10 +277,10 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant`], plus [`Error::Timeout`].
     pub fn grant_timeout(&mut self, timeout: Duration) -> Result<Grant<'_>> {
-        self.grant_inner(Deadline::after(timeout))
+        self.grant_inner(Deadline::After(timeout).fixed())
     }
 
-    fn send_inner(&mut self, data: &[u8], deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_with(&mut self, data: &[u8], deadline: Deadline) -> Result<()> {
         self.check_len(data.len())?;
         let (pos, _) = self.claim(1, deadline)?;
         self.write(pos, data);
@@ -306,7 +305,7 @@ impl Producer {
     /// [`Error::InvalidArgument`] if `data` is longer than a slot; otherwise
     /// as [`Producer::grant`].
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.send_inner(data, Deadline::Never)
+        self.send_with(data, Deadline::Never)
     }
 
     /// [`Producer::send`] without waiting.
@@ -314,7 +313,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::send`], plus [`Error::WouldBlock`] if the ring is full.
     pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
-        self.send_inner(data, Deadline::Now)
+        self.send_with(data, Deadline::Now)
     }
 
     /// [`Producer::send`] waiting at most `timeout`.
@@ -322,7 +321,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::send`], plus [`Error::Timeout`].
     pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
-        self.send_inner(data, Deadline::after(timeout))
+        self.send_with(data, Deadline::After(timeout).fixed())
     }
 
     /// Send a prefix of `msgs`, in order: wait (per the wait policy) until

@@ -1,6 +1,6 @@
 //! The consuming end of an SPSC ring: recv in place, batches, end of stream.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
     FLAG_PAD, FLAG_RECORD, FLAG_RUN, Peer, RECORD_HEADER, RingOptions, Role, Shared, create_role, open_or_create_role,
@@ -11,7 +11,7 @@ use crate::liveness::ProcessId;
 use crate::ring::Health;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
-use crate::wait::{Attempt, Doorbell, Registration, WaitPolicy, block_on};
+use crate::wait::{Attempt, Deadline, Doorbell, Registration, WaitPolicy, block_on};
 
 /// The consuming end of an SPSC ring. See [`Producer`] for an example, and
 /// for how a stream ends.
@@ -407,34 +407,33 @@ impl Consumer {
         Ok(Attempt::NotYet)
     }
 
-    fn wait_next(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<Found>> {
-        let r = self.wait_next_inner(timeout);
+    fn wait_next(&mut self, deadline: Deadline) -> Result<Option<Found>> {
+        let r = self.wait_next_inner(deadline);
         self.note(r)
     }
 
-    fn wait_next_inner(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<Found>> {
+    fn wait_next_inner(&mut self, deadline: Deadline) -> Result<Option<Found>> {
         if let Attempt::Ready(r) = self.attempt(false)? {
             return Ok(r);
         }
-        // `None`: do not wait; `Some(None)`: wait without bound. The clock is
-        // read only here, on the slow path.
-        let Some(timeout) = timeout else {
+        // The clock is read only here, on the slow path.
+        if !deadline.waits() {
             return Err(Error::WouldBlock { full: false });
-        };
+        }
         let ctl = self.sh.ctl;
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
         let ec = unsafe { &ctl.as_ref().data_ready };
         let policy = self.policy;
-        block_on(&policy, ec, None, timeout.map(|t| Instant::now() + t), || Error::Timeout, |check| self.attempt(check))
+        block_on(&policy, ec, None, deadline.until(), || Error::Timeout, |check| self.attempt(check))
     }
 
     /// A receive: the inlined common case, else the general path waiting per
-    /// `timeout` (as in `wait_next`).
+    /// until `deadline`.
     #[inline(always)]
-    fn recv_with(&mut self, timeout: Option<Option<Duration>>) -> Result<Option<Record<'_>>> {
+    pub(crate) fn recv_with(&mut self, deadline: Deadline) -> Result<Option<Record<'_>>> {
         let found = match self.next_now() {
             Some(found) => Some(found),
-            None => self.wait_next(timeout)?,
+            None => self.wait_next(deadline)?,
         };
         Ok(found.map(|(off, len, total)| Record { c: self, off, len, total }))
     }
@@ -449,7 +448,7 @@ impl Consumer {
     /// impossible.
     #[inline]
     pub fn recv(&mut self) -> Result<Option<Record<'_>>> {
-        self.recv_with(Some(None))
+        self.recv_with(Deadline::Never)
     }
 
     /// [`Consumer::recv`] without waiting: [`Error::WouldBlock`] if empty.
@@ -458,7 +457,7 @@ impl Consumer {
     /// As [`Consumer::recv`], plus [`Error::WouldBlock`].
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
-        self.recv_with(None)
+        self.recv_with(Deadline::Now)
     }
 
     /// [`Consumer::recv`] waiting at most `timeout`.
@@ -467,7 +466,7 @@ impl Consumer {
     /// As [`Consumer::recv`], plus [`Error::Timeout`].
     #[inline]
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Record<'_>>> {
-        self.recv_with(Some(Some(timeout)))
+        self.recv_with(Deadline::After(timeout))
     }
 
     /// Wait for at least one record, then pass up to `max` available records
@@ -527,7 +526,7 @@ impl Consumer {
         // gently, so it does not keep stealing the cache line the producer is
         // filling (one poll per BATCH_BACKOFF pause hints).
         self.backoff = BATCH_BACKOFF;
-        let first = self.wait_next(Some(None));
+        let first = self.wait_next(Deadline::Never);
         self.backoff = 0;
         let Some(mut next) = first? else {
             return Ok(0);

@@ -1,6 +1,6 @@
 //! The producing end of an SPSC ring: grant, commit, stage, flush.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::grant::{Grant, Records};
 use super::{
@@ -12,7 +12,7 @@ use crate::liveness::ProcessId;
 use crate::ring::Health;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
-use crate::wait::{Attempt, Doorbell, Registration, WaitPolicy, block_on};
+use crate::wait::{Attempt, Deadline, Doorbell, Registration, WaitPolicy, block_on};
 
 /// The producing end of an SPSC ring.
 ///
@@ -304,26 +304,25 @@ impl Producer {
         Ok(record_size(len))
     }
 
-    fn grant_inner(&mut self, len: usize, timeout: Option<Option<Duration>>) -> Result<Grant<'_>> {
-        let r = self.size_for(len).and_then(|total| self.reserve(len, total, timeout));
+    fn grant_inner(&mut self, len: usize, deadline: Deadline) -> Result<Grant<'_>> {
+        let r = self.size_for(len).and_then(|total| self.reserve(len, total, deadline));
         let (off, joins) = self.note(r)?;
         Ok(Grant { p: self, off, len, joins })
     }
 
     /// Reserve `total` bytes for a record of `len` payload bytes (`len` 0:
-    /// never join a run), waiting per `timeout`: `None` do not wait,
-    /// `Some(None)` wait without bound.
+    /// never join a run), waiting until `deadline`.
     #[inline]
-    fn reserve(&mut self, len: usize, total: u64, timeout: Option<Option<Duration>>) -> Result<(usize, bool)> {
+    fn reserve(&mut self, len: usize, total: u64, deadline: Deadline) -> Result<(usize, bool)> {
         if let Some(reserved) = self.try_reserve(len, total)? {
             return Ok(reserved);
         }
         // Full. Publish what is staged (the consumer may be waiting for it),
         // then wait for space. The clock is read only here, on the slow path.
         self.flush();
-        let Some(timeout) = timeout else {
+        if !deadline.waits() {
             return Err(Error::WouldBlock { full: true });
-        };
+        }
         let ctl = self.sh.ctl;
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`, which outlives this call.
         let ec = unsafe { &ctl.as_ref().space_free };
@@ -332,7 +331,7 @@ impl Producer {
             &policy,
             ec,
             None,
-            timeout.map(|t| Instant::now() + t),
+            deadline.until(),
             || Error::Timeout,
             |check| {
                 if let Some(reserved) = self.try_reserve(len, total)? {
@@ -376,7 +375,7 @@ impl Producer {
     /// (8 + `count * stride` bytes) does not fit the ring with its 8-byte end
     /// marker; otherwise as [`Producer::grant`].
     pub fn grant_records(&mut self, len: usize, count: usize) -> Result<Records<'_>> {
-        self.grant_records_inner(len, count, Some(None))
+        self.grant_records_inner(len, count, Deadline::Never)
     }
 
     /// [`Producer::grant_records`] without waiting: [`Error::WouldBlock`] if
@@ -385,7 +384,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant_records`], plus [`Error::WouldBlock`].
     pub fn try_grant_records(&mut self, len: usize, count: usize) -> Result<Records<'_>> {
-        self.grant_records_inner(len, count, None)
+        self.grant_records_inner(len, count, Deadline::Now)
     }
 
     /// [`Producer::grant_records`] waiting at most `timeout`.
@@ -393,15 +392,10 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant_records`], plus [`Error::Timeout`].
     pub fn grant_records_timeout(&mut self, len: usize, count: usize, timeout: Duration) -> Result<Records<'_>> {
-        self.grant_records_inner(len, count, Some(Some(timeout)))
+        self.grant_records_inner(len, count, Deadline::After(timeout))
     }
 
-    fn grant_records_inner(
-        &mut self,
-        len: usize,
-        count: usize,
-        timeout: Option<Option<Duration>>,
-    ) -> Result<Records<'_>> {
+    fn grant_records_inner(&mut self, len: usize, count: usize, deadline: Deadline) -> Result<Records<'_>> {
         let stride = (len as u64 + 7) & !7;
         let total = (count as u64).checked_mul(stride).and_then(|b| b.checked_add(RECORD_HEADER));
         let Some(total) =
@@ -413,7 +407,7 @@ impl Producer {
                 self.sh.capacity
             ))));
         };
-        let r = self.reserve(0, total, timeout);
+        let r = self.reserve(0, total, deadline);
         let (off, _) = self.note(r)?;
         Ok(Records { p: self, off, len, count: count as u32, total })
     }
@@ -426,7 +420,7 @@ impl Producer {
     /// [`Error::Closed`] if the consumer closed; [`Error::PeerDied`] if it
     /// died; [`Error::Corrupted`] if the shared positions are impossible.
     pub fn grant(&mut self, len: usize) -> Result<Grant<'_>> {
-        self.grant_inner(len, Some(None))
+        self.grant_inner(len, Deadline::Never)
     }
 
     /// Grant without waiting: [`Error::WouldBlock`] if full.
@@ -434,7 +428,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant`], plus [`Error::WouldBlock`].
     pub fn try_grant(&mut self, len: usize) -> Result<Grant<'_>> {
-        self.grant_inner(len, None)
+        self.grant_inner(len, Deadline::Now)
     }
 
     /// Grant, waiting at most `timeout`: [`Error::Timeout`] after that.
@@ -442,7 +436,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant`], plus [`Error::Timeout`].
     pub fn grant_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>> {
-        self.grant_inner(len, Some(Some(timeout)))
+        self.grant_inner(len, Deadline::After(timeout))
     }
 
     /// Copy `data` into the ring as one record and publish it, waiting for
@@ -452,17 +446,17 @@ impl Producer {
     /// As [`Producer::grant`].
     #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.send_with(data, Some(None))
+        self.send_with(data, Deadline::Never)
     }
 
-    /// A send: the inlined common case, else grant (waiting per `timeout`,
+    /// A send: the inlined common case, else grant (waiting until `deadline`,
     /// as in `reserve`), copy and commit.
     #[inline(always)]
-    fn send_with(&mut self, data: &[u8], timeout: Option<Option<Duration>>) -> Result<()> {
+    pub(crate) fn send_with(&mut self, data: &[u8], deadline: Deadline) -> Result<()> {
         if self.send_now(data) {
             return Ok(());
         }
-        let mut g = self.grant_inner(data.len(), timeout)?;
+        let mut g = self.grant_inner(data.len(), deadline)?;
         g.copy_from_slice(data);
         g.commit();
         Ok(())
@@ -508,7 +502,7 @@ impl Producer {
     /// As [`Producer::try_grant`].
     #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
-        self.send_with(data, None)
+        self.send_with(data, Deadline::Now)
     }
 
     /// [`Producer::send`] waiting at most `timeout`.
@@ -516,7 +510,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::grant_timeout`].
     pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
-        self.send_with(data, Some(Some(timeout)))
+        self.send_with(data, Deadline::After(timeout))
     }
 
     /// After publishing one record alone at `off` (`total` bytes), if

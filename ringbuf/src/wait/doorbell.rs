@@ -207,13 +207,13 @@ impl Doorbell {
 /// re-check the ring before sleeping.
 #[must_use = "dropping the registration deregisters the waiter at once"]
 pub struct Registration {
-    ec: std::ptr::NonNull<super::EventCount>,
+    ec: std::ptr::NonNull<super::eventcount::EventCount>,
     _keep: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 impl Registration {
     /// Register on `ec`, which lives in memory kept alive by `keep`.
-    pub(crate) fn new(ec: &super::EventCount, keep: Arc<dyn std::any::Any + Send + Sync>) -> Registration {
+    pub(crate) fn new(ec: &super::eventcount::EventCount, keep: Arc<dyn std::any::Any + Send + Sync>) -> Registration {
         // The key is not needed: the doorbell, not the epoch, tells the
         // waiter a notify happened. `prepare_wait` makes the fence.
         let _key = ec.prepare_wait();

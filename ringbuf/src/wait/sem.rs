@@ -1,8 +1,50 @@
-//! The process-shared POSIX semaphore of `NotifierKind::Semaphore`: init,
-//! wait with a timeout, post, and the guard against a scribbled flags word.
-use super::*;
+//! The process-shared POSIX semaphore of
+//! [`NotifierKind::Semaphore`](super::NotifierKind::Semaphore), kept in the
+//! eventcount's notifier bytes: init, wait with a timeout, post, and the
+//! guard against a scribbled flags word.
 
-fn ptr(cell: &SemCell) -> *mut libc::sem_t {
+use std::time::Duration;
+
+use super::notifier::{MAX_WAITERS, Notifier, NotifierCell, SEM_BYTES};
+use crate::sync::{AtomicU32, Ordering};
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<libc::sem_t>() == SEM_BYTES);
+    assert!(std::mem::align_of::<libc::sem_t>() <= std::mem::align_of::<NotifierCell>());
+};
+
+/// A process-shared POSIX semaphore (`sem_init` with pshared = 1) in the
+/// eventcount's notifier bytes.
+pub(super) struct Semaphore;
+
+impl Notifier for Semaphore {
+    fn name(&self) -> &'static str {
+        "semaphore"
+    }
+
+    fn init(&self, cell: &NotifierCell) {
+        init(cell);
+    }
+
+    fn sleep(&self, epoch: &AtomicU32, cell: &NotifierCell, key: u32, timeout: Option<Duration>) {
+        // Relaxed: only saves a system call; a notify after this check
+        // posts the semaphore, which remembers it.
+        if epoch.load(Ordering::Relaxed) == key {
+            wait(cell, timeout);
+        }
+    }
+
+    fn wake(&self, _epoch: &AtomicU32, cell: &NotifierCell, waiters: u32) {
+        // One post per registered waiter; no more than can legitimately
+        // wait (a hostile count must not keep us here).
+        for _ in 0..waiters.min(MAX_WAITERS) {
+            post(cell);
+        }
+    }
+}
+
+fn ptr(cell: &NotifierCell) -> *mut libc::sem_t {
     cell.0.get() as *mut libc::sem_t
 }
 
@@ -10,7 +52,7 @@ fn ptr(cell: &SemCell) -> *mut libc::sem_t {
 /// Linux (EINVAL is for a value above SEM_VALUE_MAX, ENOSYS for systems
 /// without process-shared semaphores); were it to, waits would return at
 /// once with EINVAL and the caller would poll at its check interval.
-pub(super) fn init(cell: &SemCell) {
+fn init(cell: &NotifierCell) {
     // SAFETY: `ptr` is 32 writable bytes aligned for a sem_t (const-asserted above), inside our mapping.
     unsafe {
         libc::sem_init(ptr(cell), 1, 0);
@@ -43,11 +85,11 @@ fn shared_flags() -> u32 {
 /// between this check and glibc's read of it: the check closes the
 /// window to a few instructions, it cannot close it entirely. The futex
 /// notifier has no such word.)
-fn flags_sane(cell: &SemCell) -> bool {
+fn flags_sane(cell: &NotifierCell) -> bool {
     // SAFETY: offset 8..12 is inside the 32-byte, 8-aligned cell, in our mapping; an AtomicU32 read tolerates a concurrent writer.
-    let flags = unsafe { &*(cell.0.get().cast::<u8>().add(FLAGS_OFFSET) as *const std::sync::atomic::AtomicU32) };
+    let flags = unsafe { &*(cell.0.get().cast::<u8>().add(FLAGS_OFFSET) as *const AtomicU32) };
     // Relaxed: a plausibility check of an untrusted word.
-    flags.load(std::sync::atomic::Ordering::Relaxed) == shared_flags()
+    flags.load(Ordering::Relaxed) == shared_flags()
 }
 
 /// Wait for a post at most `timeout` (`None`: without a bound). Every
@@ -55,7 +97,7 @@ fn flags_sane(cell: &SemCell) -> bool {
 /// means "re-check", so the result is ignored. With a scribbled flags
 /// word ([`flags_sane`]) it sleeps 1 ms (at most `timeout`) instead, so
 /// the caller polls.
-pub(super) fn wait(cell: &SemCell, timeout: Option<Duration>) {
+fn wait(cell: &NotifierCell, timeout: Option<Duration>) {
     if !flags_sane(cell) {
         std::thread::sleep(timeout.map_or(Duration::from_millis(1), |t| t.min(Duration::from_millis(1))));
         return;
@@ -91,7 +133,7 @@ pub(super) fn wait(cell: &SemCell, timeout: Option<Duration>) {
 /// `sem_post`; EOVERFLOW (count at SEM_VALUE_MAX) and EINVAL are ignored:
 /// the waiters that count would have woken are awake already or will
 /// poll at their check interval.
-pub(super) fn post(cell: &SemCell) {
+fn post(cell: &NotifierCell) {
     if !flags_sane(cell) {
         return; // the waiters poll at their check interval
     }

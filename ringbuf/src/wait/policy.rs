@@ -1,0 +1,180 @@
+//! [`WaitPolicy`] and the spin → yield → park loop every blocking call runs.
+
+use std::time::{Duration, Instant};
+
+use super::eventcount::EventCount;
+use crate::sync::{AtomicU32, Ordering};
+
+/// How a blocking call waits: spin, then yield, then park on the eventcount
+/// (with the segment's notifier, futex or semaphore).
+///
+/// ```
+/// use shmring::WaitPolicy;
+/// let lowest_latency = WaitPolicy::busy_poll();   // burns a core, never sleeps
+/// let frugal = WaitPolicy::park();                // sleeps at once
+/// let balanced = WaitPolicy::default().spin(4096); // spin a while first
+/// assert!(!lowest_latency.parks() && frugal.parks() && balanced.parks());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitPolicy {
+    spin: u32,
+    yields: u32,
+    park: bool,
+    check_interval: Duration,
+}
+
+impl Default for WaitPolicy {
+    /// Spin 1024 rounds, yield 8 times, then park, checking the peer every 100 ms.
+    fn default() -> Self {
+        WaitPolicy { spin: 1024, yields: 8, park: true, check_interval: Duration::from_millis(100) }
+    }
+}
+
+impl WaitPolicy {
+    /// Never sleep: spin (with a CPU pause hint) until the condition holds.
+    /// Lowest latency; one core stays busy. The peer's liveness is still
+    /// checked every [`WaitPolicy::check_interval`].
+    pub fn busy_poll() -> WaitPolicy {
+        WaitPolicy { spin: u32::MAX, yields: 0, park: false, ..WaitPolicy::default() }
+    }
+
+    /// Park on the eventcount as soon as the condition does not hold.
+    pub fn park() -> WaitPolicy {
+        WaitPolicy { spin: 0, yields: 0, park: true, ..WaitPolicy::default() }
+    }
+
+    /// Set the number of spin rounds before yielding (each round re-checks
+    /// the condition and issues one CPU pause hint).
+    pub fn spin(mut self, rounds: u32) -> WaitPolicy {
+        self.spin = rounds;
+        self
+    }
+
+    /// Set the number of `sched_yield` rounds before parking.
+    pub fn yields(mut self, rounds: u32) -> WaitPolicy {
+        self.yields = rounds;
+        self
+    }
+
+    /// How often a waiter wakes to check that its peer is alive. Default
+    /// 100 ms; a dead peer is reported within about this long.
+    pub fn check_interval(mut self, every: Duration) -> WaitPolicy {
+        self.check_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether this policy ever parks.
+    pub fn parks(&self) -> bool {
+        self.park
+    }
+
+    /// The liveness check interval.
+    pub fn interval(&self) -> Duration {
+        self.check_interval
+    }
+
+    /// Spin rounds before yielding ([`WaitPolicy::spin`]; `u32::MAX` for
+    /// [`WaitPolicy::busy_poll`]).
+    pub fn spin_rounds(&self) -> u32 {
+        self.spin
+    }
+}
+
+/// Outcome of one attempt inside [`block_on`].
+pub(crate) enum Attempt<T> {
+    /// Done with this value.
+    Ready(T),
+    /// Condition does not hold yet.
+    NotYet,
+}
+
+/// A word that says, while a waiter is registered on an eventcount, which
+/// one: set to `value` after registering and back to 0 before
+/// deregistering (see `Participant::parked`).
+pub(crate) struct ParkMark<'a> {
+    pub(crate) word: &'a AtomicU32,
+    pub(crate) value: u32,
+}
+
+impl ParkMark<'_> {
+    fn set(mark: &Option<ParkMark<'_>>, parked: bool) {
+        if let Some(m) = mark {
+            // Release: pairs with the Acquire load of whoever takes over the
+            // entry after this process died; the word is only ever read
+            // once its writer is dead.
+            m.word.store(if parked { m.value } else { 0 }, Ordering::Release);
+        }
+    }
+}
+
+/// Run `attempt` until it is ready, following `policy`. `attempt(true)` is
+/// asked every `policy.interval()` while waiting to also check that the peer
+/// is alive (its error ends the wait). `deadline` bounds the whole wait, ending
+/// it with `timeout_err()`. While parked, `mark` (if any) says so.
+pub(crate) fn block_on<T, E>(
+    policy: &WaitPolicy,
+    ec: &EventCount,
+    mark: Option<ParkMark<'_>>,
+    deadline: Option<Instant>,
+    timeout_err: impl Fn() -> E,
+    mut attempt: impl FnMut(bool) -> Result<Attempt<T>, E>,
+) -> Result<T, E> {
+    let mut next_check = Instant::now() + policy.check_interval;
+    // Returns whether a liveness check is due; errors on the deadline. A
+    // check due at the deadline runs first (one more attempt), so a wait
+    // whose timeout is no longer than the check interval still checks.
+    let tick = |next_check: &mut Instant| -> Result<bool, E> {
+        // Under loom, real time must not change what a model does.
+        if cfg!(loom) {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        if now >= *next_check {
+            *next_check = now + policy.check_interval;
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(timeout_err());
+        }
+        Ok(false)
+    };
+    let mut spun: u32 = 0;
+    while spun < policy.spin || !policy.park {
+        let due = spun % 1024 == 1023 && tick(&mut next_check)?;
+        if let Attempt::Ready(v) = attempt(due)? {
+            return Ok(v);
+        }
+        crate::sync::spin_hint();
+        spun = spun.wrapping_add(1);
+    }
+    for _ in 0..policy.yields {
+        let due = tick(&mut next_check)?;
+        if let Attempt::Ready(v) = attempt(due)? {
+            return Ok(v);
+        }
+        crate::sync::yield_now();
+    }
+    loop {
+        let due = tick(&mut next_check)?;
+        let key = ec.prepare_wait();
+        ParkMark::set(&mark, true);
+        let outcome = match attempt(due) {
+            Ok(Attempt::Ready(v)) => Some(Ok(v)),
+            Err(e) => Some(Err(e)),
+            Ok(Attempt::NotYet) => None,
+        };
+        if outcome.is_none() {
+            let now = Instant::now();
+            let mut slice = next_check.saturating_duration_since(now);
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(now));
+            }
+            ec.sleep(key, Some(slice.max(Duration::from_micros(50))));
+        }
+        ParkMark::set(&mark, false);
+        ec.cancel_wait();
+        if let Some(r) = outcome {
+            return r;
+        }
+    }
+}
