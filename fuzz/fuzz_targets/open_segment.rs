@@ -31,9 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use shmring::inspect::Snapshot;
 use shmring::header::{
     self, ABI_VERSION, CONTROL_OFFSET, HEADER_LEN, Header, MAGIC, NotifierKind, ROLE_ATTACHING, ROLE_FREE, RingKind,
-    RoleSlot, STATE_READY, Snapshot, SpscControl,
+    RoleSlot, STATE_READY, SpscControl,
 };
 use shmring::spsc::{Consumer, Producer};
 use shmring::{Error, Location, RingOptions, Segment, WaitPolicy};

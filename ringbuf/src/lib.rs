@@ -52,6 +52,7 @@
 
 mod error;
 pub mod header;
+pub mod inspect;
 pub mod liveness;
 pub mod mpmc;
 mod region;

@@ -21,18 +21,18 @@ use crate::wait::NotifierKind;
 /// # Safety
 /// `seg` must be at least as long as the header of `kind` ([`header::HEADER_LEN`]
 /// for SPSC, [`header::MPMC_HEADER_LEN`] for MPMC).
-unsafe fn eventcounts(seg: &Segment, kind: RingKind) -> [&EventCount; 2] {
+unsafe fn eventcounts(seg: &Segment, kind: RingKind) -> [(&'static str, &EventCount); 2] {
     let ctl = seg.as_ptr().wrapping_add(header::CONTROL_OFFSET);
     match kind {
         RingKind::Spsc => {
             // SAFETY: the caller guarantees HEADER_LEN bytes, which hold the control block (const-asserted in header.rs); the offset is 128-aligned and the block is made of atomics and eventcounts.
             let c = unsafe { &*(ctl as *const SpscControl) };
-            [&*c.data_ready, &*c.space_free]
+            c.eventcounts()
         }
         RingKind::Mpmc => {
             // SAFETY: as above, with MPMC_HEADER_LEN bytes for the MPMC control block.
             let c = unsafe { &*(ctl as *const MpmcControl) };
-            [&*c.not_empty, &*c.not_full]
+            c.eventcounts()
         }
     }
 }
@@ -44,7 +44,7 @@ unsafe fn eventcounts(seg: &Segment, kind: RingKind) -> [&EventCount; 2] {
 /// this call.
 pub(crate) fn init_header(seg: &Segment, g: &Geometry, notifier: NotifierKind) {
     // SAFETY: the segment was created `g.total_len()` bytes long, which includes the header of its kind.
-    for ec in unsafe { eventcounts(seg, g.kind) } {
+    for (_, ec) in unsafe { eventcounts(seg, g.kind) } {
         ec.init(notifier);
     }
     // SAFETY: the mapping is at least HEADER_LEN bytes (every geometry's header is) and page-aligned; the header is made of atomics.
@@ -108,18 +108,10 @@ pub(crate) fn wait_ready(seg: &Segment, ready_timeout: Duration, expected: RingK
             expected: expected.name(),
         });
     }
-    // `validate` checked the word names a known notifier.
-    let notifier = NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
-    // SAFETY: `validate` checked the mapping is `g.total_len()` bytes long, which includes the header of kind `g.kind`.
-    for ec in unsafe { eventcounts(seg, g.kind) } {
-        let word = ec.notifier_word();
-        if !notifier.eventcount_word_matches(word) {
-            return Err(Error::corrupted(
-                seg.name(),
-                format!("an eventcount's notifier word is {word}, the header says {}", notifier.name()),
-            ));
-        }
-    }
+    // SAFETY: `validate` checked the mapping is `g.total_len()` bytes long,
+    // which includes the header of kind `g.kind`.
+    let ecs = unsafe { eventcounts(seg, g.kind) };
+    header::check_eventcounts(h, ecs).map_err(|what| Error::corrupted(seg.name(), what))?;
     Ok(g)
 }
 

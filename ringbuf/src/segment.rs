@@ -69,6 +69,20 @@ impl Location {
         }
     }
 
+    /// The file behind the location: `/dev/shm/NAME` for a shm object
+    /// ([`SHM_DIR`]), the path itself otherwise.
+    ///
+    /// ```
+    /// use shmring::Location;
+    /// assert_eq!(Location::shm("demo").file_path(), std::path::Path::new("/dev/shm/demo"));
+    /// ```
+    pub fn file_path(&self) -> PathBuf {
+        match self {
+            Location::Shm(name) => Path::new(SHM_DIR).join(name.trim_start_matches('/')),
+            Location::Path(p) => p.clone(),
+        }
+    }
+
     /// Whether the name currently exists.
     pub fn exists(&self) -> bool {
         match self {
@@ -328,21 +342,37 @@ impl Segment {
 /// # Errors
 /// [`Error::NotFound`], [`Error::Io`].
 pub fn read_first_page(loc: &Location) -> Result<(Vec<u8>, u64)> {
+    read_prefix(loc, crate::header::HEADER_LEN)
+}
+
+/// Read up to the first `max` bytes of a segment with plain reads (no
+/// mapping, no writes), plus its real length: fewer bytes if the file is
+/// shorter. A name that is not a regular file (a FIFO planted under it, a
+/// symbolic link) is refused without blocking.
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::InvalidArgument`] for something other than
+/// a regular file, [`Error::Io`].
+pub fn read_prefix(loc: &Location, max: usize) -> Result<(Vec<u8>, u64)> {
     let mut file = open_file(loc, Access::ReadOnly)?;
     let meta = file.metadata().map_err(|e| Error::io("fstat", loc, e))?;
     if !meta.is_file() {
         return Err(Error::InvalidArgument(format!("{loc} is not a regular file")));
     }
-    let mut page = Vec::with_capacity(crate::header::HEADER_LEN);
-    (&mut file).take(crate::header::HEADER_LEN as u64).read_to_end(&mut page).map_err(|e| Error::io("read", loc, e))?;
-    Ok((page, meta.len()))
+    let mut bytes = Vec::with_capacity(max);
+    (&mut file).take(max as u64).read_to_end(&mut bytes).map_err(|e| Error::io("read", loc, e))?;
+    Ok((bytes, meta.len()))
 }
+
+/// Where Linux (glibc's `shm_open`) keeps POSIX shared-memory objects: a
+/// tmpfs whose files are the objects.
+pub const SHM_DIR: &str = "/dev/shm";
 
 /// Names of POSIX shm objects currently in `/dev/shm` (any, not only ours),
 /// as [`Location::Shm`].
 pub fn list_shm() -> Result<Vec<Location>> {
-    let dir = Path::new("/dev/shm");
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("readdir", "/dev/shm", e))?;
+    let dir = Path::new(SHM_DIR);
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("readdir", SHM_DIR, e))?;
     let mut out: Vec<Location> = rd
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))

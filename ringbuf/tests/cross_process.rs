@@ -189,7 +189,7 @@ for_each_notifier! {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
-            if shmring::header::Snapshot::parse(&page, len).consumer.0 == shmring::header::ROLE_ATTACHED {
+            if shmring::inspect::Snapshot::parse(&page, len).consumer.0 == shmring::header::ROLE_ATTACHED {
                 break;
             }
             assert!(Instant::now() < deadline, "the consumer never attached");

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::{Attacker, Peer, TempSeg, peer_role, spawn_peer};
 use shmring::header::{
-    self, CONTROL_OFFSET, Header, MpmcControl, NotifierKind, PARTICIPANT_ABORTED, Participant, RoleSlot, Snapshot,
-    SpscControl,
+    self, CONTROL_OFFSET, Header, MpmcControl, NotifierKind, PARTICIPANT_ABORTED, Participant, RoleSlot, SpscControl,
 };
+use shmring::inspect::Snapshot;
 use shmring::mpmc::{self, MpmcOptions};
 use shmring::spsc::{Consumer, Producer};
 use shmring::{Error, Location, RingOptions, Segment, WaitPolicy};

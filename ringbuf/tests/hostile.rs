@@ -381,7 +381,7 @@ fn a_scribbled_semaphore_flags_word_is_not_handed_to_glibc() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (page, len) = shmring::segment::read_first_page(&seg.0).unwrap();
-        if shmring::header::Snapshot::parse(&page, len).waiters.0 > 0 {
+        if shmring::inspect::Snapshot::parse(&page, len).waiters.0 > 0 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the victim never parked");

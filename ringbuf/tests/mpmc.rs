@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Attacker, Peer, TempSeg, assert_corrupted, peer_role, spawn_peer, wait_exit};
-use shmring::header::{self, CONTROL_OFFSET, MPMC_HEADER_LEN, MpmcControl, NotifierKind, Snapshot, mpmc_slot_stride};
+use shmring::header::{self, CONTROL_OFFSET, MPMC_HEADER_LEN, MpmcControl, NotifierKind, mpmc_slot_stride};
+use shmring::inspect::Snapshot;
 use shmring::mpmc::{self, Consumer, MpmcOptions, Producer};
 use shmring::{Error, Location, RingOptions, Segment, WaitPolicy, spsc};
 

@@ -352,7 +352,7 @@ for_each_notifier! {
         }
         assert_eq!(n, 2);
         let (page, len) = shmring::segment::read_first_page(&s.0).unwrap();
-        let snap = shmring::header::Snapshot::parse(&page, len);
+        let snap = shmring::inspect::Snapshot::parse(&page, len);
         assert_eq!(snap.tail % 64, 56, "the next header is the last word of a line");
         assert_eq!(snap.head, snap.tail, "everything up to the tail is released");
     }

@@ -1,7 +1,8 @@
 //! The header words fixed at creation, as a handle saw them at open, and
 //! their re-check at every liveness tick.
 
-use super::*;
+use super::abi::{FLAG_POISONED, Header};
+use crate::sync::Ordering;
 
 /// The header words its creator writes once, before READY (all but the
 /// flags word), as a handle saw them when it opened the segment. Compared at

@@ -1,7 +1,7 @@
 //! An aborting handle's reason, in its role slot or participant entry,
 //! and how it is shown.
 
-use super::*;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Longest reason an aborting handle leaves for its peers, in bytes.
 pub const REASON_MAX: usize = 64;
@@ -88,4 +88,36 @@ pub fn escape_reason(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A [`Reason`] copied out of a segment with plain reads, not yet checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawReason {
+    /// The length word.
+    pub len: u32,
+    /// All [`REASON_MAX`] bytes (fewer if the page was short).
+    pub bytes: Vec<u8>,
+}
+
+impl RawReason {
+    /// Decode the reason at byte `off` of `page` (missing bytes read as zero).
+    #[cfg(not(loom))]
+    pub fn parse(page: &[u8], off: usize) -> RawReason {
+        let start = off + std::mem::offset_of!(Reason, bytes);
+        let bytes = page.get(start..(start + REASON_MAX).min(page.len())).unwrap_or(&[]).to_vec();
+        let len = page
+            .get(off + std::mem::offset_of!(Reason, len)..)
+            .and_then(|b| b.get(..4))
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        RawReason { len, bytes }
+    }
+
+    /// The reason escaped for display ([`escape_reason`]), or what is
+    /// impossible about its length word.
+    pub fn text(&self) -> std::result::Result<String, String> {
+        if self.len as usize > REASON_MAX {
+            return Err(format!("abort reason length word is {}, more than {REASON_MAX}", self.len));
+        }
+        Ok(escape_reason(&self.bytes[..(self.len as usize).min(self.bytes.len())]))
+    }
 }

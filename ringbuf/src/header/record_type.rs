@@ -1,6 +1,7 @@
 //! The record type of a typed ring, as the header records it.
 
-use super::*;
+use super::abi::Header;
+use crate::sync::Ordering;
 
 /// The record type of a typed ring (see `typed`): size, alignment, name and
 /// a fingerprint, recorded in the header by the creator and compared by
@@ -47,6 +48,11 @@ impl RecordType {
             Ok(s) => s.escape_debug().to_string(),
             Err(_) => "(not UTF-8)".to_owned(),
         }
+    }
+
+    /// Rebuild from header words (the name zero-padded, as stored).
+    pub(crate) fn from_parts(size: u32, align: u32, fingerprint: u64, name: [u8; RecordType::NAME_MAX]) -> RecordType {
+        RecordType { size, align, fingerprint, name }
     }
 
     /// Write into a header being initialised (before READY).

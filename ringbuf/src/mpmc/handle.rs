@@ -134,16 +134,8 @@ impl Core {
             if let Err(what) = self.sh.fixed.check(h) {
                 return Err(self.poison(what));
             }
-            // Unchanged since `wait_ready` checked it names a notifier: checked just above.
-            let want = header::NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
-            let ctl = self.sh.ctl();
-            for (name, word) in
-                [("not_empty", ctl.not_empty.notifier_word()), ("not_full", ctl.not_full.notifier_word())]
-            {
-                if !want.eventcount_word_matches(word) {
-                    let what = format!("eventcount {name}'s notifier word is {word}, the header says {}", want.name());
-                    return Err(self.poison(what));
-                }
+            if let Err(what) = header::check_eventcounts(h, self.sh.ctl().eventcounts()) {
+                return Err(self.poison(what));
             }
         }
         // Relaxed: only we change our word while we hold the entry.

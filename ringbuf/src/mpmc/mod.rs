@@ -143,6 +143,7 @@ use crate::wait::{EventCount, WaitPolicy};
 
 mod consumer;
 mod handle;
+pub(crate) mod layout;
 mod participants;
 mod producer;
 

@@ -10,11 +10,10 @@ use super::Shared;
 use super::consumer::Consumer;
 use super::producer::Producer;
 use crate::error::{Error, Result};
-use crate::header::{
-    CLOSE_SEAL, NotifierKind, ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot,
-};
+use crate::header::check::check_eventcounts;
 use crate::liveness::ProcessId;
 use crate::ring::Health;
+use crate::spsc::layout::{CLOSE_SEAL, ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot};
 use crate::sync::Ordering;
 use crate::wait::EventCount;
 
@@ -106,16 +105,7 @@ impl Shared {
         // SAFETY: as for `ctl`.
         let h = unsafe { h.as_ref() };
         self.fixed.check(h).map_err(|what| self.corrupt(what))?;
-        // Unchanged since `wait_ready` checked it names a notifier: checked just above.
-        let want = NotifierKind::from_u32(h.notifier.load(Ordering::Relaxed)).unwrap_or_default();
-        for (name, ec) in [("data_ready", &*self.ctl().data_ready), ("space_free", &*self.ctl().space_free)] {
-            let word = ec.notifier_word();
-            if !want.eventcount_word_matches(word) {
-                return Err(self
-                    .corrupt(format!("eventcount {name}'s notifier word is {word}, the header says {}", want.name())));
-            }
-        }
-        Ok(())
+        check_eventcounts(h, self.ctl().eventcounts()).map_err(|what| self.corrupt(what))
     }
 
     /// `r`, having poisoned the segment and the handle's `health` if it is

@@ -54,6 +54,7 @@ use crate::wait::{Doorbell, EventCount, Registration, WaitPolicy};
 mod consumer;
 mod ending;
 mod grant;
+pub(crate) mod layout;
 mod producer;
 
 use ending::Peer;
