@@ -52,6 +52,7 @@
 
 mod error;
 pub mod header;
+#[cfg(not(loom))]
 pub mod inspect;
 pub mod liveness;
 pub mod mpmc;

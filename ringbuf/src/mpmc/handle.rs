@@ -2,7 +2,9 @@
 //! and release slots, wait. See the `mpmc` module docs for the reasoning.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(loom))]
+use std::time::Instant;
 
 #[cfg(loom)]
 use super::STUCK_POLL;

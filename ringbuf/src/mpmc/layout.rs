@@ -12,10 +12,9 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::header::abi::{CONTROL_OFFSET, HEADER_LEN};
-use crate::header::reason::{REASON_MAX, Reason};
+use crate::header::reason::Reason;
 use crate::sync::{AtomicU32, AtomicU64};
-use crate::wait::{EventCount, MAX_WAITERS};
+use crate::wait::EventCount;
 
 /// block with its participant table, three pages.
 pub const MPMC_HEADER_LEN: usize = 3 * 4096;
@@ -203,6 +202,9 @@ pub const fn mpmc_slot_stride(slot_size: u32) -> u64 {
 
 #[cfg(not(loom))]
 const _: () = {
+    use crate::header::abi::{CONTROL_OFFSET, HEADER_LEN};
+    use crate::header::reason::REASON_MAX;
+    use crate::wait::MAX_WAITERS;
     assert!(CONTROL_OFFSET + std::mem::size_of::<MpmcControl>() <= MPMC_HEADER_LEN);
     // Everything `Snapshot::parse` reads of an MPMC segment is in the first page.
     assert!(CONTROL_OFFSET + std::mem::offset_of!(MpmcControl, participants) <= HEADER_LEN);

@@ -2,8 +2,8 @@
 //! of records of one length ([`Records`]), written in place, then committed
 //! or staged.
 
+use super::format::{RECORD_HEADER, record_size};
 use super::producer::{OpenRun, Producer};
-use super::{RECORD_HEADER, record_size};
 
 /// A region of the ring granted to the producer; write the payload through
 /// `DerefMut<Target = [u8]>`, then [`Grant::commit`] or [`Grant::stage`].

@@ -10,7 +10,6 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::header::abi::{CONTROL_OFFSET, HEADER_LEN};
 use crate::header::reason::Reason;
 use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::EventCount;
@@ -119,6 +118,7 @@ impl Default for SpscControl {
 
 #[cfg(not(loom))]
 const _: () = {
+    use crate::header::abi::{CONTROL_OFFSET, HEADER_LEN};
     assert!(CONTROL_OFFSET + std::mem::size_of::<SpscControl>() <= HEADER_LEN);
     // A role slot fits its 128-byte line.
     assert!(std::mem::size_of::<RoleSlot>() <= 128);

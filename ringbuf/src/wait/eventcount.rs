@@ -80,10 +80,12 @@ impl EventCount {
     /// yet, to sleep with `kind`: records the kind and, for a semaphore,
     /// `sem_init`s it process-shared with a count of 0. Call before the
     /// segment is marked ready (the Release store of READY publishes it).
-    #[cfg(not(loom))]
+    /// (Under loom segments are never initialised: models build their
+    /// eventcounts with `EventCount::with_notifier`.)
     pub(crate) fn init(&self, kind: NotifierKind) {
         kind.backend().init(&self.sem);
         // Relaxed: published by the Release store of READY in `init_header`.
+        #[cfg(not(loom))]
         self.notifier.store(kind as u32, Ordering::Relaxed);
     }
 
@@ -94,12 +96,6 @@ impl EventCount {
     pub fn notifier(&self) -> NotifierKind {
         NotifierKind::of_eventcount_word(self.notifier_word())
     }
-
-    /// Under loom segments are never initialised (models build their
-    /// eventcounts with [`EventCount::with_notifier`]); kept so the segment
-    /// code compiles.
-    #[cfg(loom)]
-    pub(crate) fn init(&self, _kind: NotifierKind) {}
 
     /// The raw notifier word (for the opener's check against the header).
     pub(crate) fn notifier_word(&self) -> u32 {
