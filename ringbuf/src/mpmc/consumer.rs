@@ -3,25 +3,11 @@
 
 use std::time::Duration;
 
-use super::producer::handle_common;
-use super::{
-    Claim, Core, Ec, MpmcOptions, Producer, Side, Stats, core_from_segment, create_core, open_core, open_or_create_core,
-};
-#[cfg(doc)]
-use crate::error::Error;
+use super::ends::Consumer;
+use super::handle::{Claim, Core, Side};
+use super::shared::Ec;
 use crate::error::Result;
-use crate::segment::{Location, Segment};
-#[cfg(loom)]
-use crate::sync::Ordering;
-use crate::wait::{Deadline, WaitPolicy};
-
-/// A consuming handle of an MPMC ring. Any number of consumers (in any
-/// processes) may receive concurrently; each message goes to exactly one of
-/// them, and messages from one producer arrive in the order it sent them.
-/// See [`Producer`] for an example.
-pub struct Consumer {
-    pub(super) core: Core,
-}
+use crate::wait::Deadline;
 
 /// A message received in place; derefs to its payload bytes. Dropping it
 /// frees the slot for producers.
@@ -60,8 +46,6 @@ impl Core {
 }
 
 impl Consumer {
-    handle_common!(Consumer);
-
     /// Claim up to `want` consecutive ready slots, waiting until `deadline`;
     /// `None` at end of stream.
     fn claim(&mut self, want: u64, deadline: Deadline) -> Result<Option<(u64, u64)>> {

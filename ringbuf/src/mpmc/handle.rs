@@ -3,19 +3,21 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-#[cfg(not(loom))]
-use std::time::Instant;
 
-#[cfg(loom)]
-use super::STUCK_POLL;
-use super::{CLAIM_RETRIES, SKIP, Shared};
-use crate::error::{Error, Result};
-use crate::header::{
-    self, CLAIM_NONE, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, PARKED_NOT_EMPTY, PARKED_NOT_FULL, Participant,
+use super::layout::{
+    CLAIM_NONE, MPMC_CLOSED, MPMC_POSITION_LIMIT, MpmcControl, PARKED_NOT_EMPTY, PARKED_NOT_FULL, Participant,
 };
+#[cfg(loom)]
+use super::shared::STUCK_POLL;
+use super::shared::{CLAIM_RETRIES, Ec, SKIP, Shared};
+use crate::error::{Error, Result};
+use crate::header;
 use crate::ring::Health;
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{Attempt, Deadline, ParkMark, WaitPolicy, block_on};
+
+#[cfg(not(loom))]
+use std::time::Instant;
 
 /// Which counter a claim is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,13 +65,6 @@ pub(super) struct Stuck {
     /// How long after `next_scan`'s check the next one comes.
     #[cfg(not(loom))]
     pub(super) poll: Duration,
-}
-
-/// Which eventcount a wait parks on.
-#[derive(Clone, Copy)]
-pub(super) enum Ec {
-    NotEmpty,
-    NotFull,
 }
 
 /// The state one handle keeps, for either role.

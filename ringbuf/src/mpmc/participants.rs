@@ -2,20 +2,22 @@
 //! claimant died. The reasoning is in the module docs of `mpmc`.
 
 use std::sync::Arc;
-#[cfg(not(loom))]
-use std::time::Instant;
 
-use super::{Core, SKIP, Shared, Side, Stuck};
-#[cfg(not(loom))]
-use super::{STUCK_GRACE, STUCK_POLL, STUCK_POLL_MAX};
-use crate::error::{Error, Result};
-use crate::header::{
+use super::handle::{Core, Side, Stuck};
+use super::layout::{
     CLAIM_NONE, MPMC_MAX_PARTICIPANTS, PARKED_NONE, PARKED_NOT_EMPTY, PARKED_NOT_FULL, PARTICIPANT_ABORTED,
     PARTICIPANT_ATTACHED, PARTICIPANT_ATTACHING, PARTICIPANT_FREE, Participant, participant_fields, participant_word,
 };
+use super::shared::{CLAIM_RETRIES, SKIP, Shared};
+#[cfg(not(loom))]
+use super::shared::{STUCK_GRACE, STUCK_POLL, STUCK_POLL_MAX};
+use crate::error::{Error, Result};
 use crate::liveness::ProcessId;
 use crate::sync::Ordering;
 use crate::wait::WaitPolicy;
+
+#[cfg(not(loom))]
+use std::time::Instant;
 
 impl Core {
     /// Take a participant entry for process `me`: a free one, else one
@@ -258,7 +260,7 @@ impl Core {
         // Read the counters with `dequeue` stable around `enqueue`, so they
         // are consistent: d <= e <= d + n.
         let mut stable = None;
-        for _ in 0..super::CLAIM_RETRIES {
+        for _ in 0..CLAIM_RETRIES {
             // Acquire (all three): pair with the handles' Release counter
             // CASes, so their claim records are visible to `live_claimant`.
             let d = ctl.dequeue.load(Ordering::Acquire);
