@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use shmring::spsc::Consumer;
-use shmring::{Location, RingOptions};
+use shmring::{Location, SpscOptions};
 use shmring_examples::{Summary, check_record};
 
 fn main() -> ExitCode {
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let loc = Location::shm(&name);
-    let received = Consumer::open_or_create(&loc, &RingOptions::new()).map_err(Into::into).and_then(consume);
+    let received = Consumer::open_or_create(&loc, &SpscOptions::new()).map_err(Into::into).and_then(consume);
     // The stream is over (or broken): remove the name, whatever happened.
     let _ = loc.unlink();
     match received {

@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Location, RingOptions};
+use shmring::{Location, SpscOptions};
 use shmring_examples::{RECORD_LEN, Summary, check_record, write_record};
 
 /// First argument that makes this program the consumer: `--consumer NAME COUNT`.
@@ -104,7 +104,7 @@ fn send(mut tx: Producer, count: u64) -> Result<Summary, Box<dyn Error>> {
 /// and check that exactly `count` records came, in order and intact.
 fn consumer(name: &str, count: &str) -> Result<(), Box<dyn Error>> {
     let count: u64 = count.parse()?;
-    let mut rx = Consumer::create(&Location::shm(name), &RingOptions::new())?;
+    let mut rx = Consumer::create(&Location::shm(name), &SpscOptions::new())?;
     let mut records = 0;
     let mut start = None;
     while let Some(record) = rx.recv()? {

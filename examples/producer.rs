@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use shmring::spsc::Producer;
-use shmring::{Location, RingOptions};
+use shmring::{Location, SpscOptions};
 use shmring_examples::{RECORD_LEN, Summary, write_record};
 
 /// Records staged before each flush.
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 fn produce(name: &str, count: u64) -> Result<Summary, Box<dyn Error>> {
-    let mut tx = Producer::open_or_create(&Location::shm(name), &RingOptions::new())?;
+    let mut tx = Producer::open_or_create(&Location::shm(name), &SpscOptions::new())?;
     let start = Instant::now();
     for seq in 0..count {
         // Waits (spins, then sleeps) while the ring is full.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use shmring::spsc::{Consumer, Producer};
 use shmring::typed::{Receiver, Sender};
-use shmring::{Location, RingOptions, WaitPolicy};
+use shmring::{Location, SpscOptions, WaitPolicy};
 use shmring_benches::affinity;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -36,8 +36,8 @@ struct Tick {
 /// Records per batch on the producer side.
 const BATCH: u64 = 64;
 
-fn opts() -> RingOptions {
-    RingOptions::new().capacity(1 << 16).wait_policy(WaitPolicy::busy_poll())
+fn opts() -> SpscOptions {
+    SpscOptions::new().capacity(1 << 16).wait_policy(WaitPolicy::busy_poll())
 }
 
 fn name(tag: &str) -> Location {

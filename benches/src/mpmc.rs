@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use shmring::mpmc::{self, MpmcOptions};
-use shmring::{Error, Location, RingOptions, WaitPolicy, spsc};
+use shmring::{Error, Location, SpscOptions, WaitPolicy, spsc};
 
 use crate::affinity::pin_if_some;
 use crate::shm::Mode;
@@ -189,7 +189,7 @@ impl ShmMpmcStream {
         let reports = Consumer::create(&names.0[1], &MpmcOptions::new().slot_size(32).slot_count(64))?;
         let mut cmds = Vec::with_capacity(workers);
         for loc in &names.0[2..] {
-            cmds.push(spsc::Producer::create(loc, &RingOptions::new().capacity(4096))?);
+            cmds.push(spsc::Producer::create(loc, &SpscOptions::new().capacity(4096))?);
         }
         let mut link = ShmMpmcStream { cmds, data, reports, workers: Vec::new(), shape };
         for w in 0..workers {

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Error, Location, RingOptions, WaitPolicy};
+use shmring::{Error, Location, SpscOptions, WaitPolicy};
 
 use crate::affinity::pin_if_some;
 use crate::{BoxError, MSG_LEN, RING_ITEMS, Workload, expected_sum, read_u64};
@@ -173,7 +173,7 @@ impl Link {
         let base = crate::unique_name(role.tag());
         let (to, from) = locations(&base);
         // Ping-pong is request/response: its producers demote what they send.
-        let opts = RingOptions::new().wait_policy(WaitPolicy::busy_poll()).demote(role == Role::Echo);
+        let opts = SpscOptions::new().wait_policy(WaitPolicy::busy_poll()).demote(role == Role::Echo);
         let tx = Producer::create(&to, &opts.capacity(role.to_capacity()))?;
         let names = Names(to, from);
         let rx = Consumer::create(&names.1, &opts.capacity(FROM_CAPACITY))?;

@@ -7,7 +7,7 @@ use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Error, Location, RingOptions, WaitPolicy};
+use shmring::{Error, Location, SpscOptions, WaitPolicy};
 
 fn policy(spin: bool) -> WaitPolicy {
     if spin { WaitPolicy::busy_poll() } else { WaitPolicy::default() }
@@ -69,7 +69,7 @@ impl<'a> PeerWait<'a> {
 }
 
 pub fn send(loc: &Location, capacity: u64, chunk: u64, spin: bool, timeout: Option<Duration>) -> Result<u8, String> {
-    let opts = RingOptions::new().capacity(capacity).wait_policy(policy(spin));
+    let opts = SpscOptions::new().capacity(capacity).wait_policy(policy(spin));
     let mut tx = Producer::open_or_create(loc, &opts).map_err(|e| e.to_string())?;
     let chunk = chunk.clamp(1, tx.capacity() / 2) as usize;
     let mut input = std_fd(0);
@@ -119,7 +119,7 @@ pub fn send(loc: &Location, capacity: u64, chunk: u64, spin: bool, timeout: Opti
 }
 
 pub fn recv(loc: &Location, capacity: u64, spin: bool, keep: bool, timeout: Option<Duration>) -> Result<u8, String> {
-    let opts = RingOptions::new().capacity(capacity).wait_policy(policy(spin));
+    let opts = SpscOptions::new().capacity(capacity).wait_policy(policy(spin));
     let mut rx = Consumer::open_or_create(loc, &opts).map_err(|e| e.to_string())?;
     let mut wait = PeerWait::new(loc, "producer", timeout);
     while !rx.peer_arrived().map_err(|e| fail_and_remove(loc, e))? {

@@ -398,14 +398,14 @@ fn ls_inspect_and_rm_understand_typed_mpmc_segments() {
 fn inspect_prints_the_record_type_of_a_typed_spsc_ring() {
     let name = Name::new("typedspsc");
     let loc = Location::shm(&name.0);
-    let tx: Sender<u32> = Sender::create(&loc, &shmring::RingOptions::new().capacity(4096)).unwrap();
+    let tx: Sender<u32> = Sender::create(&loc, &shmring::SpscOptions::new().capacity(4096)).unwrap();
     let (code, out) = stdout_of(&["inspect", &name.0]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("kind         spsc") && out.contains("record type  u32 (4 bytes, align 4"), "{out}");
     assert_eq!(ls_json_row(&name)["record_type"]["size_bytes"], 4);
     drop(tx);
     let untyped = Name::new("untyped");
-    let p = shmring::spsc::Producer::create(&Location::shm(&untyped.0), &shmring::RingOptions::new()).unwrap();
+    let p = shmring::spsc::Producer::create(&Location::shm(&untyped.0), &shmring::SpscOptions::new()).unwrap();
     assert!(stdout_of(&["inspect", &untyped.0]).1.contains("record type  none"));
     drop(p);
 }
@@ -551,7 +551,7 @@ fn run_unprivileged(args: &[&str]) -> Option<Output> {
 fn ls_lists_a_segment_it_may_not_read_with_its_owner() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let name = Name::new("unreadable");
-    drop(shmring::spsc::Producer::create(&Location::shm(&name.0), &shmring::RingOptions::new()).unwrap());
+    drop(shmring::spsc::Producer::create(&Location::shm(&name.0), &shmring::SpscOptions::new()).unwrap());
     let meta = std::fs::metadata(name.dev_path()).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o600);
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -797,7 +797,7 @@ fn recv_that_cannot_write_aborts_and_send_says_so() {
 fn inspect_shows_who_aborted_and_why() {
     let name = Name::new("inspect-abort");
     let loc = Location::shm(&name.0);
-    let mut tx = shmring::spsc::Producer::create(&loc, &shmring::RingOptions::new()).unwrap();
+    let mut tx = shmring::spsc::Producer::create(&loc, &shmring::SpscOptions::new()).unwrap();
     tx.send(b"half").unwrap();
     tx.abort("input\tbroke");
     let (code, out) = stdout_of(&["inspect", &name.0]);

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use shmring::mpmc::{self, MpmcOptions};
 use shmring::typed::{Receiver, Sender};
-use shmring::{Location, RingOptions};
+use shmring::{Location, SpscOptions};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -268,7 +268,7 @@ fn dispatch(opts: Opts) -> Res<()> {
         let name = format!("shmring-jobq-{pid}-w{w}");
         let loc = Location::shm(&name);
         cleanup.names.push(loc.clone());
-        reports.push(Receiver::create(&loc, &RingOptions::new().capacity(64 * 1024))?);
+        reports.push(Receiver::create(&loc, &SpscOptions::new().capacity(64 * 1024))?);
         let child = Command::new(&exe).args([WORKER, &queue_name, &name, &w.to_string()]).spawn()?;
         cleanup.children.push(Some(child));
     }

@@ -37,7 +37,7 @@ use shmring::header::{
     RoleSlot, STATE_READY, SpscControl,
 };
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Error, Location, RingOptions, Segment, WaitPolicy};
+use shmring::{Error, Location, SpscOptions, Segment, WaitPolicy};
 
 /// Mode bit: start from a valid segment and XOR the input over it.
 const TEMPLATE: u8 = 1 << 0;
@@ -209,7 +209,7 @@ fn open_path(file: &[u8]) -> Opened {
     assert_eq!(len, file.len() as u64);
     assert_eq!(page, file[..file.len().min(HEADER_LEN)]);
 
-    let opts = RingOptions::new().ready_timeout(READY_TIMEOUT).wait_policy(WaitPolicy::park());
+    let opts = SpscOptions::new().ready_timeout(READY_TIMEOUT).wait_policy(WaitPolicy::park());
     let tx = Producer::open_or_create(&loc, &opts);
     let rx = Consumer::open_or_create(&loc, &opts);
     // The mappings outlive the name; `tmp` removes it here.

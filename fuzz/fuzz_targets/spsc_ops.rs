@@ -36,7 +36,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shmring::header::{CONTROL_OFFSET, HEADER_LEN, ROLE_ABORTED, RoleSlot, SpscControl};
 use shmring::spsc::{self, Consumer, Producer};
-use shmring::{Error, RingOptions, Segment, WaitPolicy};
+use shmring::{Error, SpscOptions, Segment, WaitPolicy};
 
 /// The timeout of every `_timeout` call.
 const TINY: Duration = Duration::from_micros(20);
@@ -266,7 +266,7 @@ struct Harness {
 fuzz_target!(|input: Input| {
     let capacity = 4096u64 << (input.capacity_shift % 5);
     let seg =
-        spsc::create_memfd("shmring-fuzz-spsc", &RingOptions::new().capacity(capacity)).expect("create a memfd ring");
+        spsc::create_memfd("shmring-fuzz-spsc", &SpscOptions::new().capacity(capacity)).expect("create a memfd ring");
     let map = || Segment::from_fd(seg.fd().try_clone_to_owned().expect("dup the memfd"), "fuzz").expect("map");
     let (cseg, pseg) = (map(), map());
     let mut tx = Producer::attach(seg).expect("attach the producer");

@@ -28,18 +28,18 @@
 //! ## Two processes
 //!
 //! ```no_run
-//! use shmring::{Location, RingOptions, spsc::{Consumer, Producer}};
+//! use shmring::{Location, SpscOptions, spsc::{Consumer, Producer}};
 //! # fn main() -> shmring::Result<()> {
 //! let loc = Location::shm("demo");
 //! if std::env::args().nth(1).as_deref() == Some("produce") {
 //!     // Whichever side starts first creates the segment.
-//!     let mut tx = Producer::open_or_create(&loc, &RingOptions::new())?;
+//!     let mut tx = Producer::open_or_create(&loc, &SpscOptions::new())?;
 //!     for i in 0..1000u32 {
 //!         tx.send(&i.to_le_bytes())?;
 //!     }
 //!     // Dropping the producer ends the stream.
 //! } else {
-//!     let mut rx = Consumer::open_or_create(&loc, &RingOptions::new())?;
+//!     let mut rx = Consumer::open_or_create(&loc, &SpscOptions::new())?;
 //!     while let Some(rec) = rx.recv()? {
 //!         println!("{:?}", &*rec);
 //!     }
@@ -56,6 +56,7 @@ pub mod header;
 pub mod inspect;
 pub mod liveness;
 pub mod mpmc;
+mod options;
 mod region;
 mod ring;
 pub mod segment;
@@ -71,6 +72,14 @@ pub use error::{Error, Result};
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 pub use liveness::{Liveness, ProcessId};
+pub use mpmc::MpmcOptions;
+pub use options::SegmentOptions;
 pub use segment::{Location, Segment};
-pub use spsc::RingOptions;
+pub use spsc::SpscOptions;
+/// The SPSC ring's options under their old name.
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `SpscOptions` (`spsc::SpscOptions`): options say which ring they are for"
+)]
+pub type RingOptions = SpscOptions;
 pub use wait::{EventCount, WaitPolicy};

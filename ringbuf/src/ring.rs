@@ -233,39 +233,3 @@ pub(crate) fn check_record_type(
         }),
     }
 }
-
-/// The builder methods `RingOptions` and `MpmcOptions` share, over their
-/// fields of the same names (`mode`, `ready_timeout`, `policy`, `notifier`).
-macro_rules! segment_option_setters {
-    () => {
-        /// Permission bits for a newly created segment (default 0o600).
-        pub fn mode(mut self, mode: u32) -> Self {
-            self.mode = mode;
-            self
-        }
-        /// How long an opener waits for a creator to finish initialising.
-        pub fn ready_timeout(mut self, t: std::time::Duration) -> Self {
-            self.ready_timeout = t;
-            self
-        }
-        /// Initial wait policy of the handle (changeable later).
-        pub fn wait_policy(mut self, p: $crate::wait::WaitPolicy) -> Self {
-            self.policy = p;
-            self
-        }
-        /// How parked handles sleep and are woken, for a newly created segment
-        /// (default [`NotifierKind::Futex`](crate::header::NotifierKind::Futex)).
-        /// Recorded in the header; every handle, whatever its own options,
-        /// uses what the segment's header says, so this has no effect when
-        /// opening an existing segment.
-        pub fn notifier(mut self, kind: $crate::header::NotifierKind) -> Self {
-            self.notifier = kind;
-            self
-        }
-        /// The configured notifier.
-        pub fn notifier_kind(&self) -> $crate::header::NotifierKind {
-            self.notifier
-        }
-    };
-}
-pub(crate) use segment_option_setters;

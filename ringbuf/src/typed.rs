@@ -26,7 +26,7 @@
 //! ```
 //! # fn main() -> shmring::Result<()> {
 //! use shmring::typed::{Receiver, Sender};
-//! use shmring::{Location, RingOptions};
+//! use shmring::{Location, SpscOptions};
 //! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 //!
 //! #[derive(Debug, Clone, Copy, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -37,7 +37,7 @@
 //! }
 //!
 //! let loc = Location::shm(format!("doc-typed-{}", std::process::id()));
-//! let mut tx: Sender<Tick> = Sender::create(&loc, &RingOptions::new().capacity(4096))?;
+//! let mut tx: Sender<Tick> = Sender::create(&loc, &SpscOptions::new().capacity(4096))?;
 //! let mut rx: Receiver<Tick> = Receiver::open(&loc)?;
 //! // Opening it for another type fails before anything is claimed.
 //! assert!(matches!(Receiver::<u32>::open(&loc), Err(shmring::Error::TypeMismatch { .. })));
@@ -63,7 +63,7 @@ use crate::error::{Error, Result};
 use crate::header::RecordType;
 use crate::mpmc::{self, MpmcOptions};
 use crate::segment::Location;
-use crate::spsc::{self, RecordRun, RingOptions};
+use crate::spsc::{self, RecordRun, SpscOptions};
 use crate::wait::Deadline;
 
 /// What a typed channel carries: plain data, valid for any bytes.
@@ -143,17 +143,17 @@ pub trait RecvEnd: End {
 macro_rules! spsc_end {
     ($T:ty) => {
         impl End for $T {
-            type Options = RingOptions;
+            type Options = SpscOptions;
             fn segment_name(&self) -> &str {
                 self.name()
             }
-            fn create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+            fn create_typed(loc: &Location, opts: &SpscOptions, ty: RecordType) -> Result<Self> {
                 spsc::create_role(loc, &typed_opts(opts, ty))
             }
             fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
-                spsc::open_role_with(loc, &typed_opts(&RingOptions::default(), ty))
+                spsc::open_role_with(loc, &typed_opts(&SpscOptions::default(), ty))
             }
-            fn open_or_create_typed(loc: &Location, opts: &RingOptions, ty: RecordType) -> Result<Self> {
+            fn open_or_create_typed(loc: &Location, opts: &SpscOptions, ty: RecordType) -> Result<Self> {
                 spsc::open_or_create_role(loc, &typed_opts(opts, ty))
             }
         }
@@ -214,7 +214,7 @@ impl RecvEnd for mpmc::Consumer {
     }
 }
 
-fn typed_opts(opts: &RingOptions, ty: RecordType) -> RingOptions {
+fn typed_opts(opts: &SpscOptions, ty: RecordType) -> SpscOptions {
     let mut o = *opts;
     o.record = Some(ty);
     o
@@ -355,9 +355,9 @@ impl<T: Message, P: SendEnd> Sender<T, P> {
     ///
     /// ```
     /// # fn main() -> shmring::Result<()> {
-    /// use shmring::{Location, RingOptions, typed::{Receiver, Sender}};
+    /// use shmring::{Location, SpscOptions, typed::{Receiver, Sender}};
     /// let loc = Location::shm(format!("doc-send-iter-{}", std::process::id()));
-    /// let mut tx: Sender<u64> = Sender::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut tx: Sender<u64> = Sender::create(&loc, &SpscOptions::new().capacity(4096))?;
     /// let mut rx: Receiver<u64> = Receiver::open(&loc)?;
     /// loc.unlink()?;
     /// tx.send_iter((0..100u64).map(|i| i * i))?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Peer, TempSeg, notifier_named, peer_role, record, spawn_peer, wait_exit};
 use shmring::header::NotifierKind;
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Error, Location, RingOptions, Segment, WaitPolicy};
+use shmring::{Error, Location, Segment, SpscOptions, WaitPolicy};
 
 const N: u64 = 20_000;
 
@@ -34,7 +34,7 @@ fn peer_main() {
     let pol = policy(parts.next().unwrap_or("default"));
     let kind = notifier_named(parts.next().unwrap_or("futex"));
     let loc = if let Some(p) = loc_text.strip_prefix("path:") { Location::path(p) } else { Location::shm(&loc_text) };
-    let opts = RingOptions::new().capacity(4096).wait_policy(pol).notifier(kind);
+    let opts = SpscOptions::new().capacity(4096).wait_policy(pol).notifier(kind);
     match role.as_str() {
         // Receive N records and check each one.
         "consume" => {
@@ -92,8 +92,8 @@ fn produce_all(tx: &mut Producer) {
     }
 }
 
-fn opts(kind: NotifierKind) -> RingOptions {
-    RingOptions::new().capacity(4096).wait_policy(WaitPolicy::park()).notifier(kind)
+fn opts(kind: NotifierKind) -> SpscOptions {
+    SpscOptions::new().capacity(4096).wait_policy(WaitPolicy::park()).notifier(kind)
 }
 
 fn stream_to_child(pol: &str, kind: NotifierKind) {

@@ -18,7 +18,7 @@ use shmring::header::{
 use shmring::inspect::Snapshot;
 use shmring::mpmc::{self, MpmcOptions};
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Error, Location, RingOptions, Segment, WaitPolicy};
+use shmring::{Error, Location, Segment, SpscOptions, WaitPolicy};
 
 /// Long enough never to be reached by a test that passes: a wait that is
 /// not ended by the check under test would end here, and fail the test.
@@ -27,8 +27,8 @@ const NEVER: Duration = Duration::from_secs(20);
 /// 100 ms; the rest is room for a busy machine.
 const PROMPTLY: Duration = Duration::from_secs(5);
 
-fn opts(kind: NotifierKind) -> RingOptions {
-    RingOptions::new().capacity(4096).notifier(kind)
+fn opts(kind: NotifierKind) -> SpscOptions {
+    SpscOptions::new().capacity(4096).notifier(kind)
 }
 
 fn pair(tag: &str, kind: NotifierKind) -> (TempSeg, Producer, Consumer) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Attacker, Peer, TempSeg, assert_corrupted, peer_role, spawn_peer, wait_exit};
 use shmring::header::{CONTROL_OFFSET, HEADER_LEN, Header, NotifierKind, SpscControl};
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Error, EventCount, RingOptions, Segment, WaitPolicy};
+use shmring::{Error, EventCount, Segment, SpscOptions, WaitPolicy};
 
 /// Offsets of the SPSC control words.
 impl Attacker {
@@ -26,7 +26,7 @@ impl Attacker {
 
 fn pair(tag: &str) -> (TempSeg, Producer, Consumer) {
     let seg = TempSeg::new(tag);
-    let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let tx = Producer::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     let rx = Consumer::open(&seg.0).unwrap();
     (seg, tx, rx)
 }
@@ -61,7 +61,7 @@ fn scribbled_tail_is_ignored_by_the_consumer_and_refused_at_attach() {
 
     // A producer attaching to a ring whose positions are impossible refuses it.
     let seg = TempSeg::new("tail-attach");
-    drop(shmring::spsc::create_segment(&seg.0, &RingOptions::new().capacity(4096)).unwrap());
+    drop(shmring::spsc::create_segment(&seg.0, &SpscOptions::new().capacity(4096)).unwrap());
     let a = Attacker::new(&seg);
     a.write_u64(a.tail(), 1 << 40);
     assert_corrupted(Producer::attach(Segment::open(&seg.0).unwrap()), "tail far ahead at attach");
@@ -156,7 +156,7 @@ fn damaged_headers_are_refused_on_open() {
     ];
     for (off, value, wide, check) in cases {
         let seg = TempSeg::new("hdr");
-        let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+        let tx = Producer::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
         let a = Attacker::new(&seg);
         if wide {
             a.write_u64(off, value)
@@ -172,7 +172,7 @@ fn damaged_headers_are_refused_on_open() {
 #[test]
 fn truncated_segment_is_refused_on_open() {
     let seg = TempSeg::new("trunc");
-    let _tx = Producer::create(&seg.0, &RingOptions::new().capacity(8192)).unwrap();
+    let _tx = Producer::create(&seg.0, &SpscOptions::new().capacity(8192)).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm{}", seg.name())).unwrap();
     f.set_len(4096 + 4096).unwrap();
     assert!(matches!(reopen_err(&seg), Error::Corrupted { .. }));
@@ -193,7 +193,7 @@ fn never_ready_segment_times_out_with_not_ready() {
 #[test]
 fn garbage_role_state_is_corrupted() {
     let seg = TempSeg::new("role");
-    let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let tx = Producer::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     let a = Attacker::new(&seg);
     a.write_u32(CONTROL_OFFSET + std::mem::offset_of!(SpscControl, consumer), 42);
     assert!(matches!(reopen_err(&seg), Error::Corrupted { .. }));
@@ -236,7 +236,7 @@ fn scribbler_main() {
 fn random_scribbling_by_another_process_never_crashes_either_side() {
     for round in 0..20 {
         let seg = TempSeg::new("scribble");
-        let mut tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+        let mut tx = Producer::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
         let mut rx = Consumer::open(&seg.0).unwrap();
         let mut peer: Peer = spawn_peer("scribbler_main", "scribble", &format!("{},300", seg.name()));
         let mut errors = 0;
@@ -267,7 +267,7 @@ fn random_scribbling_by_another_process_never_crashes_either_side() {
 fn unknown_notifier_word_is_corrupted() {
     for bad in [0, 3, 0xffff_ffff] {
         let seg = TempSeg::new("notifier");
-        let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+        let tx = Producer::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
         Attacker::new(&seg).write_u32(std::mem::offset_of!(Header, notifier), bad);
         match reopen_err(&seg) {
             Error::Corrupted { what, .. } => assert!(what.contains("notifier"), "{what}"),
@@ -290,7 +290,7 @@ fn eventcounts_disagreeing_with_the_header_notifier_are_corrupted() {
     ];
     for (kind, field, value) in cases {
         let seg = TempSeg::new("ecword");
-        let tx = Producer::create(&seg.0, &RingOptions::new().capacity(4096).notifier(kind)).unwrap();
+        let tx = Producer::create(&seg.0, &SpscOptions::new().capacity(4096).notifier(kind)).unwrap();
         Attacker::new(&seg).write_u32(ec_word(field), value);
         match reopen_err(&seg) {
             Error::Corrupted { what, .. } => assert!(what.contains("notifier"), "{what}"),
@@ -308,7 +308,7 @@ fn a_scribbled_semaphore_count_costs_wake_ups_never_safety() {
     // its check interval, but every record still arrives, in order. (glibc's
     // flags word is left alone here: see the next test.)
     let seg = TempSeg::new("semgarbage");
-    let opts = RingOptions::new()
+    let opts = SpscOptions::new()
         .capacity(4096)
         .notifier(NotifierKind::Semaphore)
         .wait_policy(WaitPolicy::park().check_interval(Duration::from_millis(10)));
@@ -370,7 +370,7 @@ fn a_scribbled_semaphore_flags_word_is_not_handed_to_glibc() {
     // before every call and polls instead: the parked waiter and the
     // notifying producer both survive, and the record still arrives.
     let seg = TempSeg::new("semflags");
-    let opts = RingOptions::new().capacity(4096).notifier(NotifierKind::Semaphore);
+    let opts = SpscOptions::new().capacity(4096).notifier(NotifierKind::Semaphore);
     let mut tx = Producer::create(&seg.0, &opts).unwrap();
     let a = Attacker::new(&seg);
     let sem = CONTROL_OFFSET + std::mem::offset_of!(SpscControl, data_ready) + SEM_OFFSET;

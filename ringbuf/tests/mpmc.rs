@@ -20,7 +20,7 @@ use common::{Attacker, Peer, TempSeg, assert_corrupted, peer_role, spawn_peer, w
 use shmring::header::{self, CONTROL_OFFSET, MPMC_HEADER_LEN, MpmcControl, NotifierKind, mpmc_slot_stride};
 use shmring::inspect::Snapshot;
 use shmring::mpmc::{self, Consumer, MpmcOptions, Producer};
-use shmring::{Error, Location, RingOptions, Segment, WaitPolicy, spsc};
+use shmring::{Error, Location, Segment, SpscOptions, WaitPolicy, spsc};
 
 fn opts(slot_size: usize, slots: usize, kind: NotifierKind) -> MpmcOptions {
     MpmcOptions::new().slot_size(slot_size).slot_count(slots).notifier(kind)
@@ -285,7 +285,7 @@ for_each_notifier! {
 for_each_notifier! {
     fn kinds_are_checked_both_ways(kind) {
         let seg = TempSeg::new("kind-s");
-        let _s = spsc::Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+        let _s = spsc::Producer::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
         match Consumer::open(&seg.0) {
             Err(Error::KindMismatch { found, expected, .. }) => {
                 assert_eq!((found.as_str(), expected), ("spsc", "mpmc"))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::TempSeg;
 use shmring::header::NotifierKind;
 use shmring::spsc::{Consumer, Producer};
-use shmring::{RingOptions, WaitPolicy};
+use shmring::{SpscOptions, WaitPolicy};
 
 const WARM_UP: usize = 1_000;
 const ROUNDS: usize = 20_000;
@@ -22,7 +22,7 @@ const ROUNDS: usize = 20_000;
 /// sorted round-trip times.
 fn ping_pong(kind: NotifierKind) -> Vec<Duration> {
     let (a, b) = (TempSeg::new("rtt-ab"), TempSeg::new("rtt-ba"));
-    let opts = RingOptions::new().capacity(4096).notifier(kind).wait_policy(WaitPolicy::park());
+    let opts = SpscOptions::new().capacity(4096).notifier(kind).wait_policy(WaitPolicy::park());
     let mut ping_tx = Producer::create(&a.0, &opts).unwrap();
     let mut pong_rx = Consumer::open(&a.0).unwrap();
     let mut pong_tx = Producer::create(&b.0, &opts).unwrap();

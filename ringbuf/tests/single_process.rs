@@ -10,13 +10,13 @@ use std::time::Duration;
 use common::{TempSeg, record};
 use shmring::header::{CONTROL_OFFSET, NotifierKind, SpscControl};
 use shmring::spsc::{Consumer, Producer, record_size};
-use shmring::{Error, Location, RingOptions, WaitPolicy};
+use shmring::{Error, Location, SpscOptions, WaitPolicy};
 
 /// A producer created with `kind` and a consumer opened with default
 /// options (it uses the notifier the header names); both park when they wait.
 fn pair(tag: &str, cap: u64, kind: NotifierKind) -> (TempSeg, Producer, Consumer) {
     let seg = TempSeg::new(tag);
-    let opts = RingOptions::new().capacity(cap).notifier(kind).wait_policy(WaitPolicy::park());
+    let opts = SpscOptions::new().capacity(cap).notifier(kind).wait_policy(WaitPolicy::park());
     let tx = Producer::create(&seg.0, &opts).unwrap();
     let mut rx = Consumer::open(&seg.0).unwrap();
     rx.set_wait_policy(WaitPolicy::park());
@@ -39,7 +39,7 @@ for_each_notifier! {
         // `send` and through a grant committed with nothing staged, at every
         // offset in the line, across many wraps, and after staged batches.
         let seg = TempSeg::new("demote");
-        let opts = RingOptions::new().capacity(4096).notifier(kind).demote(true);
+        let opts = SpscOptions::new().capacity(4096).notifier(kind).demote(true);
         let mut tx = Producer::create(&seg.0, &opts).unwrap();
         let mut rx = Consumer::open(&seg.0).unwrap();
         for i in 0..5000u64 {
@@ -401,8 +401,8 @@ for_each_notifier! {
 
     fn create_refuses_existing_and_open_refuses_missing(kind) {
         let seg = TempSeg::new("excl");
-        let _tx = Producer::create(&seg.0, &RingOptions::new().notifier(kind).capacity(4096)).unwrap();
-        assert!(matches!(Producer::create(&seg.0, &RingOptions::new().notifier(kind)), Err(Error::AlreadyExists(_))));
+        let _tx = Producer::create(&seg.0, &SpscOptions::new().notifier(kind).capacity(4096)).unwrap();
+        assert!(matches!(Producer::create(&seg.0, &SpscOptions::new().notifier(kind)), Err(Error::AlreadyExists(_))));
         assert!(matches!(Producer::open(&seg.0), Err(Error::RoleTaken { role: "producer", .. })));
         let missing = Location::shm(format!("shmring-test-missing-{}", std::process::id()));
         assert!(matches!(Consumer::open(&missing), Err(Error::NotFound(_))));
@@ -410,12 +410,12 @@ for_each_notifier! {
 
     fn bad_names_and_capacities_are_rejected(kind) {
         for bad in ["", "/", "a/b", "..", "x\0y"] {
-            let e = Producer::create(&Location::shm(bad), &RingOptions::new().notifier(kind)).err().unwrap();
+            let e = Producer::create(&Location::shm(bad), &SpscOptions::new().notifier(kind)).err().unwrap();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}: {e}");
         }
         let seg = TempSeg::new("cap");
         for cap in [0, 1000, 2048, 1 << 40] {
-            let e = Producer::create(&seg.0, &RingOptions::new().notifier(kind).capacity(cap)).err().unwrap();
+            let e = Producer::create(&seg.0, &SpscOptions::new().notifier(kind).capacity(cap)).err().unwrap();
             assert!(matches!(e, Error::InvalidArgument(_)), "{cap}: {e}");
         }
         assert!(!seg.0.exists(), "a refused create must leave nothing behind");
@@ -423,7 +423,7 @@ for_each_notifier! {
 
     fn errors_say_what_and_where(kind) {
         let seg = TempSeg::new("msg");
-        let _tx = Producer::create(&seg.0, &RingOptions::new().notifier(kind).capacity(4096)).unwrap();
+        let _tx = Producer::create(&seg.0, &SpscOptions::new().notifier(kind).capacity(4096)).unwrap();
         let msg = Producer::open(&seg.0).err().unwrap().to_string();
         assert!(msg.contains(&seg.name()) && msg.contains("producer"), "{msg}");
     }
@@ -475,7 +475,7 @@ fn eventcount_notifiers(seg: &TempSeg) -> [NotifierKind; 2] {
 #[test]
 fn a_semaphore_segment_is_used_as_such_by_handles_opened_with_default_options() {
     let seg = TempSeg::new("semdefault");
-    let opts = RingOptions::new().capacity(4096).notifier(NotifierKind::Semaphore);
+    let opts = SpscOptions::new().capacity(4096).notifier(NotifierKind::Semaphore);
     drop(shmring::spsc::create_segment(&seg.0, &opts).unwrap());
     assert_eq!(eventcount_notifiers(&seg), [NotifierKind::Semaphore; 2]);
     // Both handles opened with default options (futex by default), parking.
@@ -497,6 +497,6 @@ fn a_semaphore_segment_is_used_as_such_by_handles_opened_with_default_options() 
     producer.join().unwrap();
     // The default remains the futex.
     let seg2 = TempSeg::new("futexdefault");
-    let _tx = Producer::create(&seg2.0, &RingOptions::new().capacity(4096)).unwrap();
+    let _tx = Producer::create(&seg2.0, &SpscOptions::new().capacity(4096)).unwrap();
     assert_eq!(eventcount_notifiers(&seg2), [NotifierKind::Futex; 2]);
 }

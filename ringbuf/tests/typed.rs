@@ -7,7 +7,7 @@ mod common;
 use common::{TempSeg, peer_role, spawn_peer, wait_exit};
 use shmring::spsc::{Consumer, Producer};
 use shmring::typed::{Receiver, Sender};
-use shmring::{Error, Location, RingOptions};
+use shmring::{Error, Location, SpscOptions};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[derive(Debug, Clone, Copy, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -29,7 +29,7 @@ fn pair(i: u64) -> Pair {
 #[test]
 fn values_round_trip_singly_and_in_batches() {
     let seg = TempSeg::new("typed");
-    let mut tx: Sender<Triple> = Sender::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut tx: Sender<Triple> = Sender::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     let mut rx: Receiver<Triple> = Receiver::open(&seg.0).unwrap();
     let values: Vec<Triple> = (0..5000u32).map(|i| Triple([i, !i, i.rotate_left(7)])).collect();
     let mut got = Vec::new();
@@ -55,7 +55,7 @@ fn values_round_trip_singly_and_in_batches() {
 #[test]
 fn another_type_is_refused_and_claims_nothing() {
     let seg = TempSeg::new("typed-mismatch");
-    let _tx: Sender<Pair> = Sender::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let _tx: Sender<Pair> = Sender::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     match Receiver::<Triple>::open(&seg.0) {
         Err(Error::TypeMismatch { found, expected, .. }) => {
             assert!(found.contains("Pair") && found.contains("16 bytes"), "{found}");
@@ -80,7 +80,7 @@ fn another_type_is_refused_and_claims_nothing() {
 fn typed_and_untyped_rings_do_not_mix_silently() {
     // A typed opener refuses a ring of bytes...
     let seg = TempSeg::new("typed-bytes");
-    let mut raw = Producer::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut raw = Producer::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     match Receiver::<Pair>::open(&seg.0) {
         Err(Error::TypeMismatch { found, .. }) => assert_eq!(found, "untyped bytes"),
         other => panic!("expected TypeMismatch, got {:?}", other.err()),
@@ -88,7 +88,7 @@ fn typed_and_untyped_rings_do_not_mix_silently() {
     // ...an untyped opener may attach to a typed ring (it sees bytes), and a
     // record of the wrong size reaching a typed receiver is an error.
     let seg = TempSeg::new("typed-short");
-    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     drop(raw);
     raw = Producer::open(&seg.0).unwrap();
     raw.send(pair(7).as_bytes()).unwrap();
@@ -104,7 +104,7 @@ fn typed_and_untyped_rings_do_not_mix_silently() {
     // The same through `recv_batch`, with the records arriving as runs: the
     // values before the bad run are passed on, then the error.
     let seg = TempSeg::new("typed-shortrun");
-    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     let mut raw = Producer::open(&seg.0).unwrap();
     let mut run = raw.grant_records(size_of::<Pair>(), 3).unwrap();
     for (i, rec) in run.chunks_exact_mut(size_of::<Pair>()).enumerate() {
@@ -139,7 +139,7 @@ fn typed_peer_main() {
 fn values_cross_processes() {
     let seg = TempSeg::new("typed-xproc");
     let n = 100_000u64;
-    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &RingOptions::new().capacity(1 << 14)).unwrap();
+    let mut rx: Receiver<Pair> = Receiver::create(&seg.0, &SpscOptions::new().capacity(1 << 14)).unwrap();
     let mut peer = spawn_peer("typed_peer_main", "send", &format!("{},{n}", seg.name()));
     let mut next = 0u64;
     while rx
@@ -160,7 +160,7 @@ fn send_iter_writes_in_place_whatever_the_iterator_says_of_its_length() {
     // iterators of exact, unknown (filter) and lying-low (`size_hint` 0) lengths,
     // empty ones, and runs longer than one grant can hold.
     let seg = TempSeg::new("typed-iter");
-    let mut tx: Sender<Triple> = Sender::create(&seg.0, &RingOptions::new().capacity(4096)).unwrap();
+    let mut tx: Sender<Triple> = Sender::create(&seg.0, &SpscOptions::new().capacity(4096)).unwrap();
     let mut rx: Receiver<Triple> = Receiver::open(&seg.0).unwrap();
     let receiver = std::thread::spawn(move || {
         let mut got = Vec::new();

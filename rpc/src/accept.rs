@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use shmring::RingOptions;
+use shmring::SpscOptions;
 use shmring::spsc::{self, Consumer, Producer};
 use shmring::wait::Doorbell;
 
@@ -177,7 +177,7 @@ struct ServerRings {
 /// client-to-server ring and produces on the other), and the doorbells of
 /// the sides that wait on one: each side's ends ring the other's.
 fn make_rings(opts: &ServerOptions, peer: &str, client_bell: bool, server_bell: bool) -> Result<ServerRings> {
-    let ro = RingOptions::new().capacity(u64::from(opts.ring_capacity));
+    let ro = SpscOptions::new().capacity(u64::from(opts.ring_capacity));
     let c2s = spsc::create_memfd("rpc-c2s", &ro)?;
     let s2c = spsc::create_memfd("rpc-s2c", &ro)?;
     handshake::seal(c2s.fd(), peer)?;

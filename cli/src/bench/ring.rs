@@ -9,7 +9,7 @@
 //! through a ring. Every other row sends and receives one message per call.
 
 use shmring::spsc::{Consumer, Producer};
-use shmring::{Location, RingOptions, WaitPolicy};
+use shmring::{Location, SpscOptions, WaitPolicy};
 
 use super::case::{Budget, Case, Mode};
 use super::guard::{Cleanup, unique_name};
@@ -108,7 +108,7 @@ fn first_message<T>(rx: &mut Consumer, peer: PeerWatch, f: impl FnOnce(&[u8]) ->
 /// Parent side: creates the ring(s), starts the child, measures.
 pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
     let base = unique_name();
-    let opts = RingOptions::new().capacity(CAPACITY);
+    let opts = SpscOptions::new().capacity(CAPACITY);
     let policy = policy(case.mode);
     if case.is_stream() {
         let loc = location(&base, "data");

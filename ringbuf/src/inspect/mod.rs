@@ -10,10 +10,10 @@
 //!   [`Snapshot::problems`] runs the same header checks as every opener.
 //!
 //! ```
-//! use shmring::{Location, RingOptions, inspect::{SegmentView, Status}, spsc::Producer};
+//! use shmring::{Location, SpscOptions, inspect::{SegmentView, Status}, spsc::Producer};
 //! # fn main() -> shmring::Result<()> {
 //! let loc = Location::shm(format!("inspect-doc-{}", std::process::id()));
-//! let _tx = Producer::create(&loc, &RingOptions::new())?;
+//! let _tx = Producer::create(&loc, &SpscOptions::new())?;
 //! let view = SegmentView::read(&loc)?;
 //! assert!(view.is_shmring() && view.problems().is_empty());
 //! assert_eq!(view.status(), Status::Alive); // its producer is alive

@@ -239,7 +239,7 @@ mod tests {
     fn healthy_snapshots() -> (Snapshot, Snapshot) {
         let loc = Location::path(std::env::temp_dir().join(format!("shmring-inspect-test-{}", std::process::id())));
         let read = || read_first_page(&loc).map(|(page, len)| Snapshot::parse(&page, len));
-        let opts = crate::RingOptions::new().capacity(4096);
+        let opts = crate::SpscOptions::new().capacity(4096);
         let spsc = crate::spsc::Producer::create(&loc, &opts).and_then(|_ring| read());
         let _ = loc.unlink();
         let opts = crate::mpmc::MpmcOptions::new().slot_size(8).slot_count(8);

@@ -20,7 +20,7 @@ pub(super) fn core_from_segment(seg: Segment, opts: &MpmcOptions, expect: bool) 
             )));
         }
     }
-    Core::attach(sh, ProcessId::current(), opts.policy)
+    Core::attach(sh, ProcessId::current(), opts.segment.policy)
 }
 
 /// Create a segment and attach; a failed attach removes the new segment.
@@ -39,10 +39,10 @@ pub(super) fn open_core(loc: &Location) -> Result<Core> {
 
 /// Open with `opts`' ready timeout, wait policy and record type; any geometry.
 pub(super) fn open_core_with(loc: &Location, opts: &MpmcOptions) -> Result<Core> {
-    core_from_segment(ring::open_segment(loc, opts.ready_timeout)?, opts, false)
+    core_from_segment(ring::open_segment(loc, opts.segment.ready_timeout)?, opts, false)
 }
 
 pub(super) fn open_or_create_core(loc: &Location, opts: &MpmcOptions) -> Result<Core> {
-    let seg = ring::create_or_open(loc, opts.ready_timeout, || create_segment(loc, opts))?;
+    let seg = ring::create_or_open(loc, opts.segment.ready_timeout, || create_segment(loc, opts))?;
     core_from_segment(seg, opts, true)
 }

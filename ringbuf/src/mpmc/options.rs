@@ -1,12 +1,11 @@
 //! [`MpmcOptions`]: how to create or open an MPMC ring.
 
-use std::time::Duration;
-
 use crate::error::{Error, Result};
 use crate::header::{self, Geometry};
-use crate::wait::{NotifierKind, WaitPolicy};
+use crate::options::{SegmentOptions, segment_option_setters};
 
-/// How to create an MPMC ring.
+/// How to create or open an MPMC ring: its slot size and count, and what
+/// every ring's options have ([`SegmentOptions`]).
 ///
 /// ```
 /// let opts = shmring::mpmc::MpmcOptions::new().slot_size(60).slot_count(256);
@@ -16,31 +15,20 @@ use crate::wait::{NotifierKind, WaitPolicy};
 pub struct MpmcOptions {
     pub(super) slot_size: usize,
     pub(super) slot_count: usize,
-    pub(super) mode: u32,
-    pub(super) ready_timeout: Duration,
-    pub(super) policy: WaitPolicy,
-    pub(super) notifier: NotifierKind,
+    pub(crate) segment: SegmentOptions,
     /// Record type of a typed ring (set by `typed`), checked before attaching.
     pub(crate) record: Option<header::RecordType>,
 }
 
 impl Default for MpmcOptions {
     fn default() -> Self {
-        MpmcOptions {
-            slot_size: 64,
-            slot_count: 1024,
-            mode: 0o600,
-            ready_timeout: Duration::from_secs(2),
-            policy: WaitPolicy::default(),
-            notifier: NotifierKind::Futex,
-            record: None,
-        }
+        MpmcOptions { slot_size: 64, slot_count: 1024, segment: SegmentOptions::default(), record: None }
     }
 }
 
 impl MpmcOptions {
-    /// Defaults: 1024 slots of 64 bytes, mode 0600, 2 s ready timeout,
-    /// default wait policy, futex notifier.
+    /// Defaults: 1024 slots of 64 bytes, and [`SegmentOptions`]' defaults
+    /// (mode 0600, 2 s ready timeout, default wait policy, futex notifier).
     pub fn new() -> MpmcOptions {
         MpmcOptions::default()
     }
@@ -54,7 +42,17 @@ impl MpmcOptions {
         self.slot_count = slots;
         self
     }
-    crate::ring::segment_option_setters!();
+    segment_option_setters!(self, self.segment);
+    /// Replace everything [`SegmentOptions`] covers at once.
+    pub fn segment(mut self, segment: SegmentOptions) -> Self {
+        self.segment = segment;
+        self
+    }
+    /// What every ring's options have: mode, ready timeout, wait policy,
+    /// notifier.
+    pub fn segment_options(&self) -> SegmentOptions {
+        self.segment
+    }
     /// The slot size in bytes as the ring will record it (rounded up to 8).
     pub fn slot_size_bytes(&self) -> usize {
         self.slot_size.next_multiple_of(8)

@@ -175,7 +175,7 @@ impl Shared {
 
 /// Build the shared view of an initialised, validated MPMC segment.
 pub(super) fn shared_from_segment(seg: Segment, opts: &MpmcOptions) -> Result<Arc<Shared>> {
-    let g = ring::wait_ready(&seg, opts.ready_timeout, RingKind::Mpmc)?;
+    let g = ring::wait_ready(&seg, opts.segment.ready_timeout, RingKind::Mpmc)?;
     ring::check_record_type(&seg, &g, opts.record.as_ref())?;
     let base = seg.as_ptr();
     let capacity = g.capacity as usize;
@@ -240,8 +240,8 @@ fn init(seg: &Segment, g: &Geometry, notifier: NotifierKind) {
 /// size or count.
 pub fn create_segment(loc: &Location, opts: &MpmcOptions) -> Result<Segment> {
     let g = opts.geometry()?;
-    let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.mode })?;
-    init(&seg, &g, opts.notifier);
+    let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.segment.mode })?;
+    init(&seg, &g, opts.segment.notifier);
     Ok(seg)
 }
 
@@ -254,6 +254,6 @@ pub fn create_segment(loc: &Location, opts: &MpmcOptions) -> Result<Segment> {
 pub fn create_memfd(label: &str, opts: &MpmcOptions) -> Result<Segment> {
     let g = opts.geometry()?;
     let seg = Segment::create_memfd(label, g.total_len())?;
-    init(&seg, &g, opts.notifier);
+    init(&seg, &g, opts.segment.notifier);
     Ok(seg)
 }

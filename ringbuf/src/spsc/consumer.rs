@@ -1,6 +1,6 @@
 //! The consuming end of an SPSC ring: recv in place, batches, end of stream.
 
-use super::options::RingOptions;
+use super::options::SpscOptions;
 use super::shared::{Role, Shared, create_role, open_or_create_role, open_role, shared_from_segment};
 use crate::error::{Error, Result};
 use crate::liveness::ProcessId;
@@ -38,7 +38,7 @@ pub struct Consumer {
 }
 
 impl Role for Consumer {
-    fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Consumer> {
+    fn attach_with(seg: Segment, opts: &SpscOptions) -> Result<Consumer> {
         let sh = shared_from_segment(seg, opts)?;
         sh.claim(&sh.ctl().consumer, "consumer")?;
         // Relaxed: only the consumer role writes `head`, and we hold it.
@@ -48,7 +48,7 @@ impl Role for Consumer {
             head,
             published: head,
             run: Run::default(),
-            policy: opts.policy,
+            policy: opts.segment.policy,
             health: Health::default(),
             producer: None,
             attach_head: head,
@@ -86,7 +86,7 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`Producer::create`](super::Producer::create).
-    pub fn create(loc: &Location, opts: &RingOptions) -> Result<Consumer> {
+    pub fn create(loc: &Location, opts: &SpscOptions) -> Result<Consumer> {
         create_role(loc, opts)
     }
 
@@ -103,7 +103,7 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`Producer::open_or_create`](super::Producer::open_or_create).
-    pub fn open_or_create(loc: &Location, opts: &RingOptions) -> Result<Consumer> {
+    pub fn open_or_create(loc: &Location, opts: &SpscOptions) -> Result<Consumer> {
         open_or_create_role(loc, opts)
     }
 
@@ -112,7 +112,7 @@ impl Consumer {
     /// # Errors
     /// As [`Producer::open`](super::Producer::open).
     pub fn attach(seg: Segment) -> Result<Consumer> {
-        Self::attach_with(seg, &RingOptions::default())
+        Self::attach_with(seg, &SpscOptions::default())
     }
 
     /// Set how blocking calls wait.
@@ -137,9 +137,9 @@ impl Consumer {
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use shmring::{Location, RingOptions, spsc::{Consumer, Producer}, wait::Doorbell};
+    /// use shmring::{Location, SpscOptions, spsc::{Consumer, Producer}, wait::Doorbell};
     /// let loc = Location::shm(format!("doc-doorbell-{}", std::process::id()));
-    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut tx = Producer::create(&loc, &SpscOptions::new().capacity(4096))?;
     /// let mut rx = Consumer::open(&loc)?;
     /// loc.unlink()?;
     /// let (bell, ringer) = Doorbell::pair()?; // the consumer keeps one end, the producer's process gets the other

@@ -110,9 +110,9 @@ impl Producer {
     ///
     /// ```
     /// # fn main() -> shmring::Result<()> {
-    /// use shmring::{Error, Location, RingOptions, spsc::{Consumer, Producer}};
+    /// use shmring::{Error, Location, SpscOptions, spsc::{Consumer, Producer}};
     /// let loc = Location::shm(format!("doc-abort-{}", std::process::id()));
-    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut tx = Producer::create(&loc, &SpscOptions::new().capacity(4096))?;
     /// let mut rx = Consumer::open(&loc)?;
     /// loc.unlink()?;
     /// tx.send(b"first half")?;

@@ -49,7 +49,7 @@ mod shared;
 pub use consumer::Consumer;
 pub use format::{FLAG_PAD, FLAG_RECORD, FLAG_RUN, RECORD_HEADER, record_size};
 pub use grant::{Grant, Records};
-pub use options::RingOptions;
+pub use options::SpscOptions;
 pub use producer::Producer;
 pub use recv::{Record, RecordRun};
 pub use shared::{create_memfd, create_segment};

@@ -1,56 +1,55 @@
-//! [`RingOptions`]: how to create or open an SPSC ring.
+//! [`SpscOptions`]: how to create or open an SPSC ring.
 
-use std::time::Duration;
+use crate::header;
+use crate::options::{SegmentOptions, segment_option_setters};
 
-use crate::header::{self};
-use crate::wait::{NotifierKind, WaitPolicy};
-
-/// How to create a ring.
+/// How to create or open an SPSC ring: its capacity, the producer's demote
+/// setting, and what every ring's options have ([`SegmentOptions`]).
 ///
 /// ```
-/// let opts = shmring::RingOptions::new().capacity(1 << 16).mode(0o640);
+/// let opts = shmring::spsc::SpscOptions::new().capacity(1 << 16).mode(0o640);
 /// assert_eq!(opts.capacity_bytes(), 65536);
 /// ```
 #[derive(Debug, Clone, Copy)]
-pub struct RingOptions {
+pub struct SpscOptions {
     pub(super) capacity: u64,
-    pub(super) mode: u32,
-    pub(super) ready_timeout: Duration,
-    pub(super) policy: WaitPolicy,
-    pub(super) notifier: NotifierKind,
+    pub(crate) segment: SegmentOptions,
     pub(super) demote: bool,
     /// Record type of a typed ring (set by `typed`), checked before a role is claimed.
     pub(crate) record: Option<header::RecordType>,
 }
 
-impl Default for RingOptions {
+impl Default for SpscOptions {
     fn default() -> Self {
-        RingOptions {
-            capacity: 1 << 20,
-            mode: 0o600,
-            ready_timeout: Duration::from_secs(2),
-            policy: WaitPolicy::default(),
-            notifier: NotifierKind::Futex,
-            demote: false,
-            record: None,
-        }
+        SpscOptions { capacity: 1 << 20, segment: SegmentOptions::default(), demote: false, record: None }
     }
 }
 
-impl RingOptions {
-    /// Defaults: 1 MiB capacity, mode 0600, 2 s ready timeout, default wait
-    /// policy, futex notifier.
-    pub fn new() -> RingOptions {
-        RingOptions::default()
+impl SpscOptions {
+    /// Defaults: 1 MiB capacity, and [`SegmentOptions`]' defaults (mode
+    /// 0600, 2 s ready timeout, default wait policy, futex notifier).
+    pub fn new() -> SpscOptions {
+        SpscOptions::default()
     }
     /// Data region size in bytes: a power of two from 4 KiB to 2 GiB.
     pub fn capacity(mut self, bytes: u64) -> Self {
         self.capacity = bytes;
         self
     }
-    crate::ring::segment_option_setters!();
+    segment_option_setters!(self, self.segment);
+    /// Replace everything [`SegmentOptions`] covers at once.
+    pub fn segment(mut self, segment: SegmentOptions) -> Self {
+        self.segment = segment;
+        self
+    }
+    /// What every ring's options have: mode, ready timeout, wait policy,
+    /// notifier.
+    pub fn segment_options(&self) -> SegmentOptions {
+        self.segment
+    }
     /// Initial demote setting of a producer (default off; changeable later
-    /// with [`Producer::set_demote`], which explains it). Consumers ignore it.
+    /// with [`Producer::set_demote`](crate::spsc::Producer::set_demote), which
+    /// explains it). Consumers ignore it.
     pub fn demote(mut self, on: bool) -> Self {
         self.demote = on;
         self

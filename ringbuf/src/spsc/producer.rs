@@ -1,7 +1,7 @@
 //! The producing end of an SPSC ring: grant, commit, stage, flush.
 
 use super::format::RECORD_HEADER;
-use super::options::RingOptions;
+use super::options::SpscOptions;
 use super::shared::{Role, Shared, create_role, open_or_create_role, open_role, shared_from_segment};
 use crate::error::{Error, Result};
 use crate::liveness::ProcessId;
@@ -14,9 +14,9 @@ use crate::wait::{Doorbell, Registration, WaitPolicy};
 ///
 /// ```
 /// # fn main() -> shmring::Result<()> {
-/// use shmring::{Location, RingOptions, spsc::{Producer, Consumer}};
+/// use shmring::{Location, SpscOptions, spsc::{Producer, Consumer}};
 /// let loc = Location::shm(format!("doc-producer-{}", std::process::id()));
-/// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+/// let mut tx = Producer::create(&loc, &SpscOptions::new().capacity(4096))?;
 /// let mut rx = Consumer::open(&loc)?;
 /// loc.unlink()?; // the name can go as soon as both ends are attached
 ///
@@ -80,7 +80,7 @@ pub(super) struct OpenRun {
 }
 
 impl Role for Producer {
-    fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Producer> {
+    fn attach_with(seg: Segment, opts: &SpscOptions) -> Result<Producer> {
         let sh = shared_from_segment(seg, opts)?;
         sh.claim(&sh.ctl().producer, "producer")?;
         let mut p = Producer {
@@ -91,7 +91,7 @@ impl Role for Producer {
             open: None,
             staged: 0,
             cached_head: 0,
-            policy: opts.policy,
+            policy: opts.segment.policy,
             health: Health::default(),
             consumer: None,
             attach_head: 0,
@@ -114,7 +114,7 @@ impl Producer {
     ///
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::InvalidArgument`], [`Error::Io`].
-    pub fn create(loc: &Location, opts: &RingOptions) -> Result<Producer> {
+    pub fn create(loc: &Location, opts: &SpscOptions) -> Result<Producer> {
         create_role(loc, opts)
     }
 
@@ -134,7 +134,7 @@ impl Producer {
     ///
     /// # Errors
     /// As [`Producer::create`] and [`Producer::open`].
-    pub fn open_or_create(loc: &Location, opts: &RingOptions) -> Result<Producer> {
+    pub fn open_or_create(loc: &Location, opts: &SpscOptions) -> Result<Producer> {
         open_or_create_role(loc, opts)
     }
 
@@ -144,7 +144,7 @@ impl Producer {
     /// # Errors
     /// As [`Producer::open`].
     pub fn attach(seg: Segment) -> Result<Producer> {
-        Self::attach_with(seg, &RingOptions::default())
+        Self::attach_with(seg, &SpscOptions::default())
     }
 
     /// Set how blocking calls wait.

@@ -318,9 +318,9 @@ impl Consumer {
     ///
     /// ```
     /// # fn main() -> shmring::Result<()> {
-    /// use shmring::{Location, RingOptions, spsc::{Producer, Consumer}};
+    /// use shmring::{Location, SpscOptions, spsc::{Producer, Consumer}};
     /// let loc = Location::shm(format!("doc-runs-{}", std::process::id()));
-    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut tx = Producer::create(&loc, &SpscOptions::new().capacity(4096))?;
     /// let mut rx = Consumer::open(&loc)?;
     /// loc.unlink()?;
     /// let mut g = tx.grant_records(8, 100)?;

@@ -158,9 +158,9 @@ impl Producer {
     ///
     /// ```
     /// # fn main() -> shmring::Result<()> {
-    /// use shmring::{Location, RingOptions, spsc::{Producer, Consumer}};
+    /// use shmring::{Location, SpscOptions, spsc::{Producer, Consumer}};
     /// let loc = Location::shm(format!("doc-records-{}", std::process::id()));
-    /// let mut tx = Producer::create(&loc, &RingOptions::new().capacity(4096))?;
+    /// let mut tx = Producer::create(&loc, &SpscOptions::new().capacity(4096))?;
     /// let mut rx = Consumer::open(&loc)?;
     /// loc.unlink()?;
     /// let mut g = tx.grant_records(8, 100)?;
@@ -334,7 +334,7 @@ impl Producer {
     /// [`Producer::send`], or a [`Grant::commit`] with nothing staged before
     /// it) out of this core's private caches to the shared last-level cache
     /// right after publishing it, where the consumer's core finds it sooner.
-    /// Off by default; also settable with [`RingOptions::demote`].
+    /// Off by default; also settable with [`SpscOptions::demote`].
     ///
     /// This is for request/response traffic: a consumer that is waiting for
     /// the record gets it sooner. Measured here (x86-64 `cldemote`, a 2-vCPU

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::layout::{ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot, SpscControl};
-use super::options::RingOptions;
+use super::options::SpscOptions;
 use crate::error::{Error, Result};
 use crate::header::{self, FLAG_POISONED, Header};
 use crate::liveness::ProcessId;
@@ -109,8 +109,8 @@ impl Shared {
 
 /// Build the shared view of an initialised, validated SPSC segment; if
 /// `opts` names a record type, the segment must have been created for it.
-pub(super) fn shared_from_segment(seg: Segment, opts: &RingOptions) -> Result<Shared> {
-    let g = ring::wait_ready(&seg, opts.ready_timeout, header::RingKind::Spsc)?;
+pub(super) fn shared_from_segment(seg: Segment, opts: &SpscOptions) -> Result<Shared> {
+    let g = ring::wait_ready(&seg, opts.segment.ready_timeout, header::RingKind::Spsc)?;
     ring::check_record_type(&seg, &g, opts.record.as_ref())?;
     let capacity = g.capacity;
     let base = seg.as_ptr();
@@ -146,10 +146,10 @@ pub(super) fn shared_from_segment(seg: Segment, opts: &RingOptions) -> Result<Sh
 ///
 /// # Errors
 /// As [`Segment::create`], plus [`Error::InvalidArgument`] for a bad capacity.
-pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
+pub fn create_segment(loc: &Location, opts: &SpscOptions) -> Result<Segment> {
     let g = header::Geometry::spsc(opts.capacity)?.with_record(opts.record);
-    let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.mode })?;
-    ring::init_header(&seg, &g, opts.notifier);
+    let seg = Segment::create(loc, g.total_len(), CreateOptions { mode: opts.segment.mode })?;
+    ring::init_header(&seg, &g, opts.segment.notifier);
     Ok(seg)
 }
 
@@ -158,10 +158,10 @@ pub fn create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
 ///
 /// # Errors
 /// As [`Segment::create_memfd`], plus [`Error::InvalidArgument`] for a bad capacity.
-pub fn create_memfd(label: &str, opts: &RingOptions) -> Result<Segment> {
+pub fn create_memfd(label: &str, opts: &SpscOptions) -> Result<Segment> {
     let g = header::Geometry::spsc(opts.capacity)?.with_record(opts.record);
     let seg = Segment::create_memfd(label, g.total_len())?;
-    ring::init_header(&seg, &g, opts.notifier);
+    ring::init_header(&seg, &g, opts.segment.notifier);
     Ok(seg)
 }
 
@@ -171,17 +171,17 @@ pub(super) fn open_segment(loc: &Location, ready_timeout: Duration) -> Result<Se
 }
 
 /// Create the segment, or open it if it already exists.
-pub(super) fn open_or_create_segment(loc: &Location, opts: &RingOptions) -> Result<Segment> {
-    ring::create_or_open(loc, opts.ready_timeout, || create_segment(loc, opts))
+pub(super) fn open_or_create_segment(loc: &Location, opts: &SpscOptions) -> Result<Segment> {
+    ring::create_or_open(loc, opts.segment.ready_timeout, || create_segment(loc, opts))
 }
 
 /// What both ends implement to be built from a segment.
 pub(crate) trait Role: Sized {
-    fn attach_with(seg: Segment, opts: &RingOptions) -> Result<Self>;
+    fn attach_with(seg: Segment, opts: &SpscOptions) -> Result<Self>;
 }
 
 /// Create the segment and attach; a failed attach removes the new segment.
-pub(crate) fn create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
+pub(crate) fn create_role<R: Role>(loc: &Location, opts: &SpscOptions) -> Result<R> {
     let seg = create_segment(loc, opts)?;
     let r = R::attach_with(seg, opts);
     if r.is_err() {
@@ -191,15 +191,15 @@ pub(crate) fn create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result
 }
 
 pub(super) fn open_role<R: Role>(loc: &Location) -> Result<R> {
-    open_role_with(loc, &RingOptions::default())
+    open_role_with(loc, &SpscOptions::default())
 }
 
 /// Open with `opts`' ready timeout, wait policy and record type (its
 /// capacity and mode are not used).
-pub(crate) fn open_role_with<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
-    R::attach_with(open_segment(loc, opts.ready_timeout)?, opts)
+pub(crate) fn open_role_with<R: Role>(loc: &Location, opts: &SpscOptions) -> Result<R> {
+    R::attach_with(open_segment(loc, opts.segment.ready_timeout)?, opts)
 }
 
-pub(crate) fn open_or_create_role<R: Role>(loc: &Location, opts: &RingOptions) -> Result<R> {
+pub(crate) fn open_or_create_role<R: Role>(loc: &Location, opts: &SpscOptions) -> Result<R> {
     R::attach_with(open_or_create_segment(loc, opts)?, opts)
 }
