@@ -48,7 +48,7 @@
 //! # Ok(()) }
 //! ```
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_debug_implementations)]
 
 mod error;
 pub mod header;

@@ -283,6 +283,18 @@ pub struct Receiver<T: Message, C: RecvEnd = spsc::Consumer> {
     _t: PhantomData<fn() -> T>,
 }
 
+impl<T: Message, P: SendEnd + std::fmt::Debug> std::fmt::Debug for Sender<T, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("typed::Sender").field("type", &std::any::type_name::<T>()).field("ring", &self.inner).finish()
+    }
+}
+
+impl<T: Message, C: RecvEnd + std::fmt::Debug> std::fmt::Debug for Receiver<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("typed::Receiver").field("type", &std::any::type_name::<T>()).field("ring", &self.inner).finish()
+    }
+}
+
 impl<T: Message, P: SendEnd> Sender<T, P> {
     /// Create a new ring at `loc` for values of `T` and attach as its sender.
     ///

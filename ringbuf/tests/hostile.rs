@@ -139,7 +139,7 @@ fn head_beyond_tail_is_corrupted_for_the_producer() {
 }
 
 fn reopen_err(seg: &TempSeg) -> Error {
-    Consumer::open(&seg.0).err().expect("open must fail")
+    Consumer::open(&seg.0).expect_err("open must fail")
 }
 
 #[test]

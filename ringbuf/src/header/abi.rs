@@ -73,6 +73,7 @@ impl RingKind {
 /// The segment header at offset 0. Every field is an atomic because other
 /// processes may read or write it concurrently; all accesses to the
 /// descriptive fields are Relaxed, ordered by `state` (see [`STATE_READY`]).
+#[derive(Debug)]
 #[repr(C)]
 pub struct Header {
     /// [`MAGIC`].

@@ -11,6 +11,7 @@ pub const REASON_MAX: usize = 64;
 /// that state is seen (Acquire). The bytes are untrusted: readers show them
 /// escaped ([`escape_reason`]), and a length above [`REASON_MAX`] is
 /// corruption.
+#[derive(Debug)]
 #[repr(C)]
 pub struct Reason {
     /// Length of the reason in bytes, `0..=REASON_MAX`; 0: none given.

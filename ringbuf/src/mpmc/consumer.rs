@@ -171,3 +171,9 @@ impl Drop for Record<'_> {
         self.c.core.finish_deq(self.pos, 1);
     }
 }
+
+impl std::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("mpmc::Record").field("position", &self.pos).field("len", &self.len).finish_non_exhaustive()
+    }
+}

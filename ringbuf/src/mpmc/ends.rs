@@ -229,3 +229,17 @@ impl<R> Handle<R> {
         self.core.ctl().not_full.notify();
     }
 }
+
+impl<R> std::fmt::Debug for Handle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = std::any::type_name::<R>().rsplit("::").next().unwrap_or("?");
+        f.debug_struct("mpmc::Handle")
+            .field("role", &role)
+            .field("segment", &self.core.sh.name)
+            .field("entry", &self.core.me)
+            .field("slot_size", &self.core.sh.slot_size)
+            .field("slot_count", &self.core.sh.slots)
+            .field("poisoned", &self.core.health.poisoned)
+            .finish_non_exhaustive()
+    }
+}

@@ -36,6 +36,7 @@ pub const MPMC_CLOSED: u64 = 1 << 62;
 /// One entry of the MPMC participant table: who holds it, and which
 /// positions it is claiming right now. Every MPMC handle holds one entry for
 /// its whole life. See the `mpmc` module docs for the protocol.
+#[derive(Debug)]
 #[repr(C)]
 pub struct Participant {
     /// `pid << 32 | generation << 2 | state`, see [`participant_word`]. The
@@ -121,6 +122,7 @@ impl Default for Participant {
 
 /// MPMC words that change rarely: the participant high-water mark and the
 /// loss statistics. Statistics are Relaxed counters.
+#[derive(Debug)]
 #[repr(C)]
 pub struct MpmcShared {
     /// One more than the highest participant index ever taken; recovery scans
@@ -137,6 +139,7 @@ pub struct MpmcShared {
 }
 
 /// The MPMC ring's shared words, each group on its own 128-byte line.
+#[derive(Debug)]
 #[repr(C)]
 pub struct MpmcControl {
     /// Next position a producer claims (positions ever claimed by

@@ -12,6 +12,7 @@ use crate::wait::Deadline;
 /// `DerefMut<Target = [u8]>` (all [`Producer::slot_size`] bytes), then
 /// [`Grant::commit`] the length used. Dropping it uncommitted publishes an
 /// empty slot that consumers skip, so an abandoned grant never blocks them.
+#[must_use = "dropping a grant uncommitted publishes an empty slot"]
 pub struct Grant<'a> {
     p: &'a mut Producer,
     pos: u64,
@@ -211,5 +212,11 @@ impl std::ops::DerefMut for Grant<'_> {
         let off = sh.slot_off(self.pos) + crate::header::MPMC_SLOT_META as usize;
         // SAFETY: as for Deref; `&mut self` makes this the only live slice.
         unsafe { sh.region.bytes_mut(off, sh.slot_size) }
+    }
+}
+
+impl std::fmt::Debug for Grant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("mpmc::Grant").field("position", &self.pos).finish_non_exhaustive()
     }
 }

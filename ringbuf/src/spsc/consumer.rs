@@ -37,6 +37,17 @@ pub struct Consumer {
     pub(super) backoff: u32,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("spsc::Consumer")
+            .field("segment", &self.sh.name)
+            .field("capacity", &self.sh.capacity)
+            .field("head", &self.head)
+            .field("poisoned", &self.health.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Role for Consumer {
     fn attach_with(seg: Segment, opts: &SpscOptions) -> Result<Consumer> {
         let sh = shared_from_segment(seg, opts)?;

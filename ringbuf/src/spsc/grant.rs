@@ -8,6 +8,7 @@ use super::producer::{OpenRun, Producer};
 /// A region of the ring granted to the producer; write the payload through
 /// `DerefMut<Target = [u8]>`, then [`Grant::commit`] or [`Grant::stage`].
 /// Dropping it without either abandons the record: nothing is sent.
+#[must_use = "a grant sends nothing until it is committed or staged"]
 pub struct Grant<'a> {
     pub(super) p: &'a mut Producer,
     /// Offset of the payload in the data region.
@@ -21,6 +22,7 @@ pub struct Grant<'a> {
 /// [`Producer::grant_records`]; write them through `DerefMut<Target = [u8]>`,
 /// then [`Records::commit`] or [`Records::stage`]. Dropping it without either
 /// sends nothing.
+#[must_use = "granted records are sent only when committed or staged"]
 pub struct Records<'a> {
     pub(super) p: &'a mut Producer,
     /// Offset of the first payload in the data region.
@@ -146,5 +148,17 @@ impl std::ops::DerefMut for Grant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as for Deref; `&mut self` makes this the only live slice.
         unsafe { self.p.sh.region.bytes_mut(self.off, self.len) }
+    }
+}
+
+impl std::fmt::Debug for Grant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("spsc::Grant").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Records<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("spsc::Records").field("len", &self.len).field("count", &self.count).finish_non_exhaustive()
     }
 }

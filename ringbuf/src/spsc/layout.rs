@@ -19,6 +19,7 @@ use crate::wait::EventCount;
 /// The state only moves forward: FREE → ATTACHING → ATTACHED → CLOSED or
 /// ABORTED. A peer checks the word wherever it reads it: a value outside
 /// these five, or a step backwards, is corruption.
+#[derive(Debug)]
 #[repr(C)]
 pub struct RoleSlot {
     /// [`ROLE_FREE`], [`ROLE_ATTACHING`], [`ROLE_ATTACHED`], [`ROLE_CLOSED`]
@@ -75,6 +76,7 @@ impl Default for RoleSlot {
 
 /// The SPSC ring's shared words. Each field sits on its own 128-byte line so
 /// the producer's and consumer's writes never share a cache line.
+#[derive(Debug)]
 #[repr(C)]
 pub struct SpscControl {
     /// Producer position: bytes ever published. Written only by the producer.

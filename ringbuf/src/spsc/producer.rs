@@ -70,6 +70,18 @@ pub struct Producer {
     pub(super) demote: bool,
 }
 
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("spsc::Producer")
+            .field("segment", &self.sh.name)
+            .field("capacity", &self.sh.capacity)
+            .field("tail", &self.tail)
+            .field("published", &self.published)
+            .field("poisoned", &self.health.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The last staged record (or run of same-length records) before its header
 /// is written: at position `pos`, `count` payloads of `len` bytes each.
 #[derive(Debug, Clone, Copy)]

@@ -474,3 +474,9 @@ impl Drop for Record<'_> {
         self.c.release();
     }
 }
+
+impl std::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("spsc::Record").field("len", &self.len).finish_non_exhaustive()
+    }
+}

@@ -42,6 +42,17 @@ const _: () = {
     assert!(std::mem::size_of::<EventCount>() <= 128);
 };
 
+impl std::fmt::Debug for EventCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Relaxed: a snapshot for display.
+        f.debug_struct("EventCount")
+            .field("epoch", &self.epoch.load(Ordering::Relaxed))
+            .field("waiters", &self.waiters.load(Ordering::Relaxed))
+            .field("notifier", &self.notifier())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for EventCount {
     fn default() -> Self {
         Self::new()
