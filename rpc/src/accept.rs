@@ -14,7 +14,8 @@ use shmring::wait::Doorbell;
 use crate::error::{Error, Result};
 use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Mode, Status, VERSION, WAKE_DOORBELL, Welcome, set_timeouts};
 use crate::options::ServerOptions;
-use crate::transport::{Link, Rings, Stream, TransportKind};
+use crate::socket::Stream;
+use crate::transport::{Link, Rings, TransportKind};
 
 /// The server's side of the handshake; `mode` says how this server waits
 /// for the client and what the connection carries.

@@ -17,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::doorbell::{AsyncBell, watch_socket};
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_MORE, Frame, Header, Joiner, Kind};
-use crate::transport::{COALESCE, Link, Path, Stream, TransportKind, fill_chunk, ring_error, stream_error, take};
+use crate::ring_frames::{fill_chunk, ring_error, take};
+use crate::socket::{Stream, stream_error};
+use crate::transport::{COALESCE, Link, Path, TransportKind};
 
 /// How the async side waits on the rings.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use crate::handshake::Mode;
 use crate::listen::AsyncListener;
 use crate::options::ServerOptions;
 use crate::server::Server;
-use crate::transport::Stream;
+use crate::socket::Stream;
 
 /// Requests of one client being handled, by id: aborting one drops its
 /// handler's future.

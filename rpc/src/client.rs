@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_REPLY, Frame, Kind};
 use crate::handshake::{self, HANDSHAKE_TIMEOUT, Hello, Mode, Status, VERSION, WAKE_DOORBELL, Welcome, set_timeouts};
 use crate::options::{ClientOptions, TRANSPORT_ENV};
-use crate::transport::{Link, Rings, Stream, TransportKind};
+use crate::socket::Stream;
+use crate::transport::{Link, Rings, TransportKind};
 
 /// A blocking client: one call at a time on one connection, or many
 /// pipelined with [`Client::call_all`].

@@ -1,6 +1,7 @@
 //! The error type of every fallible call in this crate.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use crate::frame::FrameError;
 
@@ -98,5 +99,16 @@ impl Error {
 
     pub(crate) fn frame(peer: &str, e: FrameError) -> Error {
         Error::protocol(peer, e.to_string())
+    }
+}
+
+/// Time left until `deadline`; `Err(Timeout)` if it passed.
+pub(crate) fn time_left(deadline: Option<Instant>, peer: &str) -> Result<Option<Duration>> {
+    match deadline {
+        None => Ok(None),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() { Err(Error::Timeout(peer.to_owned())) } else { Ok(Some(left)) }
+        }
     }
 }

@@ -64,8 +64,10 @@ pub mod frame;
 pub mod handshake;
 mod listen;
 mod options;
+mod ring_frames;
 mod ring_io;
 mod server;
+mod socket;
 mod stream;
 #[cfg(feature = "tarpc")]
 pub mod tarpc;

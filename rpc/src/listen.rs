@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::handshake::Mode;
 use crate::options::ServerOptions;
 use crate::server::{Listener, accept_error_is_transient};
-use crate::transport::{Link, Stream};
+use crate::socket::Stream;
+use crate::transport::Link;
 
 /// A bound listener registered with the tokio reactor.
 pub(crate) struct AsyncListener {

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::frame::{FLAG_REPLY, Kind};
 use crate::handshake::Mode;
 use crate::options::ServerOptions;
-use crate::transport::{Out, Stream};
+use crate::ring_frames::Out;
+use crate::socket::Stream;
 
 /// The handler a server runs for each request: one that returns its reply,
 /// or one that writes it in place ([`Server::serve_in_place`]).

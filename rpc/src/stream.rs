@@ -32,7 +32,8 @@ use crate::handshake::Mode;
 use crate::listen::Acceptor;
 use crate::options::{ClientOptions, ServerOptions};
 use crate::ring_io::RingIo;
-use crate::transport::{Path, Stream, TransportKind};
+use crate::socket::Stream;
+use crate::transport::{Path, TransportKind};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long a read polls an empty ring before it parks on the doorbell. The

@@ -12,16 +12,17 @@
 //! Which one a connection uses is decided in the handshake
 //! (`handshake.rs`); everything above this module sees only frames.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shmring::spsc::{Consumer, Producer};
 use shmring::wait::Doorbell;
 
 use crate::error::{Error, Result};
 use crate::frame::{self, FLAG_MORE, Frame, Header, Joiner, Kind};
+use crate::ring_frames::{Out, RingOut, ring_error, ring_recv, stage_next, take};
+use crate::socket::{Stream, stream_error, stream_recv};
 
 /// The transport a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,46 +62,6 @@ impl TransportKind {
     /// Parse a name as [`TransportKind::name`] gives it.
     pub fn from_name(s: &str) -> Option<TransportKind> {
         [TransportKind::Shm, TransportKind::Unix, TransportKind::Tcp].into_iter().find(|t| t.name() == s)
-    }
-}
-
-/// A connected byte stream.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Stream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
-            Stream::Tcp(s) => s.set_read_timeout(t),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tcp(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.flush(),
-            Stream::Tcp(s) => s.flush(),
-        }
     }
 }
 
@@ -423,98 +384,6 @@ impl Link {
     }
 }
 
-/// Time left until `deadline`; `Err(Timeout)` if it passed.
-fn remaining(deadline: Option<Instant>, peer: &str) -> Result<Option<Duration>> {
-    match deadline {
-        None => Ok(None),
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() { Err(Error::Timeout(peer.to_owned())) } else { Ok(Some(left)) }
-        }
-    }
-}
-
-/// The sending ring of a shared-memory link, apart from the rest of the
-/// link (so that a request can be answered while it still lies in the other
-/// ring).
-pub(crate) struct RingOut<'a> {
-    tx: &'a mut Producer,
-    peer: &'a str,
-    max_frame: u64,
-    /// The link's "out of step" flag.
-    broken: &'a mut bool,
-}
-
-impl RingOut<'_> {
-    /// A frame of `len` payload bytes that `fill` writes straight into one
-    /// ring record (the caller checked it fits); `stage`: leave it staged.
-    fn in_place(
-        &mut self,
-        id: u64,
-        kind: Kind,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
-        deadline: Option<Instant>,
-        stage: bool,
-    ) -> Result<()> {
-        let h = Header { id, len: len as u32, kind, flags: 0 };
-        let total = frame::HEADER_LEN + len;
-        match self.tx.try_grant(total) {
-            Ok(g) => fill_in_place(g, &h, fill, stage),
-            Err(shmring::Error::WouldBlock { .. }) => {
-                fill_in_place(slow_grant(self.tx, total, deadline, self.peer)?, &h, fill, stage)
-            }
-            Err(e) => return Err(ring_error(self.peer, e)),
-        }
-        Ok(())
-    }
-
-    /// A whole frame, in chunks when it is larger than a record; records
-    /// stay staged as [`Link::set_batch`] says (`staged` of `batch`).
-    #[allow(clippy::too_many_arguments)]
-    fn frame(
-        &mut self,
-        id: u64,
-        kind: Kind,
-        flags: u8,
-        payload: &[u8],
-        deadline: Option<Instant>,
-        staged: &mut u32,
-        batch: u32,
-    ) -> Result<()> {
-        let room = self.tx.max_record_len() - frame::HEADER_LEN;
-        if payload.is_empty() {
-            let stage = stage_next(staged, batch);
-            return ring_send(self.tx, Header { id, len: 0, kind, flags }, &[], deadline, self.peer, stage);
-        }
-        let mut chunks = payload.chunks(room).peekable();
-        let mut sent = 0;
-        while let Some(chunk) = chunks.next() {
-            let more = if chunks.peek().is_some() { FLAG_MORE } else { 0 };
-            let h = Header { id, len: chunk.len() as u32, kind, flags: flags | more };
-            let stage = stage_next(staged, batch);
-            if let Err(e) = ring_send(self.tx, h, chunk, deadline, self.peer, stage) {
-                // Chunks already sent would make the next frame
-                // interleave with this one: the link is done.
-                *self.broken |= sent > 0;
-                return Err(e);
-            }
-            sent += 1;
-        }
-        Ok(())
-    }
-}
-
-/// Where a reply goes: a whole link, or the sending ring of one whose
-/// request is still borrowed from the other ring.
-pub(crate) trait Out {
-    /// Largest frame payload, in bytes.
-    fn max_frame(&self) -> u64;
-    /// Send a frame of `len` payload bytes that `fill` writes, in place when
-    /// it fits in a ring record (see [`Link::send_with`]).
-    fn send_with(&mut self, id: u64, kind: Kind, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()>;
-}
-
 impl Out for Link {
     fn max_frame(&self) -> u64 {
         self.max_frame
@@ -522,193 +391,4 @@ impl Out for Link {
     fn send_with(&mut self, id: u64, kind: Kind, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
         Link::send_with(self, id, kind, len, fill, None)
     }
-}
-
-impl Out for RingOut<'_> {
-    fn max_frame(&self) -> u64 {
-        self.max_frame
-    }
-    fn send_with(&mut self, id: u64, kind: Kind, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        if *self.broken {
-            return Err(Error::protocol(self.peer, "the connection broke mid-frame earlier"));
-        }
-        if frame::HEADER_LEN + len <= self.tx.max_record_len() {
-            return self.in_place(id, kind, len, fill, None, false);
-        }
-        let mut buf = vec![0u8; len];
-        fill(&mut buf);
-        self.frame(id, kind, 0, &buf, None, &mut 0, 0)
-    }
-}
-
-/// Whether the next record may stay staged, given `staged` records staged
-/// and a batch of `batch` (and counts it); `false` when it must publish
-/// (and with it everything staged).
-fn stage_next(staged: &mut u32, batch: u32) -> bool {
-    let stage = *staged + 1 < batch;
-    *staged = if stage { *staged + 1 } else { 0 };
-    stage
-}
-
-/// Put one chunk into the ring; `stage`: leave it staged, unpublished.
-fn ring_send(
-    tx: &mut Producer,
-    h: Header,
-    chunk: &[u8],
-    deadline: Option<Instant>,
-    peer: &str,
-    stage: bool,
-) -> Result<()> {
-    let len = frame::HEADER_LEN + chunk.len();
-    // The common case first, without reading the clock: there is room.
-    match tx.try_grant(len) {
-        Ok(g) => {
-            fill_in_place(g, &h, |b| b.copy_from_slice(chunk), stage);
-            return Ok(());
-        }
-        Err(shmring::Error::WouldBlock { .. }) => {}
-        Err(e) => return Err(ring_error(peer, e)),
-    }
-    fill_in_place(slow_grant(tx, len, deadline, peer)?, &h, |b| b.copy_from_slice(chunk), stage);
-    Ok(())
-}
-
-/// A grant of `len` bytes once the ring was found full: wait for room
-/// until `deadline`.
-fn slow_grant<'a>(
-    tx: &'a mut Producer,
-    len: usize,
-    deadline: Option<Instant>,
-    peer: &str,
-) -> Result<shmring::spsc::Grant<'a>> {
-    match remaining(deadline, peer)? {
-        None => tx.grant(len),
-        Some(left) => tx.grant_timeout(len, left),
-    }
-    .map_err(|e| ring_error(peer, e))
-}
-
-/// Write a chunk (its header, then its payload) into a grant of
-/// `HEADER_LEN + chunk.len()` bytes and commit it.
-pub(crate) fn fill_chunk(g: shmring::spsc::Grant<'_>, h: &Header, chunk: &[u8]) {
-    fill_in_place(g, h, |b| b.copy_from_slice(chunk), false);
-}
-
-/// Write a frame's header into a grant, have `fill` write its payload in
-/// place after it, and commit it (or, `stage`, leave it staged).
-fn fill_in_place(mut g: shmring::spsc::Grant<'_>, h: &Header, fill: impl FnOnce(&mut [u8]), stage: bool) {
-    g[..frame::HEADER_LEN].copy_from_slice(&h.encode());
-    fill(&mut g[frame::HEADER_LEN..]);
-    if stage { g.stage() } else { g.commit() }
-}
-
-/// The next chunk from the ring, copied out.
-fn ring_recv(
-    rx: &mut Consumer,
-    polls: u32,
-    deadline: Option<Instant>,
-    max: u64,
-    peer: &str,
-) -> Result<Option<(Header, Vec<u8>)>> {
-    // A record there already, or within `polls` looks, is taken without
-    // reading the clock.
-    for round in 0..=polls {
-        match rx.try_recv() {
-            Ok(Some(rec)) => return take(&rec, max, peer).map(Some),
-            Ok(None) => return Ok(None),
-            Err(shmring::Error::WouldBlock { .. }) => {}
-            Err(e) => return Err(ring_error(peer, e)),
-        }
-        if round < polls {
-            std::hint::spin_loop();
-        }
-    }
-    let rec = match remaining(deadline, peer)? {
-        None => rx.recv(),
-        Some(left) => rx.recv_timeout(left),
-    }
-    .map_err(|e| ring_error(peer, e))?;
-    match rec {
-        Some(rec) => take(&rec, max, peer).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Copy a chunk out of its ring record and check its header. Everything
-/// is copied out before it is looked at (the peer can rewrite the ring under
-/// us): the header to the stack, the payload once, into the buffer the frame
-/// keeps.
-pub(crate) fn take(rec: &[u8], max: u64, peer: &str) -> Result<(Header, Vec<u8>)> {
-    let mut hb = [0u8; frame::HEADER_LEN];
-    let Some(head) = rec.get(..frame::HEADER_LEN) else {
-        return Err(Error::protocol(
-            peer,
-            format!("a ring record of {} bytes, shorter than a frame header", rec.len()),
-        ));
-    };
-    hb.copy_from_slice(head);
-    let payload = rec[frame::HEADER_LEN..].to_vec();
-    let h = Header::decode(&hb, max).map_err(|e| Error::frame(peer, e))?;
-    if h.len as usize != payload.len() {
-        return Err(Error::protocol(
-            peer,
-            format!("a ring record of {} payload bytes holds a frame header for {}", payload.len(), h.len),
-        ));
-    }
-    Ok((h, payload))
-}
-
-pub(crate) fn ring_error(peer: &str, e: shmring::Error) -> Error {
-    match e {
-        shmring::Error::Timeout => Error::Timeout(peer.to_owned()),
-        other => Error::Ring(other),
-    }
-}
-
-pub(crate) fn stream_error(peer: &str, doing: &str, e: std::io::Error) -> Error {
-    match e.kind() {
-        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => Error::Closed(peer.to_owned()),
-        _ => Error::io(format!("{doing} {peer}"), e),
-    }
-}
-
-/// Read exactly `buf.len()` bytes before `deadline`. `Ok(false)`: end of
-/// stream before the first byte (only if `at_boundary`).
-fn read_full(s: &mut Stream, buf: &mut [u8], deadline: Option<Instant>, at_boundary: bool, peer: &str) -> Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        let left = match remaining(deadline, peer) {
-            Ok(left) => left,
-            Err(e) if got == 0 && at_boundary => return Err(e),
-            Err(_) => return Err(Error::protocol(peer, "timed out in the middle of a frame")),
-        };
-        s.set_read_timeout(left).map_err(|e| Error::io(format!("receiving from {peer}"), e))?;
-        match s.read(&mut buf[got..]) {
-            Ok(0) if got == 0 && at_boundary => return Ok(false),
-            Ok(0) => return Err(Error::protocol(peer, "the connection closed in the middle of a frame")),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if got == 0 && at_boundary {
-                    return Err(Error::Timeout(peer.to_owned()));
-                }
-                return Err(Error::protocol(peer, "timed out in the middle of a frame"));
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset && got == 0 && at_boundary => return Ok(false),
-            Err(e) => return Err(stream_error(peer, "receiving from", e)),
-        }
-    }
-    Ok(true)
-}
-
-/// The next frame from a socket.
-fn stream_recv(s: &mut Stream, deadline: Option<Instant>, max: u64, peer: &str) -> Result<Option<(Header, Vec<u8>)>> {
-    let mut hb = [0u8; frame::HEADER_LEN];
-    if !read_full(s, &mut hb, deadline, true, peer)? {
-        return Ok(None);
-    }
-    let h = Header::decode(&hb, max).map_err(|e| Error::frame(peer, e))?;
-    let mut payload = vec![0u8; h.len as usize];
-    read_full(s, &mut payload, deadline, false, peer)?;
-    Ok(Some((h, payload)))
 }

@@ -170,7 +170,7 @@ impl Case {
     /// A short human description, e.g. `pipe blocking 64 B ping-pong`, `rpc-tcp 4 KiB calls,
     /// one at a time`.
     pub fn label(&self) -> String {
-        let (transport, size) = (self.transport.name(), super::report::bytes(self.payload as u64));
+        let (transport, size) = (self.transport.name(), bytes(self.payload as u64));
         match self.mode {
             Mode::Stream => format!("{transport} {size} stream"),
             Mode::Call => format!("{transport} {size} calls, one at a time"),
@@ -247,5 +247,14 @@ impl Budget {
                 (self.warmup * 3 + Duration::from_secs(60)).checked_add(items)
             }
         }
+    }
+}
+
+/// `64 B`, `64 KiB`: sizes as people write them.
+pub(crate) fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
     }
 }

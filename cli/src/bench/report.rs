@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::case::Case;
+use super::case::{Case, bytes};
 use super::protocol::Outcome;
 
 /// One line of the results: either a round-trip row (RTT filled in) or a rate row: streaming,
@@ -56,15 +56,6 @@ impl Row {
             }
             Outcome::NotMeasured(why) => Row::empty(case, Some(format!("not measured: {why}"))),
         }
-    }
-}
-
-/// `64 B`, `64 KiB`: sizes as people write them.
-pub(crate) fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-        n => format!("{n} B"),
     }
 }
 
