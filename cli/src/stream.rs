@@ -15,7 +15,8 @@ fn policy(spin: bool) -> WaitPolicy {
 
 /// Standard input or output as a plain `File`: no line buffering, no lock.
 fn std_fd(fd: i32) -> ManuallyDrop<File> {
-    // SAFETY: fds 0 and 1 are open for the life of the process (or reads and writes on them fail with EBADF, which we report); ManuallyDrop keeps us from closing them.
+    // SAFETY: fds 0 and 1 are open for the life of the process (or reads and writes on them fail with
+    // EBADF, which we report); ManuallyDrop keeps us from closing them.
     ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
 }
 

@@ -28,7 +28,8 @@ pub(crate) struct LoomCells {
     words: Vec<crate::sync::AtomicU64>,
 }
 
-// SAFETY: a Region is a pointer into a mapping kept alive by the owning ring handle; which side may touch which bytes is governed by the ring protocol.
+// SAFETY: a Region is a pointer into a mapping kept alive by the owning ring handle; which side may
+// touch which bytes is governed by the ring protocol.
 unsafe impl Send for Region {}
 
 impl Region {
@@ -95,7 +96,8 @@ impl Region {
         self.check(off, 8);
         #[cfg(not(loom))]
         {
-            // SAFETY: in bounds and 8-aligned per this function's contract; the mapping outlives `self`, and an AtomicU64 tolerates concurrent (hostile) readers and writers.
+            // SAFETY: in bounds and 8-aligned per this function's contract; the mapping outlives `self`, and an
+            // AtomicU64 tolerates concurrent (hostile) readers and writers.
             unsafe { &*(self.base.add(off) as *const crate::sync::AtomicU64) }
         }
         #[cfg(loom)]
@@ -134,7 +136,8 @@ impl Region {
     pub(crate) fn prefetch(&self, off: usize) {
         self.check(off, 8);
         #[cfg(all(target_arch = "x86_64", not(loom)))]
-        // SAFETY: `off` is inside the region (checked by the caller's masking); a prefetch never faults or changes memory.
+        // SAFETY: `off` is inside the region (checked by the caller's masking); a prefetch never faults or
+        // changes memory.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(self.base.add(off) as *const i8);
         }
@@ -148,7 +151,8 @@ impl Region {
     pub(crate) fn demote(&self, off: usize) {
         self.check(off, 8);
         #[cfg(all(target_arch = "x86_64", not(loom)))]
-        // SAFETY: `off` is inside the region; `cldemote` never faults or changes memory, and executes as a NOP where unsupported.
+        // SAFETY: `off` is inside the region; `cldemote` never faults or changes memory, and executes as a NOP
+        // where unsupported.
         unsafe {
             std::arch::asm!("cldemote byte ptr [{p}]", p = in(reg) self.base.add(off), options(nostack, preserves_flags));
         }

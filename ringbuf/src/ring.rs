@@ -25,7 +25,8 @@ unsafe fn eventcounts(seg: &Segment, kind: RingKind) -> [(&'static str, &EventCo
     let ctl = seg.as_ptr().wrapping_add(header::CONTROL_OFFSET);
     match kind {
         RingKind::Spsc => {
-            // SAFETY: the caller guarantees HEADER_LEN bytes, which hold the control block (const-asserted in header.rs); the offset is 128-aligned and the block is made of atomics and eventcounts.
+            // SAFETY: the caller guarantees HEADER_LEN bytes, which hold the control block (const-asserted in
+            // header.rs); the offset is 128-aligned and the block is made of atomics and eventcounts.
             let c = unsafe { &*(ctl as *const SpscControl) };
             c.eventcounts()
         }
@@ -47,7 +48,8 @@ pub(crate) fn init_header(seg: &Segment, g: &Geometry, notifier: NotifierKind) {
     for (_, ec) in unsafe { eventcounts(seg, g.kind) } {
         ec.init(notifier);
     }
-    // SAFETY: the mapping is at least HEADER_LEN bytes (every geometry's header is) and page-aligned; the header is made of atomics.
+    // SAFETY: the mapping is at least HEADER_LEN bytes (every geometry's header is) and page-aligned; the
+    // header is made of atomics.
     let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
     let me = ProcessId::current();
     h.magic.store(header::MAGIC, Ordering::Relaxed);
@@ -86,7 +88,8 @@ pub(crate) fn wait_ready(seg: &Segment, ready_timeout: Duration, expected: RingK
     if len < header::HEADER_LEN as u64 {
         return Err(Error::corrupted(seg.name(), format!("segment is {len} bytes, shorter than its header")));
     }
-    // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; the header is made of atomics valid for any bit pattern.
+    // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; the header is made of atomics
+    // valid for any bit pattern.
     let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
     let deadline = Instant::now() + ready_timeout;
     // Acquire: pairs with the creator's Release store of STATE_READY in

@@ -137,7 +137,9 @@ pub(crate) fn yield_now() {
 #[inline(always)]
 pub(crate) fn full_fence() {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // SAFETY: ORs zero into the word at the top of our own stack: no value changes and the memory is ours; the stack pointer does not move. The `or` writes the flags, so the block does not promise to preserve them.
+    // SAFETY: ORs zero into the word at the top of our own stack: no value changes and the memory is ours;
+    // the stack pointer does not move. The `or` writes the flags, so the block does not promise to
+    // preserve them.
     unsafe {
         std::arch::asm!("lock or dword ptr [rsp], 0", options(nostack));
     }

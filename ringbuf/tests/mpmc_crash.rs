@@ -98,7 +98,8 @@ impl Log {
     }
     fn word(&self, i: usize) -> &AtomicU64 {
         assert!((i + 1) * 8 <= self.0.len());
-        // SAFETY: in bounds (checked), 8-aligned in a page-aligned mapping this Log keeps alive; AtomicU64 has no invalid bit patterns.
+        // SAFETY: in bounds (checked), 8-aligned in a page-aligned mapping this Log keeps alive; AtomicU64 has
+        // no invalid bit patterns.
         unsafe { &*(self.0.as_ptr().add(i * 8) as *const AtomicU64) }
     }
     fn slot(&self, child: usize, i: usize) -> &AtomicU64 {

@@ -467,7 +467,8 @@ for_each_notifier! {
 fn eventcount_notifiers(seg: &TempSeg) -> [NotifierKind; 2] {
     let map = shmring::Segment::open(&seg.0).unwrap();
     assert!(map.len() >= shmring::header::HEADER_LEN);
-    // SAFETY: the mapping holds at least HEADER_LEN bytes, which contain the control block; it is made of atomics and eventcounts.
+    // SAFETY: the mapping holds at least HEADER_LEN bytes, which contain the control block; it is made of
+    // atomics and eventcounts.
     let ctl = unsafe { &*(map.as_ptr().add(CONTROL_OFFSET) as *const SpscControl) };
     [ctl.data_ready.notifier(), ctl.space_free.notifier()]
 }

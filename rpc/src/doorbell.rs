@@ -99,7 +99,9 @@ impl AsyncBell {
         }
         // Registering panics on a runtime built without I/O: an error here.
         let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: the doorbell owns its descriptor (shared by its clones, closed with the last), so it stays open and the same for as long as the `AsyncFd` holds the doorbell; a runtime is current (checked above).
+            // SAFETY: the doorbell owns its descriptor (shared by its clones, closed with the last), so it stays
+            // open and the same for as long as the `AsyncFd` holds the doorbell; a runtime is current (checked
+            // above).
             unsafe { AsyncFd::register_with_interest(bell, tokio::io::Interest::READABLE) }
         }))
         .map_err(|_| io::Error::other("the tokio runtime has no I/O driver (build it with enable_io)"))?;

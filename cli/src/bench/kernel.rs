@@ -207,7 +207,8 @@ impl FifoReader {
         let mut pfd = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let slice = peer::PEER_CHECK.as_millis() as libc::c_int;
         loop {
-            // SAFETY: `pfd` is one valid pollfd, readable and writable for the whole call, and its descriptor stays open (owned by `self.file`).
+            // SAFETY: `pfd` is one valid pollfd, readable and writable for the whole call, and its descriptor
+            // stays open (owned by `self.file`).
             match unsafe { libc::poll(&mut pfd, 1, slice) } {
                 // Data, or a writer that already closed its end (the read then sees end of file).
                 n if n > 0 => return Ok(()),
@@ -316,7 +317,8 @@ impl Channel for MqChannel {
         let tx = self.tx.as_ref().ok_or("posix-mq: no queue to send on")?;
         let q = tx.as_raw_fd();
         self.retry("mq_timedsend", |deadline| {
-            // SAFETY: `q` is an open queue descriptor owned by `self.tx`; `msg` and `deadline` are valid for reads of their full size for the whole call.
+            // SAFETY: `q` is an open queue descriptor owned by `self.tx`; `msg` and `deadline` are valid for reads
+            // of their full size for the whole call.
             unsafe { libc::mq_timedsend(q, msg.as_ptr().cast(), msg.len(), 0, deadline) as isize }
         })?;
         Ok(())
@@ -328,7 +330,8 @@ impl Channel for MqChannel {
         let q = rx.as_raw_fd();
         let mut buf = std::mem::take(&mut self.buf);
         let result = self.retry("mq_timedreceive", |deadline| {
-            // SAFETY: `q` is an open queue descriptor owned by `self.rx`; `buf` is valid for writes of `buf.len()` bytes (the queue's message size), and `deadline` for reads.
+            // SAFETY: `q` is an open queue descriptor owned by `self.rx`; `buf` is valid for writes of `buf.len()`
+            // bytes (the queue's message size), and `deadline` for reads.
             unsafe { libc::mq_timedreceive(q, buf.as_mut_ptr().cast(), buf.len(), std::ptr::null_mut(), deadline) }
         });
         let out = result.map(|n| f(&buf[..n]));

@@ -330,7 +330,8 @@ pub(crate) fn adopt_fd(spec: &ChildSpec, index: usize) -> Result<OwnedFd, String
     if !open {
         return Err(format!("inherited descriptor {raw} is not open"));
     }
-    // SAFETY: `raw` is open (checked above) and was passed to this process for its exclusive use; nothing else in this process wraps it, and the spec lists each descriptor once.
+    // SAFETY: `raw` is open (checked above) and was passed to this process for its exclusive use; nothing
+    // else in this process wraps it, and the spec lists each descriptor once.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 

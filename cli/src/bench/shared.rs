@@ -47,7 +47,9 @@ impl SharedPage {
             return Err(format!("shared page is {size} bytes, expected {PAGE}"));
         }
         let len = NonZeroUsize::new(PAGE).expect("page size is not zero");
-        // SAFETY: a fresh mapping chosen by the kernel (no address hint) aliases no Rust object; the file is at least PAGE bytes long (checked above), so every byte of the mapping is backed and no access can raise SIGBUS.
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint) aliases no Rust object; the file is
+        // at least PAGE bytes long (checked above), so every byte of the mapping is backed and no access can
+        // raise SIGBUS.
         let ptr = unsafe {
             mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd.as_fd(), 0)
         }
@@ -60,7 +62,8 @@ impl SharedPage {
         assert!((i + 1) * LINE <= PAGE);
         // The other process only ever accesses this word atomically, and every bit pattern
         // is a valid u64, so treating it as an atomic is sound.
-        // SAFETY: offset inside the page (asserted), 8-aligned (page-aligned map, LINE % 8 == 0), mapping outlives `self`.
+        // SAFETY: offset inside the page (asserted), 8-aligned (page-aligned map, LINE % 8 == 0), mapping
+        // outlives `self`.
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(i * LINE).cast()) }
     }
 
@@ -74,7 +77,8 @@ impl SharedPage {
 
 impl Drop for SharedPage {
     fn drop(&mut self) {
-        // SAFETY: `ptr` is the PAGE-byte mapping made in `map`, and no reference derived from it outlives `self` (the word accessors borrow `self`).
+        // SAFETY: `ptr` is the PAGE-byte mapping made in `map`, and no reference derived from it outlives
+        // `self` (the word accessors borrow `self`).
         let _ = unsafe { munmap(self.ptr.cast(), PAGE) };
     }
 }
@@ -85,7 +89,8 @@ const FUTEX_TIMEOUT: Duration = Duration::from_millis(100);
 /// Sleeps while `word` holds `expected`, until woken or the timeout; true if it timed out.
 fn futex_wait(word: &AtomicU32, expected: u32) -> bool {
     let timeout = libc::timespec { tv_sec: 0, tv_nsec: FUTEX_TIMEOUT.as_nanos() as libc::c_long };
-    // SAFETY: `word` is a live, aligned 32-bit word; FUTEX_WAIT only reads it and `timeout` is valid for the duration of the call. No FUTEX_PRIVATE_FLAG: the word is shared with another process.
+    // SAFETY: `word` is a live, aligned 32-bit word; FUTEX_WAIT only reads it and `timeout` is valid for
+    // the duration of the call. No FUTEX_PRIVATE_FLAG: the word is shared with another process.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,

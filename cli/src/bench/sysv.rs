@@ -56,7 +56,8 @@ impl MsgqChannel {
 /// The bytes of a `u64` buffer.
 fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
     let len = std::mem::size_of_val(words);
-    // SAFETY: any bytes are valid u8s; the pointer and length cover exactly the slice, which the returned borrow keeps exclusively borrowed.
+    // SAFETY: any bytes are valid u8s; the pointer and length cover exactly the slice, which the returned
+    // borrow keeps exclusively borrowed.
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
 }
 
@@ -70,7 +71,8 @@ fn send_raw(
 ) -> Result<(), Errno> {
     buf[0] = mtype as u64;
     loop {
-        // SAFETY: `buf` starts with the 8-byte mtype and holds at least `len` text bytes after it (callers size it so); msgsnd only reads them.
+        // SAFETY: `buf` starts with the 8-byte mtype and holds at least `len` text bytes after it (callers
+        // size it so); msgsnd only reads them.
         let r = unsafe { libc::msgsnd(id, buf.as_ptr().cast(), len, flags) };
         if r == 0 {
             return Ok(());

@@ -145,7 +145,8 @@ impl Consumer {
             let mut passed = 0;
             for i in 0..n {
                 if let Some((off, len)) = guard.core.slot_message(pos + i)? {
-                    // SAFETY: slot_message checked off + len lies inside the slot's payload; we claimed the slot and release it only when `guard` drops.
+                    // SAFETY: slot_message checked off + len lies inside the slot's payload; we claimed the slot and
+                    // release it only when `guard` drops.
                     f(unsafe { guard.core.sh.region.bytes(off, len) });
                     passed += 1;
                 }

@@ -391,7 +391,8 @@ impl Core {
     #[inline]
     pub(super) fn commit_slot(&self, pos: u64, len: usize, skip: bool) {
         let off = self.sh.slot_off(pos);
-        // SAFETY: `slot_off` is below `slots * stride`, a multiple of 8, and a slot's stride holds its 16 bytes of metadata, so the length word is in bounds.
+        // SAFETY: `slot_off` is below `slots * stride`, a multiple of 8, and a slot's stride holds its 16
+        // bytes of metadata, so the length word is in bounds.
         unsafe { self.sh.region.store_word(off + 8, len as u64, Ordering::Relaxed) };
         let seq = if skip { (pos + 1) | SKIP } else { pos + 1 };
         // Release: pairs with the consumers' Acquire load of the sequence in

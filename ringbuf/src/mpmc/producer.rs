@@ -97,7 +97,8 @@ impl Producer {
     #[inline]
     fn write(&mut self, pos: u64, data: &[u8]) {
         let off = self.core.sh.slot_off(pos) + crate::header::MPMC_SLOT_META as usize;
-        // SAFETY: check_len bounded data.len() by the slot size, so the bytes are inside the slot; we claimed it and have not committed it, so nobody else touches them.
+        // SAFETY: check_len bounded data.len() by the slot size, so the bytes are inside the slot; we claimed
+        // it and have not committed it, so nobody else touches them.
         unsafe { self.core.sh.region.bytes_mut(off, data.len()) }.copy_from_slice(data);
     }
 
@@ -201,7 +202,8 @@ impl std::ops::Deref for Grant<'_> {
     fn deref(&self) -> &[u8] {
         let sh = &self.p.core.sh;
         let off = sh.slot_off(self.pos) + crate::header::MPMC_SLOT_META as usize;
-        // SAFETY: the payload of a slot is slot_size bytes inside the region (stride >= 16 + slot_size); we claimed the slot and have not committed it.
+        // SAFETY: the payload of a slot is slot_size bytes inside the region (stride >= 16 + slot_size); we
+        // claimed the slot and have not committed it.
         unsafe { sh.region.bytes(off, sh.slot_size) }
     }
 }

@@ -83,7 +83,9 @@ pub(super) struct Shared {
     pub(super) _keep: Arc<dyn Any + Send + Sync>,
 }
 
-// SAFETY: the pointers target a mapping (or heap blocks under loom) owned by `_keep`, which lives as long as this struct; every shared word is an atomic and the payload bytes are handed out only as the ring protocol allows.
+// SAFETY: the pointers target a mapping (or heap blocks under loom) owned by `_keep`, which lives as
+// long as this struct; every shared word is an atomic and the payload bytes are handed out only as the
+// ring protocol allows.
 unsafe impl Send for Shared {}
 // SAFETY: as above; handles on different threads touch the mapping only through atomics and protocol-owned slots.
 unsafe impl Sync for Shared {}
@@ -91,7 +93,8 @@ unsafe impl Sync for Shared {}
 impl Shared {
     #[inline]
     pub(super) fn ctl(&self) -> &MpmcControl {
-        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control block is made of atomics, valid for any bits.
+        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control block is made of atomics, valid
+        // for any bits.
         unsafe { self.ctl.as_ref() }
     }
 
@@ -114,7 +117,8 @@ impl Shared {
     pub(super) fn seq(&self, pos: u64) -> &AtomicU64 {
         #[cfg(not(loom))]
         {
-            // SAFETY: slot_off < slots * stride = capacity, 8-aligned (stride is a multiple of 8, the region page-aligned); the word is an atomic, valid for any bits, in a mapping kept alive by `_keep`.
+            // SAFETY: slot_off < slots * stride = capacity, 8-aligned (stride is a multiple of 8, the region
+            // page-aligned); the word is an atomic, valid for any bits, in a mapping kept alive by `_keep`.
             unsafe { &*(self.data.add(self.slot_off(pos)) as *const AtomicU64) }
         }
         #[cfg(loom)]
@@ -179,7 +183,9 @@ pub(super) fn shared_from_segment(seg: Segment, opts: &MpmcOptions) -> Result<Ar
     ring::check_record_type(&seg, &g, opts.record.as_ref())?;
     let base = seg.as_ptr();
     let capacity = g.capacity as usize;
-    // SAFETY: wait_ready validated the mapping is header_len + capacity bytes with header_len = MPMC_HEADER_LEN >= CONTROL_OFFSET + size_of::<MpmcControl>() (const-asserted in header.rs); the offset is 128-aligned.
+    // SAFETY: wait_ready validated the mapping is header_len + capacity bytes with header_len =
+    // MPMC_HEADER_LEN >= CONTROL_OFFSET + size_of::<MpmcControl>() (const-asserted in header.rs); the
+    // offset is 128-aligned.
     let ctl = unsafe { NonNull::new_unchecked(base.add(header::CONTROL_OFFSET) as *mut MpmcControl) };
     // SAFETY: the data region starts after the validated header and is `capacity` bytes long.
     let data = unsafe { base.add(g.header_len as usize) };
@@ -201,7 +207,8 @@ pub(super) fn shared_from_segment(seg: Segment, opts: &MpmcOptions) -> Result<Ar
         #[cfg(loom)]
         seqs: (0..g.slot_count as usize)
             .map(|i| {
-                // SAFETY: slot `i` of the validated data region is in bounds and 8-aligned; under loom nobody else runs yet.
+                // SAFETY: slot `i` of the validated data region is in bounds and 8-aligned; under loom nobody else
+                // runs yet.
                 AtomicU64::new(unsafe { std::ptr::read(data.add(i * stride) as *const u64) })
             })
             .collect(),
@@ -224,7 +231,8 @@ fn init(seg: &Segment, g: &Geometry, notifier: NotifierKind) {
     let stride = header::mpmc_slot_stride(g.slot_size) as usize;
     let data = seg.as_ptr().wrapping_add(g.header_len as usize);
     for i in 1..g.slot_count as usize {
-        // SAFETY: the segment was created `g.total_len()` bytes long, so slot `i` of the data region is in bounds and 8-aligned; nobody else has it yet.
+        // SAFETY: the segment was created `g.total_len()` bytes long, so slot `i` of the data region is in
+        // bounds and 8-aligned; nobody else has it yet.
         let w = unsafe { &*(data.add(i * stride) as *const AtomicU64) };
         // Relaxed: published by the Release store of READY in `init_header`.
         w.store(i as u64, Ordering::Relaxed);

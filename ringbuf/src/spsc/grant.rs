@@ -80,7 +80,8 @@ impl Records<'_> {
 impl std::ops::Deref for Records<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_reserve checked the run fits before the end of the region; the bytes are granted to the producer and not yet published.
+        // SAFETY: try_reserve checked the run fits before the end of the region; the bytes are granted to the
+        // producer and not yet published.
         unsafe { self.p.sh.region.bytes(self.off, self.total as usize - RECORD_HEADER as usize) }
     }
 }
@@ -110,7 +111,8 @@ impl Grant<'_> {
             }
             // Truncated to another length: it cannot join the run. Move the
             // payload after a header of its own (try_reserve kept room).
-            // SAFETY: the grant covers `off .. off + 8 + pad8(granted len)`, which holds both ranges; the bytes are ours until published.
+            // SAFETY: the grant covers `off .. off + 8 + pad8(granted len)`, which holds both ranges; the bytes
+            // are ours until published.
             let bytes = unsafe { p.sh.region.bytes_mut(self.off, RECORD_HEADER as usize + self.len) };
             bytes.copy_within(..self.len, RECORD_HEADER as usize);
         }
@@ -139,7 +141,8 @@ impl Grant<'_> {
 impl std::ops::Deref for Grant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_reserve checked the record fits before the end of the region; the bytes are granted to the producer and not yet published, so nobody else may touch them.
+        // SAFETY: try_reserve checked the record fits before the end of the region; the bytes are granted to
+        // the producer and not yet published, so nobody else may touch them.
         unsafe { self.p.sh.region.bytes(self.off, self.len) }
     }
 }

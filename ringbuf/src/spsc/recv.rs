@@ -39,7 +39,8 @@ impl Consumer {
         let cap = self.sh.capacity;
         let off = self.head & (cap - 1);
         // Acquire: as in `try_next`.
-        // SAFETY: `off` is a position masked with `capacity - 1`, and positions are multiples of 8 (checked at attach, and every step adds a multiple of 8).
+        // SAFETY: `off` is a position masked with `capacity - 1`, and positions are multiples of 8 (checked at
+        // attach, and every step adds a multiple of 8).
         let word = unsafe { self.sh.region.load_word(off as usize, Ordering::Acquire) };
         let len = word as u32 as u64;
         let total = RECORD_HEADER + ((len + 7) & !7);
@@ -366,7 +367,8 @@ impl Consumer {
                 self.run.left -= more as u32;
                 total = if self.run.left == 0 { self.run.total } else { 0 };
             }
-            // SAFETY: try_next checked the whole run (or the record) ends before the end of the region; the producer published it and does not touch it until we release it.
+            // SAFETY: try_next checked the whole run (or the record) ends before the end of the region; the
+            // producer published it and does not touch it until we release it.
             let bytes = unsafe { self.sh.region.bytes(off, more * stride + len) };
             f(RecordRun { bytes, record_len: len, stride, count: more + 1 });
             self.head = self.head.wrapping_add(total);
@@ -462,7 +464,8 @@ impl<'a> RecordRun<'a> {
 impl std::ops::Deref for Record<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: try_next checked the record (or its whole run) ends before the end of the region; it is published and unreleased, so it stays ours until `drop`.
+        // SAFETY: try_next checked the record (or its whole run) ends before the end of the region; it is
+        // published and unreleased, so it stays ours until `drop`.
         unsafe { self.c.sh.region.bytes(self.off, self.len) }
     }
 }

@@ -51,7 +51,8 @@ impl Producer {
         } else {
             // Relaxed: the consumer reaches this record only through the
             // batch's first header, stored later with Release in `flush`.
-            // SAFETY: a position masked with `capacity - 1`; positions are multiples of 8 (checked at attach, and every step adds a multiple of 8).
+            // SAFETY: a position masked with `capacity - 1`; positions are multiples of 8 (checked at attach, and
+            // every step adds a multiple of 8).
             unsafe { self.sh.region.store_word((pos & (self.sh.capacity - 1)) as usize, word, Ordering::Relaxed) };
         }
     }
@@ -293,7 +294,8 @@ impl Producer {
         // and prefetches the next, so a line written twice with the other
         // in between is stolen back in between. Writing the end marker first
         // made a 64-byte round trip 2.4 times slower here.
-        // SAFETY: `off + total <= cap` was checked above and the room check makes the bytes ours: the consumer released them and does not read past the header word until it is stored below.
+        // SAFETY: `off + total <= cap` was checked above and the room check makes the bytes ours: the consumer
+        // released them and does not read past the header word until it is stored below.
         unsafe { self.sh.region.bytes_mut((off + RECORD_HEADER) as usize, data.len()) }.copy_from_slice(data);
         self.tail = self.tail.wrapping_add(total);
         self.publish(record_word(data.len()), true);

@@ -32,13 +32,15 @@ pub(super) struct Shared {
     pub(super) _keep: Arc<dyn Any + Send + Sync>,
 }
 
-// SAFETY: the pointers target a mapping (or a heap block under loom) owned by `_keep`, which lives as long as this struct; all shared words are atomics.
+// SAFETY: the pointers target a mapping (or a heap block under loom) owned by `_keep`, which lives as
+// long as this struct; all shared words are atomics.
 unsafe impl Send for Shared {}
 
 impl Shared {
     #[inline]
     pub(super) fn ctl(&self) -> &SpscControl {
-        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control block is made of atomics, so shared references are fine.
+        // SAFETY: `ctl` points into memory kept alive by `_keep`; the control block is made of atomics, so
+        // shared references are fine.
         unsafe { self.ctl.as_ref() }
     }
 
@@ -115,10 +117,12 @@ pub(super) fn shared_from_segment(seg: Segment, opts: &SpscOptions) -> Result<Sh
     let capacity = g.capacity;
     let base = seg.as_ptr();
     let name = seg.name().to_owned();
-    // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len (const-asserted in header.rs) and the offset is 128-aligned.
+    // SAFETY: CONTROL_OFFSET + size_of::<SpscControl>() <= HEADER_LEN <= len (const-asserted in header.rs)
+    // and the offset is 128-aligned.
     let ctl = unsafe { NonNull::new_unchecked(base.add(header::CONTROL_OFFSET) as *mut SpscControl) };
     #[cfg(not(loom))]
-    // SAFETY: validate() checked len == HEADER_LEN + capacity, so the data region is in bounds; the mapping lives as long as `_keep`.
+    // SAFETY: validate() checked len == HEADER_LEN + capacity, so the data region is in bounds; the
+    // mapping lives as long as `_keep`.
     let region = unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize) };
     #[cfg(loom)]
     let region = {
@@ -126,7 +130,8 @@ pub(super) fn shared_from_segment(seg: Segment, opts: &SpscOptions) -> Result<Sh
         // SAFETY: as above; `shadow` has one cell per 8 bytes of the region.
         unsafe { Region::new(base.add(header::HEADER_LEN), capacity as usize, shadow) }
     };
-    // SAFETY: the mapping is at least HEADER_LEN bytes (validated by `wait_ready`), page-aligned; the header is made of atomics.
+    // SAFETY: the mapping is at least HEADER_LEN bytes (validated by `wait_ready`), page-aligned; the
+    // header is made of atomics.
     let fixed = header::FixedWords::read(unsafe { &*(base as *const Header) });
     Ok(Shared {
         ctl,

@@ -234,7 +234,8 @@ impl std::fmt::Debug for Registration {
     }
 }
 
-// SAFETY: the pointer targets an eventcount of atomics in memory owned by `_keep` (Send + Sync); the registration only calls `cancel_wait` on it.
+// SAFETY: the pointer targets an eventcount of atomics in memory owned by `_keep` (Send + Sync); the
+// registration only calls `cancel_wait` on it.
 unsafe impl Send for Registration {}
 // SAFETY: as for Send; no method takes `&self`.
 unsafe impl Sync for Registration {}

@@ -86,7 +86,8 @@ fn shared_flags() -> u32 {
 /// window to a few instructions, it cannot close it entirely. The futex
 /// notifier has no such word.)
 fn flags_sane(cell: &NotifierCell) -> bool {
-    // SAFETY: offset 8..12 is inside the 32-byte, 8-aligned cell, in our mapping; an AtomicU32 read tolerates a concurrent writer.
+    // SAFETY: offset 8..12 is inside the 32-byte, 8-aligned cell, in our mapping; an AtomicU32 read
+    // tolerates a concurrent writer.
     let flags = unsafe { &*(cell.0.get().cast::<u8>().add(FLAGS_OFFSET) as *const AtomicU32) };
     // Relaxed: a plausibility check of an untrusted word.
     flags.load(Ordering::Relaxed) == shared_flags()
