@@ -55,6 +55,7 @@
 //! skips the byte stream's framing and its buffers; the benchmarks compare
 //! the two.
 
+mod codec;
 mod over_stream;
 mod transport;
 
