@@ -107,7 +107,7 @@ enum Op {
         max: u8,
     },
     /// `try_grant_records`: `count` records of `len` bytes, the first
-    /// `keep` of them written in place and kept (`Records::truncate`), then
+    /// `keep` of them written in place and kept (`RunGrant::truncate`), then
     /// committed, or staged if `stage`.
     GrantRecords {
         len: u8,

@@ -87,8 +87,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::spsc::Producer {}
     impl Sealed for crate::spsc::Consumer {}
-    impl Sealed for crate::mpmc::Producer {}
-    impl Sealed for crate::mpmc::Consumer {}
+    impl<R> Sealed for crate::mpmc::Handle<R> {}
 }
 
 /// A ring end that can carry typed values. Implemented by the ring handles
@@ -140,49 +139,39 @@ pub trait RecvEnd: End {
     fn recv_runs_of(&mut self, max: usize, f: impl FnMut(RecordRun<'_>)) -> Result<usize>;
 }
 
-macro_rules! spsc_end {
-    ($T:ty) => {
-        impl End for $T {
-            type Options = SpscOptions;
-            fn segment_name(&self) -> &str {
-                self.name()
-            }
-            fn create_typed(loc: &Location, opts: &SpscOptions, ty: RecordType) -> Result<Self> {
-                spsc::create_role(loc, &typed_opts(opts, ty))
-            }
-            fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
-                spsc::open_role_with(loc, &typed_opts(&SpscOptions::default(), ty))
-            }
-            fn open_or_create_typed(loc: &Location, opts: &SpscOptions, ty: RecordType) -> Result<Self> {
-                spsc::open_or_create_role(loc, &typed_opts(opts, ty))
-            }
-        }
-    };
+/// Both SPSC ends, through what they share to be built from a segment.
+impl<R: spsc::Role + sealed::Sealed> End for R {
+    type Options = SpscOptions;
+    fn segment_name(&self) -> &str {
+        spsc::Role::name(self)
+    }
+    fn create_typed(loc: &Location, opts: &SpscOptions, ty: RecordType) -> Result<Self> {
+        spsc::create_role(loc, &typed_opts(opts, ty))
+    }
+    fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
+        spsc::open_role_with(loc, &typed_opts(&SpscOptions::default(), ty))
+    }
+    fn open_or_create_typed(loc: &Location, opts: &SpscOptions, ty: RecordType) -> Result<Self> {
+        spsc::open_or_create_role(loc, &typed_opts(opts, ty))
+    }
 }
-spsc_end!(spsc::Producer);
-spsc_end!(spsc::Consumer);
 
-macro_rules! mpmc_end {
-    ($T:ty) => {
-        impl End for $T {
-            type Options = MpmcOptions;
-            fn segment_name(&self) -> &str {
-                self.name()
-            }
-            fn create_typed(loc: &Location, opts: &MpmcOptions, ty: RecordType) -> Result<Self> {
-                <$T>::create_typed(loc, opts, ty)
-            }
-            fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
-                <$T>::open_typed(loc, ty)
-            }
-            fn open_or_create_typed(loc: &Location, opts: &MpmcOptions, ty: RecordType) -> Result<Self> {
-                <$T>::open_or_create_typed(loc, opts, ty)
-            }
-        }
-    };
+/// Both MPMC roles: one handle type.
+impl<R> End for mpmc::Handle<R> {
+    type Options = MpmcOptions;
+    fn segment_name(&self) -> &str {
+        self.name()
+    }
+    fn create_typed(loc: &Location, opts: &MpmcOptions, ty: RecordType) -> Result<Self> {
+        Self::create_typed(loc, opts, ty)
+    }
+    fn open_typed(loc: &Location, ty: RecordType) -> Result<Self> {
+        Self::open_typed(loc, ty)
+    }
+    fn open_or_create_typed(loc: &Location, opts: &MpmcOptions, ty: RecordType) -> Result<Self> {
+        Self::open_or_create_typed(loc, opts, ty)
+    }
 }
-mpmc_end!(mpmc::Producer);
-mpmc_end!(mpmc::Consumer);
 
 impl SendEnd for mpmc::Producer {
     fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<()> {

@@ -70,6 +70,10 @@ impl Role for Consumer {
         }
         Ok(c)
     }
+
+    fn name(&self) -> &str {
+        &self.sh.name
+    }
 }
 
 /// Pause hints between two polls of an empty ring inside `recv_batch`.

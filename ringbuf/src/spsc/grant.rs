@@ -1,5 +1,5 @@
 //! What the producer grants: room for one record ([`Grant`]) or for a run
-//! of records of one length ([`Records`]), written in place, then committed
+//! of records of one length ([`RunGrant`]), written in place, then committed
 //! or staged.
 
 use super::format::{RECORD_HEADER, record_size};
@@ -20,10 +20,10 @@ pub struct Grant<'a> {
 
 /// Room for a run of records of one length, granted by
 /// [`Producer::grant_records`]; write them through `DerefMut<Target = [u8]>`,
-/// then [`Records::commit`] or [`Records::stage`]. Dropping it without either
+/// then [`RunGrant::commit`] or [`RunGrant::stage`]. Dropping it without either
 /// sends nothing.
 #[must_use = "granted records are sent only when committed or staged"]
-pub struct Records<'a> {
+pub struct RunGrant<'a> {
     pub(super) p: &'a mut Producer,
     /// Offset of the first payload in the data region.
     pub(super) off: usize,
@@ -33,7 +33,7 @@ pub struct Records<'a> {
     pub(super) total: u64,
 }
 
-impl Records<'_> {
+impl RunGrant<'_> {
     /// Finish the records and publish them (with any staged before them).
     pub fn commit(mut self) {
         self.finish();
@@ -56,7 +56,7 @@ impl Records<'_> {
         p.staged = p.staged.saturating_add(self.count);
     }
 
-    /// Number of records granted (after any [`Records::truncate`]).
+    /// Number of records granted (after any [`RunGrant::truncate`]).
     pub fn count(&self) -> usize {
         self.count as usize
     }
@@ -77,7 +77,7 @@ impl Records<'_> {
     }
 }
 
-impl std::ops::Deref for Records<'_> {
+impl std::ops::Deref for RunGrant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: try_reserve checked the run fits before the end of the region; the bytes are granted to the
@@ -86,7 +86,7 @@ impl std::ops::Deref for Records<'_> {
     }
 }
 
-impl std::ops::DerefMut for Records<'_> {
+impl std::ops::DerefMut for RunGrant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as for Deref; `&mut self` makes this the only live slice.
         unsafe { self.p.sh.region.bytes_mut(self.off, self.total as usize - RECORD_HEADER as usize) }
@@ -160,8 +160,8 @@ impl std::fmt::Debug for Grant<'_> {
     }
 }
 
-impl std::fmt::Debug for Records<'_> {
+impl std::fmt::Debug for RunGrant<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("spsc::Records").field("len", &self.len).field("count", &self.count).finish_non_exhaustive()
+        f.debug_struct("spsc::RunGrant").field("len", &self.len).field("count", &self.count).finish_non_exhaustive()
     }
 }

@@ -48,12 +48,15 @@ mod shared;
 
 pub use consumer::Consumer;
 pub use format::{FLAG_PAD, FLAG_RECORD, FLAG_RUN, RECORD_HEADER, record_size};
-pub use grant::{Grant, Records};
+pub use grant::{Grant, RunGrant};
+/// [`RunGrant`] under its old name.
+#[deprecated(since = "0.1.0", note = "renamed `RunGrant`: a grant of room for a run of records")]
+pub type Records<'a> = RunGrant<'a>;
 pub use options::SpscOptions;
 pub use producer::Producer;
 pub use recv::{Record, RecordRun};
+pub(crate) use shared::{Role, create_role, open_or_create_role, open_role_with};
 pub use shared::{create_memfd, create_segment};
-pub(crate) use shared::{create_role, open_or_create_role, open_role_with};
 
 #[cfg(loom)]
 use {

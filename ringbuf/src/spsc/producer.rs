@@ -119,6 +119,10 @@ impl Role for Producer {
         (p.tail, p.published, p.cached_head, p.attach_head) = (tail, tail, head, head);
         Ok(p)
     }
+
+    fn name(&self) -> &str {
+        &self.sh.name
+    }
 }
 
 impl Producer {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::format::{MAX_RUN, RECORD_HEADER, pad_word, record_size, record_word, run_word};
-use super::grant::{Grant, Records};
+use super::grant::{Grant, RunGrant};
 use super::producer::Producer;
 use crate::error::{Error, Result};
 use crate::ring::Health;
@@ -179,7 +179,7 @@ impl Producer {
     /// [`Error::InvalidArgument`] if `count` is 0 or above 65535, or the run
     /// (8 + `count * stride` bytes) does not fit the ring with its 8-byte end
     /// marker; otherwise as [`Producer::grant`].
-    pub fn grant_records(&mut self, len: usize, count: usize) -> Result<Records<'_>> {
+    pub fn grant_records(&mut self, len: usize, count: usize) -> Result<RunGrant<'_>> {
         self.grant_records_inner(len, count, Deadline::Never)
     }
 
@@ -188,7 +188,7 @@ impl Producer {
     ///
     /// # Errors
     /// As [`Producer::grant_records`], plus [`Error::WouldBlock`].
-    pub fn try_grant_records(&mut self, len: usize, count: usize) -> Result<Records<'_>> {
+    pub fn try_grant_records(&mut self, len: usize, count: usize) -> Result<RunGrant<'_>> {
         self.grant_records_inner(len, count, Deadline::Now)
     }
 
@@ -196,11 +196,11 @@ impl Producer {
     ///
     /// # Errors
     /// As [`Producer::grant_records`], plus [`Error::Timeout`].
-    pub fn grant_records_timeout(&mut self, len: usize, count: usize, timeout: Duration) -> Result<Records<'_>> {
+    pub fn grant_records_timeout(&mut self, len: usize, count: usize, timeout: Duration) -> Result<RunGrant<'_>> {
         self.grant_records_inner(len, count, Deadline::After(timeout))
     }
 
-    fn grant_records_inner(&mut self, len: usize, count: usize, deadline: Deadline) -> Result<Records<'_>> {
+    fn grant_records_inner(&mut self, len: usize, count: usize, deadline: Deadline) -> Result<RunGrant<'_>> {
         let stride = (len as u64 + 7) & !7;
         let total = (count as u64).checked_mul(stride).and_then(|b| b.checked_add(RECORD_HEADER));
         let Some(total) =
@@ -214,7 +214,7 @@ impl Producer {
         };
         let r = self.reserve(0, total, deadline);
         let (off, _) = self.note(r)?;
-        Ok(Records { p: self, off, len, count: count as u32, total })
+        Ok(RunGrant { p: self, off, len, count: count as u32, total })
     }
 
     /// Grant `len` bytes to write in place, waiting for space per the wait

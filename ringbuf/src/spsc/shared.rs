@@ -183,6 +183,8 @@ pub(super) fn open_or_create_segment(loc: &Location, opts: &SpscOptions) -> Resu
 /// What both ends implement to be built from a segment.
 pub(crate) trait Role: Sized {
     fn attach_with(seg: Segment, opts: &SpscOptions) -> Result<Self>;
+    /// The segment's name, as used in error messages.
+    fn name(&self) -> &str;
 }
 
 /// Create the segment and attach; a failed attach removes the new segment.
