@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::header::{self, Geometry, Header, MpmcControl, RingKind, SpscControl};
+use crate::header::{self, FLAG_POISONED, Geometry, Header, MpmcControl, RingKind, SpscControl};
 use crate::liveness::ProcessId;
 use crate::segment::{Location, Segment};
 use crate::sync::Ordering;
@@ -235,4 +235,18 @@ pub(crate) fn check_record_type(
             expected: want.to_string(),
         }),
     }
+}
+
+/// Poison a segment: set [`FLAG_POISONED`] in its header (if it has one:
+/// the heap rings of loom models have none), so that every other handle
+/// stops at its next liveness tick, and return the corruption error for
+/// `what`. Every handle that finds impossible values in shared memory ends
+/// here; the handle then also remembers it ([`Health::poisoned_by`]).
+pub(crate) fn poison(header: Option<&Header>, segment: &str, what: String) -> Error {
+    if let Some(h) = header {
+        // Relaxed: a flag other handles read at their liveness ticks, on
+        // its own.
+        h.flags.fetch_or(FLAG_POISONED, Ordering::Relaxed);
+    }
+    Error::corrupted(segment, what)
 }

@@ -125,9 +125,7 @@ impl Core {
     /// eventcounts' notifier words, and our own participant word (nobody may
     /// change it while we hold the entry).
     fn check_shared(&mut self) -> Result<()> {
-        if let Some(h) = self.sh.header {
-            // SAFETY: the header lives in the mapping kept alive by `sh`; it is made of atomics.
-            let h = unsafe { h.as_ref() };
+        if let Some(h) = self.sh.header() {
             if let Err(what) = self.sh.fixed.check(h) {
                 return Err(self.poison(what));
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::layout::{MPMC_CLOSED, MpmcControl};
 use super::options::MpmcOptions;
 use crate::error::{Error, Result};
-use crate::header::{self, FLAG_POISONED, Geometry, Header, RingKind};
+use crate::header::{self, Geometry, Header, RingKind};
 #[cfg(not(loom))]
 use crate::liveness::ProcessId;
 use crate::region::Region;
@@ -142,13 +142,16 @@ impl Shared {
         }
     }
 
+    /// The segment's header (none for the heap rings of loom models).
+    pub(super) fn header(&self) -> Option<&Header> {
+        // SAFETY: as for `ctl`: the header lies in the mapping kept alive by
+        // `_keep`, and is made of atomics.
+        self.header.map(|h| unsafe { h.as_ref() })
+    }
+
+    /// Poison the segment (see [`ring::poison`]) and return the error.
     pub(super) fn poison(&self, what: String) -> Error {
-        if let Some(h) = self.header {
-            // SAFETY: as for `ctl`.
-            let h = unsafe { h.as_ref() };
-            h.flags.fetch_or(FLAG_POISONED, Ordering::Relaxed);
-        }
-        Error::corrupted(&self.name, what)
+        ring::poison(self.header(), &self.name, what)
     }
 
     pub(super) fn stats(&self) -> Stats {

@@ -93,9 +93,7 @@ impl Shared {
     /// [`header::FixedWords::check`]), and both eventcounts still name the
     /// segment's notifier.
     pub(super) fn check_header(&self) -> Result<()> {
-        let Some(h) = self.header else { return Ok(()) };
-        // SAFETY: as for `ctl`.
-        let h = unsafe { h.as_ref() };
+        let Some(h) = self.header() else { return Ok(()) };
         self.fixed.check(h).map_err(|what| self.corrupt(what))?;
         check_eventcounts(h, self.ctl().eventcounts()).map_err(|what| self.corrupt(what))
     }

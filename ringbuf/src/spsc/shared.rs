@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::layout::{ROLE_ABORTED, ROLE_ATTACHED, ROLE_ATTACHING, ROLE_CLOSED, ROLE_FREE, RoleSlot, SpscControl};
 use super::options::SpscOptions;
 use crate::error::{Error, Result};
-use crate::header::{self, FLAG_POISONED, Header};
+use crate::header::{self, Header};
 use crate::liveness::ProcessId;
 use crate::region::Region;
 use crate::ring::{self};
@@ -60,13 +60,16 @@ impl Shared {
         Registration::new(ec, Arc::clone(&self._keep))
     }
 
+    /// The segment's header (none for the heap rings of loom models).
+    pub(super) fn header(&self) -> Option<&Header> {
+        // SAFETY: as for `ctl`: the header lies in the mapping kept alive by
+        // `_keep`, and is made of atomics.
+        self.header.map(|h| unsafe { h.as_ref() })
+    }
+
+    /// Poison the segment (see [`ring::poison`]) and return the error.
     pub(super) fn poison(&self, what: String) -> Error {
-        if let Some(h) = self.header {
-            // SAFETY: as for `ctl`.
-            let h = unsafe { h.as_ref() };
-            h.flags.fetch_or(FLAG_POISONED, Ordering::Relaxed);
-        }
-        Error::corrupted(&self.name, what)
+        ring::poison(self.header(), &self.name, what)
     }
 
     /// Take `slot` for this process.
