@@ -15,6 +15,10 @@
 //! `-crossprocess` as processes (this executable, re-run); `ArrayQueue`
 //! lives on the heap, so it has in-process rows only.
 //!
+//! `mpmc_single_u64/*` is the same 1p1c stream one item per call on every
+//! side: shmring's `send` and `recv` against `ArrayQueue`'s `push` and
+//! `pop`, the way most programs use a queue.
+//!
 //! With two CPUs, 1p1c pins the producer to one and the consumer to the
 //! other; 2p2c pins one producer and one consumer to each. Waiting workers
 //! spin briefly, then yield (see `shmring_benches::mpmc`).
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
-use shmring_benches::mpmc::{CrossbeamMpmcStream, Shape, ShmMpmcStream};
+use shmring_benches::mpmc::{Calls, CrossbeamMpmcStream, Shape, ShmMpmcStream};
 use shmring_benches::shm::Mode;
 use shmring_benches::{Workload, affinity};
 
@@ -41,10 +45,21 @@ fn main() {
     g.throughput(Throughput::Elements(1));
     for (tag, shape) in [("1p1c", Shape { producers: 1, consumers: 1 }), ("2p2c", Shape { producers: 2, consumers: 2 })]
     {
-        bench(&mut g, &format!("shmring-{tag}-inprocess"), || ShmMpmcStream::new(Mode::InProcess, shape, cpus));
-        bench(&mut g, &format!("shmring-{tag}-crossprocess"), || ShmMpmcStream::new(Mode::CrossProcess, shape, cpus));
+        bench(&mut g, &format!("shmring-{tag}-inprocess"), || {
+            ShmMpmcStream::new(Mode::InProcess, shape, cpus, Calls::Batched)
+        });
+        bench(&mut g, &format!("shmring-{tag}-crossprocess"), || {
+            ShmMpmcStream::new(Mode::CrossProcess, shape, cpus, Calls::Batched)
+        });
         bench(&mut g, &format!("crossbeam-arrayqueue-{tag}-inprocess"), || Ok(CrossbeamMpmcStream::new(shape, cpus)));
     }
+    g.finish();
+    let mut g = c.benchmark_group("mpmc_single_u64");
+    g.throughput(Throughput::Elements(1));
+    let one = Shape { producers: 1, consumers: 1 };
+    bench(&mut g, "shmring-1p1c-inprocess", || ShmMpmcStream::new(Mode::InProcess, one, cpus, Calls::Single));
+    bench(&mut g, "shmring-1p1c-crossprocess", || ShmMpmcStream::new(Mode::CrossProcess, one, cpus, Calls::Single));
+    bench(&mut g, "crossbeam-arrayqueue-1p1c-inprocess", || Ok(CrossbeamMpmcStream::new(one, cpus)));
     g.finish();
     c.final_summary();
 }

@@ -38,7 +38,7 @@ use crate::{BoxError, RING_ITEMS, Workload, expected_sum, read_u64};
 /// Environment variable that turns the bench executable into an MPMC
 /// worker. Its value is `KIND:NAME:INDEX:CPU`: KIND is `producer` or
 /// `consumer`, NAME the base name of the segments, INDEX the worker's
-/// number, CPU the CPU to pin to or `-`.
+/// number, CPU the CPU to pin to or `-`, CALLS `batched` or `single` ([`Calls`]).
 pub const MPMC_WORKER_ENV: &str = "SHMRING_BENCH_MPMC_WORKER";
 
 /// Items a shmring producer passes to one [`Producer::send_batch`].
@@ -56,6 +56,30 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Producer = mpmc::Producer;
 type Consumer = mpmc::Consumer;
+
+/// How shmring workers move items: many per call, or one per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    /// [`Producer::send_batch`] of [`CHUNK`], [`Consumer::recv_batch`] of up
+    /// to [`RECV_MAX`].
+    Batched,
+    /// [`Producer::send`] and [`Consumer::recv`]: one item per call, as
+    /// `ArrayQueue`'s `push` and `pop`.
+    Single,
+}
+
+impl Calls {
+    fn name(self) -> &'static str {
+        match self {
+            Calls::Batched => "batched",
+            Calls::Single => "single",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Calls> {
+        [Calls::Batched, Calls::Single].into_iter().find(|c| c.name() == s)
+    }
+}
 
 /// How many producers and consumers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,11 +200,11 @@ pub struct ShmMpmcStream {
 
 impl ShmMpmcStream {
     /// Create the rings and start the workers, pinned per [`Shape`] to
-    /// `cpus` if given.
+    /// `cpus` if given, moving items as `calls` says.
     ///
     /// # Errors
     /// Creating the segments, starting a worker, or its hello failing.
-    pub fn new(mode: Mode, shape: Shape, cpus: Option<[usize; 2]>) -> Result<ShmMpmcStream, BoxError> {
+    pub fn new(mode: Mode, shape: Shape, cpus: Option<[usize; 2]>, calls: Calls) -> Result<ShmMpmcStream, BoxError> {
         let base = crate::unique_name("mpmc");
         let workers = shape.producers + shape.consumers;
         let names = Names(names(&base, workers));
@@ -202,13 +226,13 @@ impl ShmMpmcStream {
                     let base = base.clone();
                     let t = std::thread::Builder::new()
                         .name(format!("mpmc-{kind}-{i}"))
-                        .spawn(move || run_worker(consumer, &base, w, cpu))?;
+                        .spawn(move || run_worker(consumer, &base, w, cpu, calls))?;
                     Worker::Thread(Some(t))
                 }
                 Mode::CrossProcess => {
                     let cpu = cpu.map_or_else(|| "-".to_owned(), |c| c.to_string());
                     let child = Command::new(std::env::current_exe()?)
-                        .env(MPMC_WORKER_ENV, format!("{kind}:{base}:{w}:{cpu}"))
+                        .env(MPMC_WORKER_ENV, format!("{kind}:{base}:{w}:{cpu}:{}", calls.name()))
                         .stdin(Stdio::null())
                         .spawn()?;
                     Worker::Process(child)
@@ -309,25 +333,25 @@ pub fn run_worker_if_requested() {
     let spec = spec.to_string_lossy();
     let parts: Vec<&str> = spec.split(':').collect();
     let parsed = match parts[..] {
-        [kind, base, w, cpu] => {
+        [kind, base, w, cpu, calls] => {
             let consumer = match kind {
                 "producer" => Some(false),
                 "consumer" => Some(true),
                 _ => None,
             };
             let cpu = if cpu == "-" { Some(None) } else { cpu.parse().ok().map(Some) };
-            match (consumer, w.parse::<usize>().ok(), cpu) {
-                (Some(c), Some(w), Some(cpu)) => Some((c, base, w, cpu)),
+            match (consumer, w.parse::<usize>().ok(), cpu, Calls::from_name(calls)) {
+                (Some(c), Some(w), Some(cpu), Some(calls)) => Some((c, base, w, cpu, calls)),
                 _ => None,
             }
         }
         _ => None,
     };
-    let Some((consumer, base, w, cpu)) = parsed else {
-        eprintln!("{MPMC_WORKER_ENV}={spec:?}: expected KIND:NAME:INDEX:CPU");
+    let Some((consumer, base, w, cpu, calls)) = parsed else {
+        eprintln!("{MPMC_WORKER_ENV}={spec:?}: expected KIND:NAME:INDEX:CPU:CALLS");
         std::process::exit(2);
     };
-    if let Err(e) = run_worker(consumer, base, w, cpu) {
+    if let Err(e) = run_worker(consumer, base, w, cpu, calls) {
         eprintln!("bench MPMC worker {w}: {e}");
         std::process::exit(1);
     }
@@ -342,9 +366,31 @@ fn report_msg(w: usize, count: u64, sum: u64, markers: u64) -> [u8; 32] {
     m
 }
 
+/// What a consumer worker received in one run.
+#[derive(Default)]
+struct Tally {
+    count: u64,
+    sum: u64,
+    markers: u64,
+    /// Items that came after a marker (never, if markers come last).
+    late: u64,
+}
+
+impl Tally {
+    fn add(&mut self, v: u64) {
+        if v == MARKER {
+            self.markers += 1;
+        } else {
+            self.late += u64::from(self.markers > 0);
+            self.count += 1;
+            self.sum = self.sum.wrapping_add(v);
+        }
+    }
+}
+
 /// A worker, on a thread or in a process: attach, say hello, then serve
 /// commands until the bench closes its command ring.
-fn run_worker(consumer: bool, base: &str, w: usize, cpu: Option<usize>) -> Result<(), BoxError> {
+fn run_worker(consumer: bool, base: &str, w: usize, cpu: Option<usize>, calls: Calls) -> Result<(), BoxError> {
     pin_if_some(cpu);
     let names = names(base, 0);
     let mut cmds = spsc::Consumer::open(&Location::shm(format!("{base}-cmd{w}")))?;
@@ -354,20 +400,23 @@ fn run_worker(consumer: bool, base: &str, w: usize, cpu: Option<usize>) -> Resul
         let mut data = Consumer::open(&names[0])?;
         data.set_wait_policy(data_policy());
         while cmds.recv()?.is_some() {
-            let (mut count, mut sum, mut markers, mut late) = (0u64, 0u64, 0u64, 0u64);
-            while markers == 0 {
-                let got = data.recv_batch(RECV_MAX, |m| match read_u64(m) {
-                    MARKER => markers += 1,
-                    v => {
-                        late += u64::from(markers > 0);
-                        count += 1;
-                        sum = sum.wrapping_add(v);
+            let mut t = Tally::default();
+            while t.markers == 0 {
+                match calls {
+                    Calls::Batched => {
+                        if data.recv_batch(RECV_MAX, |m| t.add(read_u64(m)))? == 0 {
+                            return Err("the data ring was closed mid-run".into());
+                        }
                     }
-                })?;
-                if got == 0 {
-                    return Err("the data ring was closed mid-run".into());
+                    Calls::Single => {
+                        let Some(m) = data.recv()? else {
+                            return Err("the data ring was closed mid-run".into());
+                        };
+                        t.add(read_u64(&m));
+                    }
                 }
             }
+            let Tally { count, sum, markers, late } = t;
             if late > 0 {
                 return Err(format!("{late} items came after an end marker").into());
             }
@@ -381,6 +430,12 @@ fn run_worker(consumer: bool, base: &str, w: usize, cpu: Option<usize>) -> Resul
             let (start, end) = (read_u64(&cmd), cmd.get(8..).map_or(0, read_u64));
             drop(cmd);
             let mut next = start;
+            if calls == Calls::Single {
+                for v in start..end {
+                    data.send(&v.to_le_bytes())?;
+                }
+                next = end;
+            }
             while next < end {
                 let k = (end - next).min(CHUNK as u64) as usize;
                 for (j, item) in buf.iter_mut().take(k).enumerate() {
