@@ -11,6 +11,8 @@ mod guard;
 mod kernel;
 mod mpmc;
 mod peer;
+#[cfg(feature = "peers")]
+mod peers;
 mod protocol;
 mod report;
 mod ring;
@@ -108,6 +110,19 @@ only in builds with the cargo feature 'tarpc')
                         own runtime, no second process: the cost of tarpc itself
   Modes as for the RPC rows: 'call' at 64 B and 1 MiB, '64-in-flight' with 64
   tasks calling at once. Every reply is checked against its request.
+
+PEER ROWS (iceoryx2, ipc-channel; only in builds with the cargo feature 'peers')
+  The libraries one would pick instead of shmring, between the same two
+  processes, with the same messages and checks:
+    iceoryx2     publish-subscribe, one service each way, [u8] samples loaned,
+                 written and sent, received in place; 'spin' busy-polls
+                 receive. iceoryx2 keeps its global management file in
+                 /dev/shm (iox2_*) after the run, by its own design.
+    ipc-channel  byte channels (IpcBytesSender/IpcBytesReceiver) set up
+                 through a one-shot server; 'blocking' calls recv, 'spin'
+                 busy-polls try_recv.
+  Modes: 64 B ping-pong ('spin' for both, 'blocking' for ipc-channel) and
+  8 B and 64 B streams, one message per call.
 
 READING THE TABLE
   '-' marks a column that does not apply to the row. A number in brackets after
@@ -221,6 +236,9 @@ fn plan(only: &[Transport]) -> Vec<Case> {
         case(Shmring, Mode::Park, 64),
         case(Futex, Mode::Park, 8),
     ];
+    // The peer libraries: spin rows (both sides busy-poll), ipc-channel's blocking row.
+    cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Spin, 64)));
+    cases.extend(case::PEERS.iter().filter(|t| t.name() == "ipc-channel").map(|&t| case(t, Mode::Blocking, 64)));
     let kernel = [Pipe, Fifo, UnixSocket, TcpLoopback, PosixMq, SysvMsgq];
     cases.extend(kernel.map(|t| case(t, Mode::Blocking, 64)));
     let rpc = [RpcShm, RpcShmAsync, RpcUnix, RpcTcp];
@@ -231,10 +249,13 @@ fn plan(only: &[Transport]) -> Vec<Case> {
         }
     }
     cases.push(case(Shmring, Mode::Stream, 8));
+    cases.push(case(ShmringMpmc, Mode::Stream, 8));
+    cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Stream, 8)));
     for payload in [64, 64 << 10] {
         cases.push(case(Shmring, Mode::Stream, payload));
         if payload == 64 {
             cases.push(case(ShmringMpmc, Mode::Stream, payload));
+            cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Stream, payload)));
         }
         cases.extend(kernel.map(|t| case(t, Mode::Stream, payload)));
     }
@@ -253,6 +274,10 @@ fn measure(case: &Case, budget: &Budget, launcher: &peer::Launcher) -> Result<Ou
         Transport::Futex | Transport::CacheLine => shared::parent(case, budget, launcher),
         #[cfg(feature = "tarpc")]
         t if t.is_tarpc() => tarpc::parent(case, budget, launcher),
+        #[cfg(feature = "peers")]
+        Transport::Iceoryx2 => peers::iceoryx2_parent(case, budget, launcher),
+        #[cfg(feature = "peers")]
+        Transport::IpcChannel => peers::ipc_channel_parent(case, budget, launcher),
         t if t.is_rpc() => rpc::parent(case, budget, launcher),
         _ => kernel::parent(case, budget, launcher),
     }
@@ -403,6 +428,10 @@ pub fn maybe_run_child() -> Option<i32> {
         Transport::Futex | Transport::CacheLine => shared::child(&spec),
         #[cfg(feature = "tarpc")]
         t if t.is_tarpc() => tarpc::child(&spec),
+        #[cfg(feature = "peers")]
+        Transport::Iceoryx2 => peers::iceoryx2_child(&spec),
+        #[cfg(feature = "peers")]
+        Transport::IpcChannel => peers::ipc_channel_child(&spec),
         t if t.is_rpc() => rpc::child(&spec),
         _ => kernel::child(&spec),
     });
@@ -432,7 +461,9 @@ mod tests {
     #[test]
     fn default_plan_covers_every_transport_and_both_kinds() {
         let cases = plan(&[]);
-        assert_eq!(cases.len(), 43 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1));
+        // Each peer: spin, 8 B and 64 B streams; ipc-channel also blocking.
+        let peers = case::PEERS.len() * 3 + usize::from(!case::PEERS.is_empty());
+        assert_eq!(cases.len(), 44 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1) + peers);
         assert!(cases.iter().any(ring::batched));
         for t in [Transport::Futex, Transport::CacheLine] {
             assert!(cases.iter().all(|c| c.transport != t || !c.is_stream()));
@@ -489,6 +520,23 @@ mod tests {
             assert_eq!(rows.len(), case::TARPC_SIZES.len() + 1);
         }
         assert!(!Transport::RpcShm.is_tarpc());
+    }
+
+    #[cfg(feature = "peers")]
+    #[test]
+    fn peer_rows_are_planned_named_and_documented() {
+        let parsed = args(&["--only", "iceoryx2,ipc-channel"]);
+        assert_eq!(parsed.only, case::PEERS);
+        for &t in case::PEERS {
+            assert!(!t.is_rpc());
+            assert!(READING_GUIDE.contains(t.name()), "the reading guide does not explain {}", t.name());
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+            let rows = plan(&[t]);
+            assert!(rows.iter().any(|c| c.mode == Mode::Spin && c.payload == 64));
+            let streams: Vec<usize> = rows.iter().filter(|c| c.is_stream()).map(|c| c.payload).collect();
+            assert_eq!(streams, [8, 64]);
+        }
+        assert!(plan(&[Transport::IpcChannel]).iter().any(|c| c.mode == Mode::Blocking));
     }
 
     #[cfg(not(feature = "tarpc"))]

@@ -48,7 +48,20 @@ pub enum Transport {
     /// tarpc calls over tarpc's in-memory channel, client and server in one process.
     #[cfg(feature = "tarpc")]
     RpcTarpcInmemory,
+    /// iceoryx2 publish-subscribe, one service each way.
+    #[cfg(feature = "peers")]
+    Iceoryx2,
+    /// ipc-channel byte channels.
+    #[cfg(feature = "peers")]
+    IpcChannel,
 }
+
+/// The peer libraries (none unless built with the `peers` feature).
+#[cfg(feature = "peers")]
+pub(crate) const PEERS: &[Transport] = &[Transport::Iceoryx2, Transport::IpcChannel];
+/// The peer libraries (none unless built with the `peers` feature).
+#[cfg(not(feature = "peers"))]
+pub(crate) const PEERS: &[Transport] = &[];
 
 /// The tarpc transports (none unless built with the `tarpc` feature).
 #[cfg(feature = "tarpc")]
@@ -87,6 +100,10 @@ impl Transport {
             Transport::RpcTarpcTcp => "rpc-tarpc-tcp",
             #[cfg(feature = "tarpc")]
             Transport::RpcTarpcInmemory => "rpc-tarpc-inmemory",
+            #[cfg(feature = "peers")]
+            Transport::Iceoryx2 => "iceoryx2",
+            #[cfg(feature = "peers")]
+            Transport::IpcChannel => "ipc-channel",
         }
     }
 
