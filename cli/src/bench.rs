@@ -13,6 +13,7 @@ mod mpmc;
 mod peer;
 #[cfg(feature = "peers")]
 mod peers;
+mod plot;
 mod protocol;
 mod report;
 mod ring;
@@ -189,6 +190,13 @@ pub struct BenchArgs {
     /// Draw no progress bar on stderr (none is drawn when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Also draw the results into an SVG file: round-trip medians with whiskers to the 99th
+    /// percentile and rates, one bar per row on logarithmic axes, shmring's rows in red; and
+    /// the distribution of round-trip times of the spin and park rows against pipe and UNIX
+    /// socket.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// How results are printed.
@@ -318,6 +326,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let progress = progress_bar(args.no_progress, cases.len());
     let started = Instant::now();
     let mut rows = Vec::with_capacity(cases.len());
+    let mut rtts = Vec::new();
     let mut failures = Vec::new();
     for case in &cases {
         progress.set_message(case.label());
@@ -328,7 +337,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let limit = budget.deadline(case.payload);
             let deadline = guard::Deadline::arm(limit, case.label());
             match measure(case, &budget, &launcher) {
-                Ok(outcome) => Row::new(case, outcome),
+                Ok(outcome) => {
+                    if let (Some(_), Outcome::Rtt(h)) = (&args.plot, &outcome) {
+                        rtts.push((*case, h.clone()));
+                    }
+                    Row::new(case, outcome)
+                }
                 Err(e) => {
                     let e = match limit {
                         Some(limit) if deadline.overran() => format!(
@@ -409,6 +423,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         }
     };
     print_out(&text)?;
+    if let Some(path) = &args.plot {
+        plot::draw(path, &rows, &rtts)?;
+    }
     if failures.is_empty() {
         Ok(())
     } else {
