@@ -1,0 +1,105 @@
+//! What `shmring bench --help` says about each row and how to read the table.
+
+pub(crate) const READING_GUIDE: &str = "\
+WHAT RUNS
+  Every row is one case: this program starts a second copy of itself, the two
+  exchange messages through one transport, and the first copy measures. With two
+  or more CPUs the two processes are pinned to two different CPUs. Each case first
+  runs unmeasured for the warm-up time (page faults, caches, clock speed).
+
+PING-PONG ROWS (mode spin, park or blocking)
+  One process sends a message, the other sends it straight back, the first waits
+  for it and sends the next. 'rtt p50' and 'rtt p99' are the median and the 99th
+  percentile round-trip time (ns, µs, ms); one-way latency is about half of it.
+  Lower is better.
+    spin      both processes busy-poll shared memory: fastest, keeps two CPUs busy
+    park      both processes sleep in the kernel (futex) until woken
+    blocking  the ordinary blocking calls of a kernel transport
+  'cache-line' and 'futex' pass one 8-byte word with no ring around it: they are
+  the floors for spin and park. shmring cannot beat them; the gap is the cost of
+  the ring (records, checks, waiting policy).
+  'shmring' is the single-producer single-consumer ring; 'shmring-mpmc' is the
+  multi-producer multi-consumer ring (fixed-size slots) used by one producer and
+  one consumer. The gap between the two rows is mostly the price of the MPMC
+  slot protocol (a compare-and-swap and a sequence word per message), but not
+  only: in spin mode the SPSC producers also push each message to the shared
+  cache (demote), and the SPSC stream ring holds more messages (1 MiB against
+  1024 slots).
+
+STREAM ROWS (mode stream)
+  One process writes messages as fast as the transport accepts them; the other
+  reads them and checks every sequence number and the final count. 'msgs/s' is
+  messages per second, 'bytes/s' payload bytes per second (KiB, MiB, GiB are
+  powers of 1024). Higher is better. Kernel transports (pipe, fifo, unix-socket,
+  tcp-loopback, posix-mq, sysv-msgq) make one system call per message on each
+  side, and the reader copies each message into its buffer.
+  shmring sends one record per call too and its reader reads each message where
+  it lies in the ring, without copying it out (zero-copy). Every reader, of every
+  transport, reads every payload byte once (a checksum). The shmring 8 B row
+  batches: runs of 512 records written in place per publish (grant_records), and
+  everything available per receive.
+
+RPC ROWS (transports rpc-shm, rpc-shm-async, rpc-unix, rpc-tcp)
+  shmring-rpc calls on one connection: the second process runs a Server (a
+  thread per client) whose handler sends each request back as the reply, and
+  the first process is the client.
+    rpc-shm        blocking Client; requests and replies go through two
+                   shared-memory rings, and both sides busy-poll them
+    rpc-shm-async  AsyncClient on a single-threaded tokio runtime, same server;
+                   after each request it polls the ring for 5 µs, then sleeps
+                   until the server rings its doorbell
+    rpc-unix       blocking Client, frames over the server's UNIX socket
+    rpc-tcp        blocking Client, frames over TCP on 127.0.0.1
+  Mode 'call': one call at a time, request and reply both as large as the
+  payload. 'rtt p50' and 'rtt p99' are per call, timed like the ping-pong rows;
+  lower is better. Next to the raw rows at 64 B (shmring spin, unix-socket and
+  tcp-loopback blocking) the difference is the cost of the RPC layer: frame
+  headers, call ids, deadlines, and a fresh buffer for every reply.
+  Mode '64-in-flight': 64 B calls with 64 of them outstanding on the one
+  connection, so that client and server work at the same time. The blocking
+  client pipelines (Client::call_all with a window of 64); the async client
+  runs 64 tasks, each calling in a loop. 'msgs/s' is calls answered per
+  second, 'bytes/s' the request payload per second (the replies carry as much
+  back). Higher is better.
+  Every reply is checked against its request. The shared-memory rows need two
+  CPUs, like the spin rows: the server busy-polls.
+
+TARPC ROWS (rpc-tarpc-shm, rpc-tarpc-unix, rpc-tarpc-tcp, rpc-tarpc-inmemory;
+only in builds with the cargo feature 'tarpc')
+  tarpc calls of an echo service whose argument and result are bytes::Bytes
+  (bincode), the client on a single-threaded tokio runtime, the server on a
+  two-worker tokio runtime in the second process.
+    rpc-tarpc-shm       shmring-rpc's tarpc transport: each message one frame
+                        through shared-memory rings (both sides poll a short
+                        while, then sleep until woken)
+    rpc-tarpc-unix      tarpc's own transport over a UNIX socket
+    rpc-tarpc-tcp       tarpc's own transport over TCP on 127.0.0.1
+    rpc-tarpc-inmemory  tarpc's in-memory channel, the server on the client's
+                        own runtime, no second process: the cost of tarpc itself
+  Modes as for the RPC rows: 'call' at 64 B and 1 MiB, '64-in-flight' with 64
+  tasks calling at once. Every reply is checked against its request.
+
+PEER ROWS (iceoryx2, ipc-channel; only in builds with the cargo feature 'peers')
+  The libraries one would pick instead of shmring, between the same two
+  processes, with the same messages and checks:
+    iceoryx2     publish-subscribe, one service each way, [u8] samples loaned,
+                 written and sent, received in place; 'spin' busy-polls
+                 receive. iceoryx2 keeps its global management file in
+                 /dev/shm (iox2_*) after the run, by its own design.
+    ipc-channel  byte channels (IpcBytesSender/IpcBytesReceiver) set up
+                 through a one-shot server; 'blocking' calls recv, 'spin'
+                 busy-polls try_recv.
+  Modes: 64 B ping-pong ('spin' for both, 'blocking' for ipc-channel) and
+  8 B and 64 B streams, one message per call.
+
+READING THE TABLE
+  '-' marks a column that does not apply to the row. A number in brackets after
+  a transport points to a note under the table, for example why a row was not
+  measured (a 64 KiB message is over the default limit of 8 KiB of both POSIX
+  and System V message queues).
+  With --format json the same rows come as objects with the keys transport, mode,
+  payload_bytes, rtt_p50_ns, rtt_p99_ns, msgs_per_s, bytes_per_s; null stands
+  for '-'.
+
+  Numbers depend on the machine and on whatever else is running. On a busy or
+  virtual machine, run twice and trust what repeats.";
