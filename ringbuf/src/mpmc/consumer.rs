@@ -64,7 +64,7 @@ impl Consumer {
                     }
                     Claim::Held { pos, seq } if core.on_held(Side::Enq, pos, seq) => continue,
                     Claim::Held { .. } => {}
-                    Claim::Wait | Claim::Closed => core.stuck = None,
+                    Claim::Wait | Claim::Full | Claim::Closed => core.stuck = None,
                 }
                 break;
             }

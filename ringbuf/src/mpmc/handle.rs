@@ -49,6 +49,11 @@ pub(super) enum Claim {
     Held { pos: u64, seq: u64 },
     /// Consumers only: the ring is closed and drained.
     End,
+    /// Producers only: the slot needed next still holds the message of
+    /// the previous lap, and it was not looked into further (see
+    /// `Core::classify_due`): full, or held by a consumer. Waiters keep
+    /// whatever they know of a stuck slot.
+    Full,
     /// Producers only: the ring is closed.
     Closed,
 }
@@ -66,6 +71,12 @@ pub(super) struct Stuck {
     #[cfg(not(loom))]
     pub(super) poll: Duration,
 }
+
+/// How often a producer polling a full ring reads the consumers' counter
+/// (see `Core::classify_due`): far below [`STUCK_GRACE`](super::STUCK_GRACE),
+/// so a slot held by a dead consumer is found as soon as before.
+#[cfg(not(loom))]
+const CLASSIFY_EVERY: Duration = Duration::from_micros(20);
 
 /// The state one handle keeps, for either role.
 pub(super) struct Core {
@@ -85,6 +96,10 @@ pub(super) struct Core {
     /// Last value seen of our side's counter (counters never go back).
     pub(super) last_pos: u64,
     pub(super) stuck: Option<Stuck>,
+    /// When a producer that finds the ring full next reads the consumers'
+    /// counter to tell "full" from "held" (see `classify_due`).
+    #[cfg(not(loom))]
+    pub(super) next_classify: Instant,
     /// Under loom: this handle's "process" died; do nothing on drop.
     #[cfg(loom)]
     pub(super) dead: bool,
@@ -222,7 +237,16 @@ impl Core {
                 self.clear_claim(Side::Enq);
                 continue;
             }
-            // Not free. Read the consumers' counter, then ours again: if ours
+            // Not free. While the slot still holds the previous lap's message,
+            // a producer polling a full ring reads only its sequence word:
+            // reading the consumers' counter at every poll would take that
+            // line from the consumer about to claim the next message. The
+            // counter is read (and the slot's state judged) at most every
+            // `CLASSIFY_EVERY`.
+            if q >= n && s & !SKIP == q - n + 1 && !self.classify_due() {
+                return Ok(Claim::Full);
+            }
+            // Read the consumers' counter, then ours again: if ours
             // did not move, the sequence and `d` were both read while it was
             // `q`, and the slot's state can be judged.
             // Acquire: pairs with the consumers' Release CAS, so a claim
@@ -250,6 +274,22 @@ impl Core {
             return Err(self.poison(format!("slot {slot} sequence {s:#x} impossible for enqueue position {q}")));
         }
         Ok(Claim::Wait)
+    }
+
+    /// Whether a producer that found the ring full should now read the
+    /// consumers' counter, to tell a full ring from a slot held by a
+    /// consumer (which may have died): at the first look, then at most every
+    /// [`CLASSIFY_EVERY`]. Always under loom, where time does not pass.
+    fn classify_due(&mut self) -> bool {
+        #[cfg(not(loom))]
+        {
+            let now = Instant::now();
+            if now < self.next_classify {
+                return false;
+            }
+            self.next_classify = now + CLASSIFY_EVERY;
+        }
+        true
     }
 
     /// Consumers: try to claim up to `want` (1..=slots) consecutive ready

@@ -93,6 +93,8 @@ impl Core {
                 claim_count: 0,
                 last_pos: 0,
                 stuck: None,
+                #[cfg(not(loom))]
+                next_classify: Instant::now(),
                 #[cfg(loom)]
                 dead: false,
             });

@@ -44,7 +44,7 @@ impl Producer {
                     }
                     Claim::Closed => return Err(Error::Closed(core.sh.name.clone())),
                     Claim::Held { pos, seq } if core.on_held(Side::Deq, pos, seq) => continue,
-                    Claim::Held { .. } => {}
+                    Claim::Held { .. } | Claim::Full => {}
                     Claim::Wait | Claim::End => core.stuck = None,
                 }
                 break;
