@@ -36,6 +36,7 @@ impl Drop for Release<'_> {
 
 impl Core {
     /// Give back `pos..pos + n` after reading them.
+    #[inline]
     fn finish_deq(&mut self, pos: u64, n: u64) {
         for i in 0..n {
             self.release_slot(pos + i);
@@ -101,12 +102,34 @@ impl Consumer {
     /// # Errors
     /// [`Error::Corrupted`] if the shared counters, sequence numbers or
     /// length words are impossible.
+    #[inline]
     pub fn recv(&mut self) -> Result<Option<Record<'_>>> {
         self.recv_with(Deadline::Never)
     }
 
     /// A receive waiting until `deadline`.
+    #[inline]
     pub(crate) fn recv_with(&mut self, deadline: Deadline) -> Result<Option<Record<'_>>> {
+        // The common case, inlined: a message ready, claimed at the first try.
+        if let Some(pos) = self.core.try_claim_one(Side::Deq) {
+            match self.core.slot_message(pos) {
+                Ok(Some((off, len))) => return Ok(Some(Record { c: self, pos, off, len })),
+                // Changed under us (only a hostile writer does that): give
+                // the slot back and let the general path judge.
+                Ok(None) => self.core.finish_deq(pos, 1),
+                Err(e) => {
+                    self.core.finish_deq(pos, 1);
+                    return self.core.note(Err(e));
+                }
+            }
+        }
+        self.recv_slow(deadline)
+    }
+
+    /// [`Consumer::recv_with`] when the first try did not claim a message:
+    /// wait until `deadline`, skip empty slots, and report errors.
+    #[inline(never)]
+    fn recv_slow(&mut self, deadline: Deadline) -> Result<Option<Record<'_>>> {
         let r = self.next(deadline.fixed())?;
         Ok(self.record(r))
     }
@@ -116,6 +139,7 @@ impl Consumer {
     /// # Errors
     /// As [`Consumer::recv`], plus [`Error::WouldBlock`] if the ring is empty
     /// (and not closed).
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
         self.recv_with(Deadline::Now)
     }
@@ -168,6 +192,7 @@ impl std::ops::Deref for Record<'_> {
 }
 
 impl Drop for Record<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.c.core.finish_deq(self.pos, 1);
     }

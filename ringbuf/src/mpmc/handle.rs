@@ -178,6 +178,59 @@ impl Core {
         Ok((p, closed))
     }
 
+    /// The common case of claiming one position on `side`, small enough to
+    /// inline: the position the counter shows, if its slot is ready now
+    /// (free for a producer; holding a message, not a skip, for a consumer)
+    /// and our CAS wins. `None` for everything else (a poisoned or failed
+    /// handle, a closed ring, a counter out of range, a slot not ready, a
+    /// lost race), which the general path (`claim_enq`, `claim_deq`)
+    /// handles and reports. The same loads, claim record and CAS as there,
+    /// in the same order.
+    #[inline]
+    pub(super) fn try_claim_one(&mut self, side: Side) -> Option<u64> {
+        if !self.health.clear() {
+            return None;
+        }
+        let ctl = self.sh.ctl();
+        let c = match side {
+            Side::Enq => &ctl.enqueue,
+            Side::Deq => &ctl.dequeue,
+        };
+        // Acquire: as in `load_pos`. A closed bit makes the value exceed
+        // the limit: the general path reports it.
+        let p = c.load(Ordering::Acquire);
+        if p >= MPMC_POSITION_LIMIT || p < self.last_pos {
+            return None;
+        }
+        // Acquire: as in `claim_enq` (the slot was freed) and `claim_deq`
+        // (the message is visible).
+        let s = self.sh.seq(p).load(Ordering::Acquire);
+        let ready = match side {
+            Side::Enq => s == p,
+            Side::Deq => s == p + 1,
+        };
+        if !ready {
+            return None;
+        }
+        self.set_claim(side, p, 1);
+        let ctl = self.sh.ctl();
+        let c = match side {
+            Side::Enq => &ctl.enqueue,
+            Side::Deq => &ctl.dequeue,
+        };
+        // Release: as in `claim_enq` and `claim_deq`, releases our claim
+        // record to recoverers.
+        if c.compare_exchange(p, p + 1, Ordering::Release, Ordering::Relaxed).is_err() {
+            self.clear_claim(side);
+            return None;
+        }
+        self.last_pos = p + 1;
+        if self.stuck.is_some() {
+            self.stuck = None;
+        }
+        Some(p)
+    }
+
     /// Record in our entry that we are about to claim `pos..pos + n`.
     #[inline]
     pub(super) fn set_claim(&mut self, side: Side, pos: u64, n: u64) {

@@ -83,7 +83,25 @@ impl Producer {
         self.grant_inner(Deadline::After(timeout).fixed())
     }
 
+    #[inline]
     pub(crate) fn send_with(&mut self, data: &[u8], deadline: Deadline) -> Result<()> {
+        // The common case, inlined: a free slot, claimed at the first try.
+        if data.len() <= self.core.sh.slot_size
+            && let Some(pos) = self.core.try_claim_one(Side::Enq)
+        {
+            self.write(pos, data);
+            self.core.commit_slot(pos, data.len(), false);
+            self.core.clear_claim(Side::Enq);
+            self.core.ctl().not_empty.notify();
+            return Ok(());
+        }
+        self.send_slow(data, deadline)
+    }
+
+    /// [`Producer::send_with`] when the first try did not claim a slot (or
+    /// the message does not fit): wait until `deadline`, and report errors.
+    #[inline(never)]
+    fn send_slow(&mut self, data: &[u8], deadline: Deadline) -> Result<()> {
         self.check_len(data.len())?;
         let (pos, _) = self.claim(1, deadline)?;
         self.write(pos, data);
@@ -108,6 +126,7 @@ impl Producer {
     /// # Errors
     /// [`Error::InvalidArgument`] if `data` is longer than a slot; otherwise
     /// as [`Producer::grant`].
+    #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
         self.send_with(data, Deadline::Never)
     }
@@ -116,6 +135,7 @@ impl Producer {
     ///
     /// # Errors
     /// As [`Producer::send`], plus [`Error::WouldBlock`] if the ring is full.
+    #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
         self.send_with(data, Deadline::Now)
     }
