@@ -145,6 +145,8 @@ fn plan(only: &[Transport]) -> Vec<Case> {
     // The peer libraries: spin rows (both sides busy-poll), ipc-channel's blocking row.
     cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Spin, 64)));
     cases.extend(case::PEERS.iter().filter(|t| t.name() == "ipc-channel").map(|&t| case(t, Mode::Blocking, 64)));
+    // Request-response carries round trips only: no stream rows.
+    let streams = || case::PEERS.iter().filter(|t| t.name() != "iceoryx2-request-response");
     let kernel = [Pipe, Fifo, UnixSocket, TcpLoopback, PosixMq, SysvMsgq];
     cases.extend(kernel.map(|t| case(t, Mode::Blocking, 64)));
     let rpc = [RpcShm, RpcShmAsync, RpcUnix, RpcTcp];
@@ -156,12 +158,12 @@ fn plan(only: &[Transport]) -> Vec<Case> {
     }
     cases.push(case(Shmring, Mode::Stream, 8));
     cases.push(case(ShmringMpmc, Mode::Stream, 8));
-    cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Stream, 8)));
+    cases.extend(streams().map(|&t| case(t, Mode::Stream, 8)));
     for payload in [64, 64 << 10] {
         cases.push(case(Shmring, Mode::Stream, payload));
         if payload == 64 {
             cases.push(case(ShmringMpmc, Mode::Stream, payload));
-            cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Stream, payload)));
+            cases.extend(streams().map(|&t| case(t, Mode::Stream, payload)));
         }
         cases.extend(kernel.map(|t| case(t, Mode::Stream, payload)));
     }
@@ -182,6 +184,8 @@ fn measure(case: &Case, budget: &Budget, launcher: &peer::Launcher) -> Result<Ou
         t if t.is_tarpc() => tarpc::parent(case, budget, launcher),
         #[cfg(feature = "peers")]
         Transport::Iceoryx2 => peers::iceoryx2_parent(case, budget, launcher),
+        #[cfg(feature = "peers")]
+        Transport::Iceoryx2RequestResponse => peers::iceoryx2_rr_parent(case, budget, launcher),
         #[cfg(feature = "peers")]
         Transport::IpcChannel => peers::ipc_channel_parent(case, budget, launcher),
         t if t.is_rpc() => rpc::parent(case, budget, launcher),
@@ -346,6 +350,8 @@ pub fn maybe_run_child() -> Option<i32> {
         #[cfg(feature = "peers")]
         Transport::Iceoryx2 => peers::iceoryx2_child(&spec),
         #[cfg(feature = "peers")]
+        Transport::Iceoryx2RequestResponse => peers::iceoryx2_rr_child(&spec),
+        #[cfg(feature = "peers")]
         Transport::IpcChannel => peers::ipc_channel_child(&spec),
         t if t.is_rpc() => rpc::child(&spec),
         _ => kernel::child(&spec),
@@ -376,8 +382,9 @@ mod tests {
     #[test]
     fn default_plan_covers_every_transport_and_both_kinds() {
         let cases = plan(&[]);
-        // Each peer: spin, 8 B and 64 B streams; ipc-channel also blocking.
-        let peers = case::PEERS.len() * 3 + usize::from(!case::PEERS.is_empty());
+        // Each peer: spin, 8 B and 64 B streams; ipc-channel also blocking; request-response
+        // spin only.
+        let peers = if case::PEERS.is_empty() { 0 } else { 8 };
         assert_eq!(cases.len(), 44 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1) + peers);
         assert!(cases.iter().any(ring::batched));
         for t in [Transport::Futex, Transport::CacheLine] {
@@ -440,7 +447,7 @@ mod tests {
     #[cfg(feature = "peers")]
     #[test]
     fn peer_rows_are_planned_named_and_documented() {
-        let parsed = args(&["--only", "iceoryx2,ipc-channel"]);
+        let parsed = args(&["--only", "iceoryx2,iceoryx2-request-response,ipc-channel"]);
         assert_eq!(parsed.only, case::PEERS);
         for &t in case::PEERS {
             assert!(!t.is_rpc());
@@ -449,7 +456,8 @@ mod tests {
             let rows = plan(&[t]);
             assert!(rows.iter().any(|c| c.mode == Mode::Spin && c.payload == 64));
             let streams: Vec<usize> = rows.iter().filter(|c| c.is_stream()).map(|c| c.payload).collect();
-            assert_eq!(streams, [8, 64]);
+            let want: &[usize] = if t == Transport::Iceoryx2RequestResponse { &[] } else { &[8, 64] };
+            assert_eq!(streams, want);
         }
         assert!(plan(&[Transport::IpcChannel]).iter().any(|c| c.mode == Mode::Blocking));
     }

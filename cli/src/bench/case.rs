@@ -51,6 +51,9 @@ pub enum Transport {
     /// iceoryx2 publish-subscribe, one service each way.
     #[cfg(feature = "peers")]
     Iceoryx2,
+    /// iceoryx2 request-response: a client in this process, a server in the peer.
+    #[cfg(feature = "peers")]
+    Iceoryx2RequestResponse,
     /// ipc-channel byte channels.
     #[cfg(feature = "peers")]
     IpcChannel,
@@ -58,7 +61,8 @@ pub enum Transport {
 
 /// The peer libraries (none unless built with the `peers` feature).
 #[cfg(feature = "peers")]
-pub(crate) const PEERS: &[Transport] = &[Transport::Iceoryx2, Transport::IpcChannel];
+pub(crate) const PEERS: &[Transport] =
+    &[Transport::Iceoryx2, Transport::Iceoryx2RequestResponse, Transport::IpcChannel];
 /// The peer libraries (none unless built with the `peers` feature).
 #[cfg(not(feature = "peers"))]
 pub(crate) const PEERS: &[Transport] = &[];
@@ -102,6 +106,8 @@ impl Transport {
             Transport::RpcTarpcInmemory => "rpc-tarpc-inmemory",
             #[cfg(feature = "peers")]
             Transport::Iceoryx2 => "iceoryx2",
+            #[cfg(feature = "peers")]
+            Transport::Iceoryx2RequestResponse => "iceoryx2-request-response",
             #[cfg(feature = "peers")]
             Transport::IpcChannel => "ipc-channel",
         }

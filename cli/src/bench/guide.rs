@@ -79,13 +79,18 @@ only in builds with the cargo feature 'tarpc')
   Modes as for the RPC rows: 'call' at 64 B and 1 MiB, '64-in-flight' with 64
   tasks calling at once. Every reply is checked against its request.
 
-PEER ROWS (iceoryx2, ipc-channel; only in builds with the cargo feature 'peers')
+PEER ROWS (iceoryx2, iceoryx2-request-response, ipc-channel; only in builds
+with the cargo feature 'peers')
   The libraries one would pick instead of shmring, between the same two
   processes, with the same messages and checks:
     iceoryx2     publish-subscribe, one service each way, [u8] samples loaned,
                  written and sent, received in place; 'spin' busy-polls
                  receive. iceoryx2 keeps its global management file in
                  /dev/shm (iox2_*) after the run, by its own design.
+    iceoryx2-request-response
+                 a client here sends each ping as a request, the server in
+                 the peer answers with the pong as its response; both
+                 busy-poll ('spin' only: no streams).
     ipc-channel  byte channels (IpcBytesSender/IpcBytesReceiver) set up
                  through a one-shot server; 'blocking' calls recv, 'spin'
                  busy-polls try_recv.

@@ -8,6 +8,8 @@
 //!   full `send` reported 0 recipients and the sample was gone, so a sample that reached no
 //!   subscriber is sent again (as any reliable stream over it must). Spin rows busy-poll
 //!   `receive`; the stream's reader yields between empty polls.
+//! - **iceoryx2** request-response: the parent's client sends each ping as a request, the
+//!   child's server answers it with the pong as the response, both busy-polling (spin rows).
 //! - **ipc-channel** byte channels (`IpcBytesSender` / `IpcBytesReceiver`, the library's way
 //!   of sending raw bytes between processes), set up through an `IpcOneShotServer` whose
 //!   name the child is given. Blocking rows call `recv`; spin rows busy-poll `try_recv`.
@@ -109,12 +111,14 @@ fn publisher(
         .map_err(|e| ice("creating a publisher")(&e))
 }
 
-/// Waits until the service has a publisher and a subscriber, i.e. the peer's port is there.
-fn wait_connected(
-    svc: &iceoryx2::service::port_factory::publish_subscribe::PortFactory<Service, [u8], ()>,
-) -> Result<(), String> {
+/// Waits until `connected` says the peer's port is there: at most [`CONNECT_TIMEOUT`], and
+/// not at all once `gone` says the peer exited.
+fn wait_for_peer(mut connected: impl FnMut() -> bool, gone: &mut dyn FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
-    while svc.dynamic_config().number_of_publishers() < 1 || svc.dynamic_config().number_of_subscribers() < 1 {
+    while !connected() {
+        if gone() {
+            return Err("iceoryx2: the peer exited before its port connected".into());
+        }
         if Instant::now() > deadline {
             return Err("iceoryx2: the peer's port did not connect".into());
         }
@@ -125,7 +129,12 @@ fn wait_connected(
 
 /// The two ports of one side: `send_to` and `recv_from` name the services (either may be
 /// `None` for a stream).
-fn ice_channel(case: &Case, send_to: Option<String>, recv_from: Option<String>) -> Result<IceChannel, String> {
+fn ice_channel(
+    case: &Case,
+    send_to: Option<String>,
+    recv_from: Option<String>,
+    gone: &mut dyn FnMut() -> bool,
+) -> Result<IceChannel, String> {
     // Errors come back as values; its notes ("no config file was loaded") would garble the table.
     set_log_level_from_env_or(LogLevel::Error);
     let node = NodeBuilder::new().create::<Service>().map_err(|e| ice("creating a node")(&e))?;
@@ -150,7 +159,8 @@ fn ice_channel(case: &Case, send_to: Option<String>, recv_from: Option<String>) 
         None => None,
     };
     for svc in &services {
-        wait_connected(svc)?;
+        let c = svc.dynamic_config();
+        wait_for_peer(|| c.number_of_publishers() >= 1 && c.number_of_subscribers() >= 1, gone)?;
     }
     Ok(IceChannel { _node: node, tx, rx, spin: case.mode == Mode::Spin })
 }
@@ -158,11 +168,12 @@ fn ice_channel(case: &Case, send_to: Option<String>, recv_from: Option<String>) 
 /// Parent side of an iceoryx2 row.
 pub(crate) fn iceoryx2_parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
     let base = unique_name();
-    let child = launcher.spawn(case, budget, vec![base.clone()], vec![])?;
+    let mut child = launcher.spawn(case, budget, vec![base.clone()], vec![])?;
+    let gone = &mut || child.gone();
     let ch = if case.is_stream() {
-        ice_channel(case, None, Some(format!("{base}/data")))
+        ice_channel(case, None, Some(format!("{base}/data")), gone)
     } else {
-        ice_channel(case, Some(format!("{base}/ping")), Some(format!("{base}/pong")))
+        ice_channel(case, Some(format!("{base}/ping")), Some(format!("{base}/pong")), gone)
     };
     let mut ch = match ch {
         Ok(ch) => ch,
@@ -175,11 +186,104 @@ pub(crate) fn iceoryx2_parent(case: &Case, budget: &Budget, launcher: &Launcher)
 pub(crate) fn iceoryx2_child(spec: &ChildSpec) -> Result<(), String> {
     let base = peer::name(spec, 0)?;
     let mut ch = if spec.case.is_stream() {
-        ice_channel(&spec.case, Some(format!("{base}/data")), None)?
+        ice_channel(&spec.case, Some(format!("{base}/data")), None, &mut || false)?
     } else {
-        ice_channel(&spec.case, Some(format!("{base}/pong")), Some(format!("{base}/ping")))?
+        ice_channel(&spec.case, Some(format!("{base}/pong")), Some(format!("{base}/ping")), &mut || false)?
     };
     protocol::serve(&mut ch, spec)
+}
+
+type Client = iceoryx2::port::client::Client<Service, [u8], (), [u8], ()>;
+type Server = iceoryx2::port::server::Server<Service, [u8], (), [u8], ()>;
+type Pending = iceoryx2::pending_response::PendingResponse<Service, [u8], (), [u8], ()>;
+type Active = iceoryx2::active_request::ActiveRequest<Service, [u8], (), [u8], ()>;
+
+/// One side of an iceoryx2 request-response row: the parent is the client (its ping is a
+/// request, the pong the response to it), the child the server, which answers each request
+/// it receives with the message the protocol hands back.
+enum RrChannel {
+    Client { _node: Node<Service>, client: Client, pending: Option<Pending> },
+    Server { _node: Node<Service>, server: Server, active: Option<Active> },
+}
+
+impl Channel for RrChannel {
+    fn send(&mut self, msg: &[u8]) -> Result<(), String> {
+        match self {
+            RrChannel::Client { client, pending, .. } => {
+                let request = client.loan_slice_uninit(msg.len()).map_err(|e| ice("loan")(&e))?;
+                *pending = Some(request.write_from_slice(msg).send().map_err(|e| ice("send")(&e))?);
+            }
+            RrChannel::Server { active, .. } => {
+                let request = active.take().ok_or("iceoryx2: a response with no request to answer")?;
+                let response = request.loan_slice_uninit(msg.len()).map_err(|e| ice("loan")(&e))?;
+                response.write_from_slice(msg).send().map_err(|e| ice("respond")(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, String> {
+        match self {
+            RrChannel::Client { pending, .. } => {
+                let p = pending.as_ref().ok_or("iceoryx2: waiting for a response to no request")?;
+                loop {
+                    if let Some(response) = p.receive().map_err(|e| ice("receive")(&e))? {
+                        return Ok(f(response.payload()));
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            RrChannel::Server { server, active, .. } => loop {
+                if let Some(request) = server.receive().map_err(|e| ice("receive")(&e))? {
+                    let r = f(request.payload());
+                    *active = Some(request);
+                    return Ok(r);
+                }
+                std::hint::spin_loop();
+            },
+        }
+    }
+}
+
+/// The request-response service `name`, and a wait until both its ports are there.
+fn rr_channel(case: &Case, name: &str, client: bool, gone: &mut dyn FnMut() -> bool) -> Result<RrChannel, String> {
+    set_log_level_from_env_or(LogLevel::Error);
+    let node = NodeBuilder::new().create::<Service>().map_err(|e| ice("creating a node")(&e))?;
+    let service_name: ServiceName = name.try_into().map_err(|e| ice("service name")(&e))?;
+    let svc = node
+        .service_builder(&service_name)
+        .request_response::<[u8], [u8]>()
+        .max_clients(1)
+        .max_servers(1)
+        .open_or_create()
+        .map_err(|e| ice("opening the service")(&e))?;
+    let ch = if client {
+        let c = svc.client_builder().initial_max_slice_len(case.payload).create();
+        RrChannel::Client { _node: node, client: c.map_err(|e| ice("creating a client")(&e))?, pending: None }
+    } else {
+        let s = svc.server_builder().initial_max_slice_len(case.payload).create();
+        RrChannel::Server { _node: node, server: s.map_err(|e| ice("creating a server")(&e))?, active: None }
+    };
+    let c = svc.dynamic_config();
+    wait_for_peer(|| c.number_of_clients() >= 1 && c.number_of_servers() >= 1, gone)?;
+    Ok(ch)
+}
+
+/// Parent side of the iceoryx2 request-response row: the client.
+pub(crate) fn iceoryx2_rr_parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
+    let base = unique_name();
+    let mut child = launcher.spawn(case, budget, vec![base.clone()], vec![])?;
+    let mut ch = match rr_channel(case, &format!("{base}/rr"), true, &mut || child.gone()) {
+        Ok(ch) => ch,
+        Err(e) => return protocol::conclude(Err(e), child),
+    };
+    protocol::drive(&mut ch, case, budget, child)
+}
+
+/// Child side of the iceoryx2 request-response row: the server.
+pub(crate) fn iceoryx2_rr_child(spec: &ChildSpec) -> Result<(), String> {
+    let base = peer::name(spec, 0)?;
+    protocol::serve(&mut rr_channel(&spec.case, &format!("{base}/rr"), false, &mut || false)?, spec)
 }
 
 fn ipc_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> String {
@@ -223,10 +327,28 @@ type Endpoints = (Option<IpcBytesSender>, IpcBytesReceiver);
 /// connects and sends its endpoints.
 pub(crate) fn ipc_channel_parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
     let (server, name) = IpcOneShotServer::<Endpoints>::new().map_err(|e| ipc_err("one-shot server")(&e))?;
-    let child = launcher.spawn(case, budget, vec![name], vec![])?;
-    let (tx, rx) = match server.accept() {
-        Ok((_, endpoints)) => endpoints,
-        Err(e) => return protocol::conclude(Err(ipc_err("accepting the child")(&e)), child),
+    let mut child = launcher.spawn(case, budget, vec![name.clone()], vec![])?;
+    // `accept` has no timeout: it runs on a thread while this one watches the child, and a
+    // child that exits first is replaced by a connection of our own, which ends the accept.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(server.accept().map(|(_, endpoints)| endpoints).map_err(|e| e.to_string()));
+    });
+    let accepted = loop {
+        match done_rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(r) => break r.map_err(|e| format!("ipc-channel: accepting the child: {e}")),
+            Err(_) if child.gone() => {
+                if let Ok(me) = IpcSender::<Endpoints>::connect(name) {
+                    let _ = bytes_channel().map(|(_, rx)| me.send((None, rx)));
+                }
+                break Err("ipc-channel: the peer exited before it connected".to_owned());
+            }
+            Err(_) => {}
+        }
+    };
+    let (tx, rx) = match accepted {
+        Ok(endpoints) => endpoints,
+        Err(e) => return protocol::conclude(Err(e), child),
     };
     let mut ch = IpcChannel { tx, rx: Some(rx), spin: case.mode == Mode::Spin };
     protocol::drive(&mut ch, case, budget, child)
