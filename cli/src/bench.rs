@@ -144,7 +144,8 @@ fn plan(only: &[Transport]) -> Vec<Case> {
     ];
     // The peer libraries: spin rows (both sides busy-poll), ipc-channel's blocking row.
     cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Spin, 64)));
-    cases.extend(case::PEERS.iter().filter(|t| t.name() == "ipc-channel").map(|&t| case(t, Mode::Blocking, 64)));
+    let blocking = ["iceoryx2", "ipc-channel"];
+    cases.extend(case::PEERS.iter().filter(|t| blocking.contains(&t.name())).map(|&t| case(t, Mode::Blocking, 64)));
     // Request-response carries round trips only: no stream rows.
     let streams = || case::PEERS.iter().filter(|t| t.name() != "iceoryx2-request-response");
     let kernel = [Pipe, Fifo, UnixSocket, TcpLoopback, PosixMq, SysvMsgq];
@@ -382,9 +383,9 @@ mod tests {
     #[test]
     fn default_plan_covers_every_transport_and_both_kinds() {
         let cases = plan(&[]);
-        // Each peer: spin, 8 B and 64 B streams; ipc-channel also blocking; request-response
-        // spin only.
-        let peers = if case::PEERS.is_empty() { 0 } else { 8 };
+        // Each peer: spin, 8 B and 64 B streams; iceoryx2 and ipc-channel also blocking;
+        // request-response spin only.
+        let peers = if case::PEERS.is_empty() { 0 } else { 9 };
         assert_eq!(cases.len(), 44 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1) + peers);
         assert!(cases.iter().any(ring::batched));
         for t in [Transport::Futex, Transport::CacheLine] {
@@ -459,7 +460,9 @@ mod tests {
             let want: &[usize] = if t == Transport::Iceoryx2RequestResponse { &[] } else { &[8, 64] };
             assert_eq!(streams, want);
         }
-        assert!(plan(&[Transport::IpcChannel]).iter().any(|c| c.mode == Mode::Blocking));
+        for t in [Transport::Iceoryx2, Transport::IpcChannel] {
+            assert!(plan(&[t]).iter().any(|c| c.mode == Mode::Blocking));
+        }
     }
 
     #[cfg(not(feature = "tarpc"))]

@@ -85,7 +85,8 @@ with the cargo feature 'peers')
   processes, with the same messages and checks:
     iceoryx2     publish-subscribe, one service each way, [u8] samples loaned,
                  written and sent, received in place; 'spin' busy-polls
-                 receive. iceoryx2 keeps its global management file in
+                 receive; 'blocking' adds an event service each way: the
+                 sender notifies, the receiver waits on its listener. iceoryx2 keeps its global management file in
                  /dev/shm (iox2_*) after the run, by its own design.
     iceoryx2-request-response
                  a client here sends each ping as a request, the server in
@@ -94,7 +95,7 @@ with the cargo feature 'peers')
     ipc-channel  byte channels (IpcBytesSender/IpcBytesReceiver) set up
                  through a one-shot server; 'blocking' calls recv, 'spin'
                  busy-polls try_recv.
-  Modes: 64 B ping-pong ('spin' for both, 'blocking' for ipc-channel) and
+  Modes: 64 B ping-pong ('spin'; 'blocking' for iceoryx2 and ipc-channel) and
   8 B and 64 B streams, one message per call.
 
 READING THE TABLE

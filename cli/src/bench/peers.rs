@@ -51,6 +51,10 @@ struct IceChannel {
     tx: Option<Pub>,
     rx: Option<Sub>,
     spin: bool,
+    /// Blocking rows: an event service each way wakes the receiver (`notify` after each
+    /// send, a listener's wait while nothing has arrived).
+    wake: Option<iceoryx2::port::notifier::Notifier<Service>>,
+    sleep: Option<iceoryx2::port::listener::Listener<Service>>,
 }
 
 impl Channel for IceChannel {
@@ -61,6 +65,9 @@ impl Channel for IceChannel {
         loop {
             let sample = tx.loan_slice_uninit(msg.len()).map_err(|e| ice("loan")(&e))?;
             if sample.write_from_slice(msg).send().map_err(|e| ice("send")(&e))? > 0 {
+                if let Some(wake) = &self.wake {
+                    wake.notify().map_err(|e| ice("notify")(&e))?;
+                }
                 return Ok(());
             }
             std::hint::spin_loop();
@@ -73,7 +80,10 @@ impl Channel for IceChannel {
             if let Some(sample) = rx.receive().map_err(|e| ice("receive")(&e))? {
                 return Ok(f(sample.payload()));
             }
-            if self.spin {
+            if let Some(sleep) = &self.sleep {
+                // An event sent after the receive above is kept until this wait takes it.
+                sleep.timed_wait(|_| {}, Duration::from_millis(100)).map_err(|e| ice("wait")(&e))?;
+            } else if self.spin {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -140,18 +150,18 @@ fn ice_channel(
     let node = NodeBuilder::new().create::<Service>().map_err(|e| ice("creating a node")(&e))?;
     let stream = case.is_stream();
     let mut services = Vec::new();
-    let tx = match send_to {
+    let tx = match &send_to {
         Some(name) => {
-            let svc = service(&node, &name, stream)?;
+            let svc = service(&node, name, stream)?;
             let p = publisher(&svc, case)?;
             services.push(svc);
             Some(p)
         }
         None => None,
     };
-    let rx = match recv_from {
+    let rx = match &recv_from {
         Some(name) => {
-            let svc = service(&node, &name, stream)?;
+            let svc = service(&node, name, stream)?;
             let s = svc.subscriber_builder().create().map_err(|e| ice("creating a subscriber")(&e))?;
             services.push(svc);
             Some(s)
@@ -162,7 +172,27 @@ fn ice_channel(
         let c = svc.dynamic_config();
         wait_for_peer(|| c.number_of_publishers() >= 1 && c.number_of_subscribers() >= 1, gone)?;
     }
-    Ok(IceChannel { _node: node, tx, rx, spin: case.mode == Mode::Spin })
+    let (mut wake, mut sleep) = (None, None);
+    if case.mode == Mode::Blocking {
+        // Every port first, then the waits: each side's first wait is for the other's second port.
+        let mut events = Vec::new();
+        for (name, sending) in [(&send_to, true), (&recv_from, false)] {
+            let Some(name) = name else { continue };
+            let name: ServiceName = format!("{name}-event").as_str().try_into().map_err(|e| ice("service name")(&e))?;
+            let svc = node.service_builder(&name).event().open_or_create().map_err(|e| ice("event service")(&e))?;
+            if sending {
+                wake = Some(svc.notifier_builder().create().map_err(|e| ice("creating a notifier")(&e))?);
+            } else {
+                sleep = Some(svc.listener_builder().create().map_err(|e| ice("creating a listener")(&e))?);
+            }
+            events.push(svc);
+        }
+        for svc in &events {
+            let c = svc.dynamic_config();
+            wait_for_peer(|| c.number_of_notifiers() >= 1 && c.number_of_listeners() >= 1, gone)?;
+        }
+    }
+    Ok(IceChannel { _node: node, tx, rx, spin: case.mode == Mode::Spin, wake, sleep })
 }
 
 /// Parent side of an iceoryx2 row.
