@@ -64,6 +64,20 @@ impl SegmentOptions {
 /// each ring's options (which embed one as `segment`): `$opts` is the
 /// expression that reaches the `SegmentOptions` from `self`.
 macro_rules! segment_option_setters {
+    // A ring's options, which embed a `SegmentOptions` at `$opts`: the setters, and the
+    // whole of it at once.
+    ($self:ident, $opts:expr, embedded) => {
+        $crate::options::segment_option_setters!($self, $opts);
+        /// Replace everything [`SegmentOptions`](crate::SegmentOptions) covers at once.
+        pub fn segment(mut $self, segment: $crate::options::SegmentOptions) -> Self {
+            $opts = segment;
+            $self
+        }
+        /// What every ring's options have: mode, ready timeout, wait policy, notifier.
+        pub fn segment_options(&$self) -> $crate::options::SegmentOptions {
+            $opts
+        }
+    };
     ($self:ident, $opts:expr) => {
         /// Permission bits for a newly created segment (default 0o600).
         pub fn mode(mut $self, mode: u32) -> Self {

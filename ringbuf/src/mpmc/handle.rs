@@ -29,6 +29,15 @@ pub(super) enum Side {
 }
 
 impl Side {
+    /// This side's position counter: `enqueue` (with its closed bit) or `dequeue`.
+    #[inline]
+    pub(super) fn counter(self, ctl: &MpmcControl) -> &AtomicU64 {
+        match self {
+            Side::Enq => &ctl.enqueue,
+            Side::Deq => &ctl.dequeue,
+        }
+    }
+
     pub(super) fn claim_words(self, p: &Participant) -> (&AtomicU64, &AtomicU64) {
         match self {
             Side::Enq => (&p.enq_start, &p.enq_count),
@@ -161,10 +170,7 @@ impl Core {
     /// closed bit is returned apart.
     #[inline]
     pub(super) fn load_pos(&mut self, side: Side) -> Result<(u64, bool)> {
-        let c = match side {
-            Side::Enq => &self.ctl().enqueue,
-            Side::Deq => &self.ctl().dequeue,
-        };
+        let c = side.counter(self.sh.ctl());
         // Acquire: pairs with the Release CAS of the handle that moved the
         // counter, so its claim record is visible (see `live_claimant`).
         let raw = c.load(Ordering::Acquire);
@@ -191,14 +197,9 @@ impl Core {
         if !self.health.clear() {
             return None;
         }
-        let ctl = self.sh.ctl();
-        let c = match side {
-            Side::Enq => &ctl.enqueue,
-            Side::Deq => &ctl.dequeue,
-        };
         // Acquire: as in `load_pos`. A closed bit makes the value exceed
         // the limit: the general path reports it.
-        let p = c.load(Ordering::Acquire);
+        let p = side.counter(self.sh.ctl()).load(Ordering::Acquire);
         if p >= MPMC_POSITION_LIMIT || p < self.last_pos {
             return None;
         }
@@ -213,14 +214,9 @@ impl Core {
             return None;
         }
         self.set_claim(side, p, 1);
-        let ctl = self.sh.ctl();
-        let c = match side {
-            Side::Enq => &ctl.enqueue,
-            Side::Deq => &ctl.dequeue,
-        };
         // Release: as in `claim_enq` and `claim_deq`, releases our claim
         // record to recoverers.
-        if c.compare_exchange(p, p + 1, Ordering::Release, Ordering::Relaxed).is_err() {
+        if side.counter(self.sh.ctl()).compare_exchange(p, p + 1, Ordering::Release, Ordering::Relaxed).is_err() {
             self.clear_claim(side);
             return None;
         }

@@ -42,17 +42,7 @@ impl MpmcOptions {
         self.slot_count = slots;
         self
     }
-    segment_option_setters!(self, self.segment);
-    /// Replace everything [`SegmentOptions`] covers at once.
-    pub fn segment(mut self, segment: SegmentOptions) -> Self {
-        self.segment = segment;
-        self
-    }
-    /// What every ring's options have: mode, ready timeout, wait policy,
-    /// notifier.
-    pub fn segment_options(&self) -> SegmentOptions {
-        self.segment
-    }
+    segment_option_setters!(self, self.segment, embedded);
     /// The slot size in bytes as the ring will record it (rounded up to 8).
     pub fn slot_size_bytes(&self) -> usize {
         self.slot_size.next_multiple_of(8)

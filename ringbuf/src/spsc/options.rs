@@ -36,17 +36,7 @@ impl SpscOptions {
         self.capacity = bytes;
         self
     }
-    segment_option_setters!(self, self.segment);
-    /// Replace everything [`SegmentOptions`] covers at once.
-    pub fn segment(mut self, segment: SegmentOptions) -> Self {
-        self.segment = segment;
-        self
-    }
-    /// What every ring's options have: mode, ready timeout, wait policy,
-    /// notifier.
-    pub fn segment_options(&self) -> SegmentOptions {
-        self.segment
-    }
+    segment_option_setters!(self, self.segment, embedded);
     /// Initial demote setting of a producer (default off; changeable later
     /// with [`Producer::set_demote`](crate::spsc::Producer::set_demote), which
     /// explains it). Consumers ignore it.
