@@ -15,6 +15,9 @@
 //! `-crossprocess` as processes (this executable, re-run); `ArrayQueue`
 //! lives on the heap, so it has in-process rows only.
 //!
+//! `mpmc_send_recv_one_thread/*`: a send and a receive back to back in one thread, shmring's
+//! MPMC and SPSC rings and `ArrayQueue`: the calls' own cost, with nothing to wait for.
+//!
 //! `mpmc_single_u64/*` is the same 1p1c stream one item per call on every
 //! side: shmring's `send` and `recv` against `ArrayQueue`'s `push` and
 //! `pop`, the way most programs use a queue.
@@ -61,7 +64,52 @@ fn main() {
     bench(&mut g, "shmring-1p1c-crossprocess", || ShmMpmcStream::new(Mode::CrossProcess, one, cpus, Calls::Single));
     bench(&mut g, "crossbeam-arrayqueue-1p1c-inprocess", || Ok(CrossbeamMpmcStream::new(one, cpus)));
     g.finish();
+    one_thread(&mut c);
     c.final_summary();
+}
+
+/// `mpmc_send_recv_one_thread/*`: one send and one receive of an 8-byte item, back to back
+/// in one thread, so nothing waits and no line moves between CPUs: what the calls themselves
+/// cost (the claim records, the CASes, the notify fences), beside `ArrayQueue` and the SPSC ring.
+fn one_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mpmc_send_recv_one_thread");
+    let loc = shmring::Location::shm(format!("bench-mpmc-one-thread-{}", std::process::id()));
+    let mut tx =
+        shmring::mpmc::Producer::create(&loc, &shmring::mpmc::MpmcOptions::new().slot_size(8).slot_count(1024))
+            .unwrap_or_else(|e| panic!("creating the MPMC ring: {e}"));
+    let mut rx = shmring::mpmc::Consumer::open(&loc).unwrap_or_else(|e| panic!("opening the MPMC ring: {e}"));
+    let _ = loc.unlink();
+    let mut i = 0u64;
+    g.bench_function("shmring-mpmc", |b| {
+        b.iter(|| {
+            i += 1;
+            tx.send(&i.to_le_bytes()).expect("send");
+            let r = rx.recv().expect("recv").expect("a message");
+            std::hint::black_box(r[0]);
+        })
+    });
+    let loc = shmring::Location::shm(format!("bench-spsc-one-thread-{}", std::process::id()));
+    let mut tx = shmring::spsc::Producer::create(&loc, &shmring::SpscOptions::new().capacity(1 << 16))
+        .unwrap_or_else(|e| panic!("creating the SPSC ring: {e}"));
+    let mut rx = shmring::spsc::Consumer::open(&loc).unwrap_or_else(|e| panic!("opening the SPSC ring: {e}"));
+    let _ = loc.unlink();
+    g.bench_function("shmring-spsc", |b| {
+        b.iter(|| {
+            i += 1;
+            tx.send(&i.to_le_bytes()).expect("send");
+            let r = rx.recv().expect("recv").expect("a message");
+            std::hint::black_box(r[0]);
+        })
+    });
+    let q = crossbeam_queue::ArrayQueue::<u64>::new(1024);
+    g.bench_function("crossbeam-arrayqueue", |b| {
+        b.iter(|| {
+            i += 1;
+            q.push(i).expect("push");
+            std::hint::black_box(q.pop());
+        })
+    });
+    g.finish();
 }
 
 /// Time the workload `make` builds, on the first call only (a benchmark
