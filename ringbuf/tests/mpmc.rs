@@ -231,13 +231,23 @@ for_each_notifier! {
 for_each_notifier! {
     fn close_wakes_blocked_senders_and_receivers(kind) {
         let (_seg, tx, rx) = ring("close-wake", 8, 2, kind);
-        // A receiver parked on the empty ring.
-        let mut rx2 = rx.new_consumer().unwrap();
-        rx2.set_wait_policy(WaitPolicy::park());
-        let waiting_rx = std::thread::spawn(move || rx2.recv().map(|r| r.is_none()));
+        // Receivers waiting on the empty ring: one parked, one busy-polling
+        // (it reads the producers' counter, where the closed bit is, only
+        // now and then), one spinning, yielding, then parking.
+        let policies = [WaitPolicy::park(), WaitPolicy::busy_poll(), WaitPolicy::default()];
+        let waiting_rx: Vec<_> = policies
+            .into_iter()
+            .map(|policy| {
+                let mut rx2 = rx.new_consumer().unwrap();
+                rx2.set_wait_policy(policy);
+                std::thread::spawn(move || rx2.recv().map(|r| r.is_none()))
+            })
+            .collect();
         std::thread::sleep(Duration::from_millis(50));
         tx.close_ring();
-        assert!(waiting_rx.join().unwrap().unwrap(), "end of stream");
+        for (w, policy) in waiting_rx.into_iter().zip(policies) {
+            assert!(w.join().unwrap().unwrap(), "end of stream for a receiver with {policy:?}");
+        }
         // A sender parked on a full ring.
         let (_seg, mut tx, rx) = ring("close-wake2", 8, 2, kind);
         tx.send(b"a").unwrap();

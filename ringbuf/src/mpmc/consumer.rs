@@ -64,8 +64,8 @@ impl Consumer {
                         return Ok(Some(None));
                     }
                     Claim::Held { pos, seq } if core.on_held(Side::Enq, pos, seq) => continue,
-                    Claim::Held { .. } => {}
-                    Claim::Wait | Claim::Full | Claim::Closed => core.stuck = None,
+                    Claim::Held { .. } | Claim::Unjudged => {}
+                    Claim::Wait | Claim::Closed => core.stuck = None,
                 }
                 break;
             }

@@ -58,11 +58,13 @@ pub(super) enum Claim {
     Held { pos: u64, seq: u64 },
     /// Consumers only: the ring is closed and drained.
     End,
-    /// Producers only: the slot needed next still holds the message of
-    /// the previous lap, and it was not looked into further (see
-    /// `Core::classify_due`): full, or held by a consumer. Waiters keep
+    /// The slot needed next is not ready, and the other side's counter was
+    /// not read to say why (see `Core::classify_due`). For a producer the
+    /// slot still holds the message of the previous lap: full, or held by a
+    /// consumer. For a consumer nothing is committed there yet: empty, held
+    /// by a producer, or (if the ring was closed) the end. Waiters keep
     /// whatever they know of a stuck slot.
-    Full,
+    Unjudged,
     /// Producers only: the ring is closed.
     Closed,
 }
@@ -81,9 +83,10 @@ pub(super) struct Stuck {
     pub(super) poll: Duration,
 }
 
-/// How often a producer polling a full ring reads the consumers' counter
-/// (see `Core::classify_due`): far below [`STUCK_GRACE`](super::STUCK_GRACE),
-/// so a slot held by a dead consumer is found as soon as before.
+/// How often a producer polling a full ring reads the consumers' counter,
+/// and a consumer polling an empty ring the producers' counter (see
+/// `Core::classify_due`): far below [`STUCK_GRACE`](super::STUCK_GRACE), so
+/// a slot held by a dead claimant is found as soon as before.
 #[cfg(not(loom))]
 const CLASSIFY_EVERY: Duration = Duration::from_micros(20);
 
@@ -106,9 +109,15 @@ pub(super) struct Core {
     pub(super) last_pos: u64,
     pub(super) stuck: Option<Stuck>,
     /// When a producer that finds the ring full next reads the consumers'
-    /// counter to tell "full" from "held" (see `classify_due`).
+    /// counter to tell "full" from "held", and a consumer that finds it
+    /// empty the producers' counter (see `classify_due`).
     #[cfg(not(loom))]
     pub(super) next_classify: Instant,
+    /// Set by `wait` for the attempts that may skip reading the other side's
+    /// counter (consumers; see `claim_deq`): every attempt but a liveness
+    /// tick, the attempt before a sleep, and the one attempt of a call that
+    /// does not wait.
+    pub(super) quick_look: bool,
     /// Under loom: this handle's "process" died; do nothing on drop.
     #[cfg(loom)]
     pub(super) dead: bool,
@@ -293,7 +302,7 @@ impl Core {
             // counter is read (and the slot's state judged) at most every
             // `CLASSIFY_EVERY`.
             if q >= n && s & !SKIP == q - n + 1 && !self.classify_due() {
-                return Ok(Claim::Full);
+                return Ok(Claim::Unjudged);
             }
             // Read the consumers' counter, then ours again: if ours
             // did not move, the sequence and `d` were both read while it was
@@ -325,10 +334,11 @@ impl Core {
         Ok(Claim::Wait)
     }
 
-    /// Whether a producer that found the ring full should now read the
-    /// consumers' counter, to tell a full ring from a slot held by a
-    /// consumer (which may have died): at the first look, then at most every
-    /// [`CLASSIFY_EVERY`]. Always under loom, where time does not pass.
+    /// Whether a producer that found the ring full (or a consumer that found
+    /// it empty) should now read the other side's counter, to tell a full
+    /// (empty) ring from a slot held by a claimant that may have died: at the
+    /// first look, then at most every [`CLASSIFY_EVERY`]. Always under loom,
+    /// where time does not pass.
     fn classify_due(&mut self) -> bool {
         #[cfg(not(loom))]
         {
@@ -368,7 +378,20 @@ impl Core {
                 self.clear_claim(Side::Deq);
                 continue;
             }
-            // Not ready. Read the producers' counter, then ours again (as in
+            // Not committed yet. While a consumer polls an empty ring, reading
+            // the producers' counter at every poll would take that line from
+            // the producer about to claim the next position (as in
+            // `claim_enq`, the other way round). A quick look reads only the
+            // sequence word; the counter is read at most every
+            // `CLASSIFY_EVERY`, and at every look that is not quick: each
+            // liveness tick, the one before a sleep (so a close, a bit in that
+            // counter, notified, is never slept through) and the one look of a
+            // call that does not wait (which must report the end). Skipping the read only makes an attempt come back
+            // sooner: nothing is claimed or changed.
+            if s == p && self.quick_look && !self.classify_due() {
+                return Ok(Claim::Unjudged);
+            }
+            // Read the producers' counter, then ours again (as in
             // `claim_enq`). Acquire: pairs with the producers' Release CAS,
             // so a claim record is visible to `live_claimant`.
             let e_word = self.ctl().enqueue.load(Ordering::Acquire);
@@ -416,7 +439,11 @@ impl Core {
         deadline: Deadline,
         mut step: impl FnMut(&mut Core) -> Result<Option<T>>,
     ) -> Result<T> {
-        if let Some(v) = step(self)? {
+        // The first attempt may look quickly if more attempts follow.
+        self.quick_look = deadline.waits();
+        let first = step(self);
+        self.quick_look = false;
+        if let Some(v) = first? {
             return Ok(v);
         }
         if !deadline.waits() {
@@ -442,11 +469,14 @@ impl Core {
                 Some(ParkMark { word: parked, value }),
                 until,
                 || Error::Timeout,
-                |check| {
-                    if check {
+                |poll| {
+                    if poll.check {
                         self.check_shared()?;
                     }
-                    if let Some(v) = step(self)? {
+                    self.quick_look = !poll.check && !poll.before_sleep;
+                    let r = step(self);
+                    self.quick_look = false;
+                    if let Some(v) = r? {
                         return Ok(Attempt::Ready(Some(v)));
                     }
                     // Switch the wake-up cadence when a claimed slot shows up,

@@ -95,6 +95,7 @@ impl Core {
                 stuck: None,
                 #[cfg(not(loom))]
                 next_classify: Instant::now(),
+                quick_look: false,
                 #[cfg(loom)]
                 dead: false,
             });

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::ends::Producer;
 use super::handle::{Claim, Side};
-use super::shared::Ec;
+use super::shared::{Ec, PREFETCH_AHEAD};
 use crate::error::{Error, Result};
 use crate::wait::Deadline;
 
@@ -44,7 +44,7 @@ impl Producer {
                     }
                     Claim::Closed => return Err(Error::Closed(core.sh.name.clone())),
                     Claim::Held { pos, seq } if core.on_held(Side::Deq, pos, seq) => continue,
-                    Claim::Held { .. } | Claim::Full => {}
+                    Claim::Held { .. } | Claim::Unjudged => {}
                     Claim::Wait | Claim::End => core.stuck = None,
                 }
                 break;
@@ -89,6 +89,7 @@ impl Producer {
         if data.len() <= self.core.sh.slot_size
             && let Some(pos) = self.core.try_claim_one(Side::Enq)
         {
+            self.core.sh.prefetch_for_write(pos + PREFETCH_AHEAD);
             self.write(pos, data);
             self.core.commit_slot(pos, data.len(), false);
             self.core.clear_claim(Side::Enq);

@@ -34,6 +34,11 @@ pub const STUCK_POLL_MAX: Duration = Duration::from_millis(32);
 /// garbage counter can cause; many real retries mean others progressed).
 pub(super) const CLAIM_RETRIES: u32 = 256;
 
+/// How many positions ahead of the one it fills a producer prefetches (see
+/// `Shared::prefetch_for_write`): far enough for a cache line to cross
+/// between cores while the producer sends that many messages.
+pub(super) const PREFETCH_AHEAD: u64 = 8;
+
 /// Which eventcount a wait parks on.
 #[derive(Clone, Copy)]
 pub(super) enum Ec {
@@ -110,6 +115,34 @@ impl Shared {
     #[inline]
     pub(super) fn slot_off(&self, pos: u64) -> usize {
         (pos & (self.slots - 1)) as usize * self.stride
+    }
+
+    /// Ask the CPU to fetch the first two cache lines of the slot of `pos`
+    /// for writing (`prefetchw` on x86-64; nothing elsewhere or under loom).
+    /// A hint only: it reads and writes nothing, and cannot fault.
+    ///
+    /// A producer calls it for the slot [`PREFETCH_AHEAD`] positions on, so
+    /// that the lines the consumer wrote when it freed that slot are on their
+    /// way before the producer writes them. Otherwise the first store there
+    /// waits for the transfer, and so does the next locked instruction (the
+    /// claim's compare-and-swap, the notify's fence), which must drain it.
+    #[inline(always)]
+    pub(super) fn prefetch_for_write(&self, pos: u64) {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+            // In bounds: slot_off < slots * stride, and the second line is
+            // asked for only when the stride has one.
+            let slot = self.data.wrapping_add(self.slot_off(pos)) as *const i8;
+            // SAFETY: a prefetch hint neither reads nor writes memory and never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(slot) };
+            if self.stride > 64 {
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_ET0>(slot.wrapping_add(64)) };
+            }
+        }
+        #[cfg(any(not(target_arch = "x86_64"), loom))]
+        let _ = pos;
     }
 
     /// The sequence word of the slot of `pos`.

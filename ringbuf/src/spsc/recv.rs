@@ -248,7 +248,7 @@ impl Consumer {
         // SAFETY: `ctl` points into the mapping kept alive by `self.sh`.
         let ec = unsafe { &ctl.as_ref().data_ready };
         let policy = self.policy;
-        block_on(&policy, ec, None, deadline.until(), || Error::Timeout, |check| self.attempt(check))
+        block_on(&policy, ec, None, deadline.until(), || Error::Timeout, |poll| self.attempt(poll.check))
     }
 
     /// A receive: the inlined common case, else the general path waiting per

@@ -138,13 +138,13 @@ impl Producer {
             None,
             deadline.until(),
             || Error::Timeout,
-            |check| {
+            |poll| {
                 if let Some(reserved) = self.try_reserve(len, total)? {
                     return Ok(Attempt::Ready(reserved));
                 }
                 // Padding written inside try_reserve must reach the consumer.
                 self.flush();
-                self.check_consumer(check)?;
+                self.check_consumer(poll.check)?;
                 Ok(Attempt::NotYet)
             },
         )

@@ -88,6 +88,19 @@ pub(crate) enum Attempt<T> {
     NotYet,
 }
 
+/// What one attempt inside [`block_on`] is asked to look at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Poll {
+    /// A liveness tick: also check that the peer is alive and the shared
+    /// words are sane (every `policy.interval()`; its error ends the wait).
+    pub(crate) check: bool,
+    /// The waiter is registered on the eventcount and sleeps if this attempt
+    /// returns [`Attempt::NotYet`]: it must look at everything a wake-up
+    /// could be for. Attempts while spinning or yielding may look at less
+    /// and come back (an attempt that misses something there is only late).
+    pub(crate) before_sleep: bool,
+}
+
 /// A word that says, while a waiter is registered on an eventcount, which
 /// one: set to `value` after registering and back to 0 before
 /// deregistering (see `Participant::parked`).
@@ -107,9 +120,10 @@ impl ParkMark<'_> {
     }
 }
 
-/// Run `attempt` until it is ready, following `policy`. `attempt(true)` is
-/// asked every `policy.interval()` while waiting to also check that the peer
-/// is alive (its error ends the wait). `deadline` bounds the whole wait, ending
+/// Run `attempt` until it is ready, following `policy`. Each attempt is
+/// told (see [`Poll`]) whether it is a liveness tick, asked every
+/// `policy.interval()` while waiting to also check that the peer is alive
+/// (its error ends the wait), and whether a sleep follows it. `deadline` bounds the whole wait, ending
 /// it with `timeout_err()`. While parked, `mark` (if any) says so.
 pub(crate) fn block_on<T, E>(
     policy: &WaitPolicy,
@@ -117,7 +131,7 @@ pub(crate) fn block_on<T, E>(
     mark: Option<ParkMark<'_>>,
     deadline: Option<Instant>,
     timeout_err: impl Fn() -> E,
-    mut attempt: impl FnMut(bool) -> Result<Attempt<T>, E>,
+    mut attempt: impl FnMut(Poll) -> Result<Attempt<T>, E>,
 ) -> Result<T, E> {
     let mut next_check = Instant::now() + policy.check_interval;
     // Returns whether a liveness check is due; errors on the deadline. A
@@ -141,7 +155,7 @@ pub(crate) fn block_on<T, E>(
     let mut spun: u32 = 0;
     while spun < policy.spin || !policy.park {
         let due = spun % 1024 == 1023 && tick(&mut next_check)?;
-        if let Attempt::Ready(v) = attempt(due)? {
+        if let Attempt::Ready(v) = attempt(Poll { check: due, before_sleep: false })? {
             return Ok(v);
         }
         crate::sync::spin_hint();
@@ -149,7 +163,7 @@ pub(crate) fn block_on<T, E>(
     }
     for _ in 0..policy.yields {
         let due = tick(&mut next_check)?;
-        if let Attempt::Ready(v) = attempt(due)? {
+        if let Attempt::Ready(v) = attempt(Poll { check: due, before_sleep: false })? {
             return Ok(v);
         }
         crate::sync::yield_now();
@@ -158,7 +172,7 @@ pub(crate) fn block_on<T, E>(
         let due = tick(&mut next_check)?;
         let key = ec.prepare_wait();
         ParkMark::set(&mark, true);
-        let outcome = match attempt(due) {
+        let outcome = match attempt(Poll { check: due, before_sleep: true }) {
             Ok(Attempt::Ready(v)) => Some(Ok(v)),
             Err(e) => Some(Err(e)),
             Ok(Attempt::NotYet) => None,
