@@ -14,20 +14,7 @@ fn main() -> ExitCode {
         eprintln!("usage: tarpc_client ADDR NAME   (ADDR: unix:PATH or tcp:HOST:PORT)");
         return ExitCode::from(2);
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tarpc_client: no tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(greet(&addr, name)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tarpc_client: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    shmring_examples::run_async_main("tarpc_client", greet(&addr, name))
 }
 
 async fn greet(addr: &str, name: String) -> Result<(), Box<dyn std::error::Error>> {

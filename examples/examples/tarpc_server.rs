@@ -31,20 +31,7 @@ fn main() -> ExitCode {
         eprintln!("usage: tarpc_server ADDR   (unix:PATH or tcp:HOST:PORT)");
         return ExitCode::from(2);
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tarpc_server: no tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(serve(&addr)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tarpc_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    shmring_examples::run_async_main("tarpc_server", serve(&addr))
 }
 
 async fn serve(addr: &str) -> shmring_rpc::Result<()> {

@@ -4,12 +4,40 @@
 //! A record is [`RECORD_LEN`] bytes: a little-endian sequence number, then a
 //! payload derived from it, so the consumer can check both order and content.
 
+#[cfg(feature = "grpc")]
+pub mod greeter;
 pub mod kv;
+#[cfg(feature = "http")]
+pub mod web;
 #[cfg(feature = "tarpc")]
 pub mod world;
 
 use std::fmt;
 use std::time::Duration;
+
+/// Run an async example's `main` on a multi-threaded tokio runtime: exit 0
+/// if `body` succeeds; else print "NAME: ERROR" and exit 1. The usage error
+/// (exit 2) is the example's own.
+#[cfg(any(feature = "tarpc", feature = "http", feature = "grpc"))]
+pub fn run_async_main<E: fmt::Display>(
+    name: &str,
+    body: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: no tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(body) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// Bytes in every record.
 pub const RECORD_LEN: usize = 64;

@@ -2,41 +2,12 @@
 //! over shared memory, over the socket fallback (`SHMRING_RPC_TRANSPORT=unix`)
 //! and over TCP.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::process::{Command, Output};
 
 mod common;
-use common::example;
-use std::process::{Child, Command, Output, Stdio};
+use common::{Server, example, start, temp_dir};
 
-/// The server, killed and reaped on drop; its directory removed.
-struct KvServer {
-    child: Child,
-    addr: String,
-    dir: Option<PathBuf>,
-}
-
-impl Drop for KvServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-fn start(addr: &str, dir: Option<PathBuf>) -> KvServer {
-    let child = Command::new(example("kv_server")).arg(addr).stdout(Stdio::piped()).spawn().unwrap();
-    let mut srv = KvServer { child, addr: String::new(), dir };
-    let mut out = BufReader::new(srv.child.stdout.take().unwrap());
-    let mut line = String::new();
-    assert!(out.read_line(&mut line).unwrap() > 0, "kv_server exited before listening");
-    srv.addr = line.trim().strip_prefix("kv_server listening on ").expect("the listening line").to_owned();
-    srv
-}
-
-fn client(srv: &KvServer, args: &[&str], env: Option<(&str, &str)>) -> Output {
+fn client(srv: &Server, args: &[&str], env: Option<(&str, &str)>) -> Output {
     let mut c = Command::new(example("kv_client"));
     c.arg(&srv.addr).args(args);
     if let Some((k, v)) = env {
@@ -45,7 +16,7 @@ fn client(srv: &KvServer, args: &[&str], env: Option<(&str, &str)>) -> Output {
     c.output().unwrap()
 }
 
-fn session(srv: &KvServer, transport: &str, env: Option<(&str, &str)>) {
+fn session(srv: &Server, transport: &str, env: Option<(&str, &str)>) {
     let set = client(srv, &["set", "colour", "blue"], env);
     assert!(set.status.success(), "{set:?}");
     assert_eq!(String::from_utf8_lossy(&set.stdout), "OK\n");
@@ -59,19 +30,13 @@ fn session(srv: &KvServer, transport: &str, env: Option<(&str, &str)>) {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no such key"));
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("shmring-kv-test-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn kv_over_shared_memory_the_socket_and_tcp() {
-    let dir = temp_dir("unix");
-    let srv = start(&format!("unix:{}", dir.join("kv.sock").display()), Some(dir));
+    let dir = temp_dir("kv");
+    let srv = start("kv_server", &format!("unix:{}", dir.join("kv.sock").display()), Some(dir));
     session(&srv, "shm", None);
     session(&srv, "unix", Some(("SHMRING_RPC_TRANSPORT", "unix")));
-    let tcp = start("tcp:127.0.0.1:0", None);
+    let tcp = start("kv_server", "tcp:127.0.0.1:0", None);
     session(&tcp, "tcp", None);
 }
 

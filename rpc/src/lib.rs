@@ -31,7 +31,9 @@
 //!   the others.
 //! - [`ShmStream`] is a tokio byte stream over the same kind of connection,
 //!   for any byte-stream protocol; with the `tarpc` feature, `tarpc`'s
-//!   `connect` and `listen` run a `#[tarpc::service]` over it unchanged.
+//!   `connect` and `listen` run a `#[tarpc::service]` over it unchanged;
+//!   with `http`, hyper and axum services ([`http`]); with `grpc`, tonic
+//!   services ([`grpc`]).
 //!
 //! ```no_run
 //! use shmring_rpc::{Addr, Client, ClientOptions, Server, ServerOptions};
@@ -61,7 +63,11 @@ mod client;
 mod doorbell;
 mod error;
 pub mod frame;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod handshake;
+#[cfg(feature = "http")]
+pub mod http;
 mod listen;
 mod options;
 mod ring_frames;

@@ -262,3 +262,14 @@ impl ShmListener {
         self.links.local_addr()
     }
 }
+
+/// The accepted streams, one item per client, as tonic's
+/// `Server::serve_with_incoming` takes them (feature `grpc`). The stream
+/// never ends by itself; an `Err` item means accepting failed for good.
+impl futures_util::Stream for ShmListener {
+    type Item = Result<ShmStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<ShmStream>>> {
+        self.get_mut().poll_accept(cx).map(Some)
+    }
+}
