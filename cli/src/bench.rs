@@ -3,10 +3,11 @@
 //!
 //! Layout: [`case`] says what a row is, [`peer`] starts and supervises the second process,
 //! [`guard`] makes sure nothing outlives the run, [`protocol`] holds the two measurements,
-//! [`kernel`], [`shared`], [`ring`], [`mpmc`], [`sysv`], [`rpc`] (and, with the `tarpc`
-//! feature, `tarpc`) adapt each transport, [`report`] prints.
+//! [`kernel`], [`shared`], [`classic`], [`ring`], [`mpmc`], [`sysv`], [`rpc`] (and, with the
+//! `tarpc` feature, `tarpc`) adapt each transport, [`report`] prints.
 
 mod case;
+mod classic;
 mod guard;
 mod guide;
 mod kernel;
@@ -36,8 +37,8 @@ use protocol::Outcome;
 use report::Row;
 
 /// Measure shmring (SPSC and MPMC rings) against pipes, FIFOs, sockets, POSIX and System V
-/// message queues and bare shared words, and shmring-rpc calls over shared memory, a UNIX
-/// socket and TCP, between two real processes.
+/// message queues, real-time signals, POSIX semaphores, a file and bare shared words, and
+/// shmring-rpc calls over shared memory, a UNIX socket and TCP, between two real processes.
 ///
 /// Reports 64-byte ping-pong round-trip latency (median and 99th percentile) in busy-poll
 /// and sleeping modes, one-way streaming throughput for small and large messages, the round
@@ -140,7 +141,10 @@ fn plan(only: &[Transport]) -> Vec<Case> {
         case(ShmringMpmc, Mode::Spin, 64),
         case(CacheLine, Mode::Spin, 8),
         case(Shmring, Mode::Park, 64),
+        case(ShmringSem, Mode::Park, 64),
         case(Futex, Mode::Park, 8),
+        case(Semaphore, Mode::Park, 8),
+        case(Signal, Mode::Park, 64),
     ];
     // The peer libraries: spin rows (both sides busy-poll), ipc-channel's blocking row.
     cases.extend(case::PEERS.iter().map(|&t| case(t, Mode::Spin, 64)));
@@ -167,6 +171,9 @@ fn plan(only: &[Transport]) -> Vec<Case> {
             cases.extend(streams().map(|&t| case(t, Mode::Stream, payload)));
         }
         cases.extend(kernel.map(|t| case(t, Mode::Stream, payload)));
+        if payload == 64 {
+            cases.push(case(File, Mode::Stream, payload));
+        }
     }
     cases.extend(rpc.map(|t| case(t, Mode::InFlight, 64)));
     cases.extend(case::TARPC.iter().map(|&t| case(t, Mode::InFlight, 64)));
@@ -177,7 +184,8 @@ fn plan(only: &[Transport]) -> Vec<Case> {
 /// Measures one case: sets up the transport, starts the child, runs the parent's part.
 fn measure(case: &Case, budget: &Budget, launcher: &peer::Launcher) -> Result<Outcome, String> {
     match case.transport {
-        Transport::Shmring => ring::parent(case, budget, launcher),
+        Transport::Shmring | Transport::ShmringSem => ring::parent(case, budget, launcher),
+        Transport::Signal | Transport::Semaphore | Transport::File => classic::parent(case, budget, launcher),
         Transport::ShmringMpmc => mpmc::parent(case, budget, launcher),
         Transport::SysvMsgq => sysv::parent(case, budget, launcher),
         Transport::Futex | Transport::CacheLine => shared::parent(case, budget, launcher),
@@ -222,6 +230,8 @@ fn print_out(text: &str) -> Result<(), String> {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let budget = args.budget()?;
     let cases = plan(&args.only);
+    // Before any thread starts, so that every thread blocks it (see `classic::block_signal`).
+    let _signal_row = classic::block_signal()?;
     // Helper threads first, so that they are not pinned with the measuring thread.
     let _signals = guard::install()?;
     let placement = peer::Placement::new(!args.no_pin);
@@ -234,7 +244,11 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     for case in &cases {
         progress.set_message(case.label());
         let row = if case.needs_two_cpus() && placement.available < 2 {
-            let why = if case.transport.is_rpc() { "the server busy-polls" } else { "both sides busy-poll" };
+            let why = match case.transport {
+                t if t.is_rpc() => "the server busy-polls",
+                Transport::File => "the reader polls the file",
+                _ => "both sides busy-poll",
+            };
             Row::empty(case, Some(format!("needs two CPUs: {why}")))
         } else {
             let limit = budget.deadline(case.payload);
@@ -297,13 +311,18 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                         .to_owned(),
                 );
             }
-            let floors = [Transport::CacheLine, Transport::Futex];
+            let floors = [Transport::CacheLine, Transport::Futex, Transport::Semaphore];
             if cases.iter().any(|c| floors.contains(&c.transport)) {
                 notes.push(
-                    "cache-line and futex pass one 8-byte word, no ring: \
-                     the floors for spin and park."
+                    "cache-line, futex and semaphore pass one 8-byte word, no ring: \
+                     the floors for spin, park (futex notifier) and park (semaphore notifier)."
                         .to_owned(),
                 );
+            }
+            for (t, note) in classic::NOTES {
+                if cases.iter().any(|c| c.transport == t) {
+                    notes.push(note.to_owned());
+                }
             }
             if cases.iter().any(|c| c.transport == Transport::Shmring && ring::demote(c.mode)) {
                 notes.push(
@@ -342,7 +361,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
 pub fn maybe_run_child() -> Option<i32> {
     let raw = std::env::var(peer::CHILD_ENV).ok()?;
     let result = peer::child_setup(&raw).and_then(|spec| match spec.case.transport {
-        Transport::Shmring => ring::child(&spec),
+        Transport::Shmring | Transport::ShmringSem => ring::child(&spec),
+        Transport::Signal | Transport::Semaphore | Transport::File => classic::child(&spec),
         Transport::ShmringMpmc => mpmc::child(&spec),
         Transport::SysvMsgq => sysv::child(&spec),
         Transport::Futex | Transport::CacheLine => shared::child(&spec),
@@ -386,9 +406,11 @@ mod tests {
         // Each peer: spin, 8 B and 64 B streams; iceoryx2 and ipc-channel also blocking;
         // request-response spin only.
         let peers = if case::PEERS.is_empty() { 0 } else { 9 };
-        assert_eq!(cases.len(), 44 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1) + peers);
+        assert_eq!(cases.len(), 48 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1) + peers);
         assert!(cases.iter().any(ring::batched));
-        for t in [Transport::Futex, Transport::CacheLine] {
+        for t in
+            [Transport::Futex, Transport::CacheLine, Transport::Semaphore, Transport::Signal, Transport::ShmringSem]
+        {
             assert!(cases.iter().all(|c| c.transport != t || !c.is_stream()));
         }
         // Round-trip rows come first, then rate rows.

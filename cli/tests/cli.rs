@@ -663,7 +663,9 @@ fn bench_with_a_message_count_reports_peers_that_exit_before_first_contact_inste
     }
     // Every row of these transports failed and says why (the message queues' 64 KiB rows
     // are not measured at all, so they are left out).
-    for t in ["shmring", "shmring-mpmc", "cache-line", "futex", "pipe", "fifo", "unix-socket", "tcp-loopback"] {
+    let transports = ["shmring", "shmring-mpmc", "cache-line", "futex", "pipe", "fifo", "unix-socket", "tcp-loopback"];
+    let classic = ["shmring-sem", "semaphore", "signal", "file"];
+    for t in transports.into_iter().chain(classic) {
         let lines: Vec<&&str> = failed.iter().filter(|l| l.trim_start().starts_with(&format!("{t} "))).collect();
         let expected = rows.iter().filter(|r| r["transport"] == t).count();
         assert!(lines.len() == expected && expected > 0, "{t}: {expected} rows, failures:\n{err}");

@@ -12,6 +12,9 @@ pub enum Transport {
     Shmring,
     /// shmring MPMC rings (fixed-size slots), one producer and one consumer.
     ShmringMpmc,
+    /// shmring SPSC rings whose park mode sleeps on process-shared POSIX semaphores (the
+    /// semaphore notifier) instead of futexes; compare it with "semaphore".
+    ShmringSem,
     /// Anonymous pipes (two of them for ping-pong).
     Pipe,
     /// Named pipes created with mkfifo in a private temporary directory.
@@ -24,8 +27,17 @@ pub enum Transport {
     PosixMq,
     /// A System V message queue (msgsnd / msgrcv), private to the case.
     SysvMsgq,
+    /// A real-time signal each way (sigqueue, taken by sigwaitinfo with the signal blocked),
+    /// its value the message's number; the 64 B message itself lies in a shared page.
+    Signal,
+    /// A regular file in a private temporary directory: one 64 B append per write, the reader
+    /// polling with read (stream only).
+    File,
     /// Ping-pong on two shared futex words, always sleeping in the kernel: the floor for "park".
     Futex,
+    /// Ping-pong on two process-shared POSIX semaphores beside two shared words: the floor for
+    /// "park" with the semaphore notifier.
+    Semaphore,
     /// Ping-pong on two shared cache lines, busy-polling: the hardware floor for "spin".
     CacheLine,
     /// shmring-rpc calls, blocking client, over shared-memory rings (both sides busy-poll).
@@ -84,13 +96,17 @@ impl Transport {
         match self {
             Transport::Shmring => "shmring",
             Transport::ShmringMpmc => "shmring-mpmc",
+            Transport::ShmringSem => "shmring-sem",
             Transport::Pipe => "pipe",
             Transport::Fifo => "fifo",
             Transport::UnixSocket => "unix-socket",
             Transport::TcpLoopback => "tcp-loopback",
             Transport::PosixMq => "posix-mq",
             Transport::SysvMsgq => "sysv-msgq",
+            Transport::Signal => "signal",
+            Transport::File => "file",
             Transport::Futex => "futex",
+            Transport::Semaphore => "semaphore",
             Transport::CacheLine => "cache-line",
             Transport::RpcShm => "rpc-shm",
             Transport::RpcShmAsync => "rpc-shm-async",
@@ -132,7 +148,8 @@ impl Transport {
 pub enum Mode {
     /// Ping-pong where both sides busy-poll shared memory.
     Spin,
-    /// Ping-pong where both sides sleep on a futex until woken.
+    /// Ping-pong where both sides sleep in the kernel until woken (on a futex, a semaphore or
+    /// a signal wait).
     Park,
     /// Ping-pong through blocking system calls of a kernel transport.
     Blocking,
@@ -185,9 +202,10 @@ impl Case {
     }
 
     /// Whether a process busy-polls, which only makes sense on two CPUs: both sides in spin
-    /// mode, the RPC server (and the blocking client) on shared memory.
+    /// mode, the RPC server (and the blocking client) on shared memory, the file's reader.
     pub fn needs_two_cpus(&self) -> bool {
-        self.mode == Mode::Spin || matches!(self.transport, Transport::RpcShm | Transport::RpcShmAsync)
+        self.mode == Mode::Spin
+            || matches!(self.transport, Transport::RpcShm | Transport::RpcShmAsync | Transport::File)
     }
 
     /// A short human description, e.g. `pipe blocking 64 B ping-pong`, `rpc-tcp 4 KiB calls,

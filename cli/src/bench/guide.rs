@@ -13,11 +13,24 @@ PING-PONG ROWS (mode spin, park or blocking)
   percentile round-trip time (ns, µs, ms); one-way latency is about half of it.
   Lower is better.
     spin      both processes busy-poll shared memory: fastest, keeps two CPUs busy
-    park      both processes sleep in the kernel (futex) until woken
+    park      both processes sleep in the kernel until woken (futex, semaphore
+              or signal wait)
     blocking  the ordinary blocking calls of a kernel transport
-  'cache-line' and 'futex' pass one 8-byte word with no ring around it: they are
-  the floors for spin and park. shmring cannot beat them; the gap is the cost of
-  the ring (records, checks, waiting policy).
+  'cache-line', 'futex' and 'semaphore' pass one 8-byte word with no ring around
+  it: they are the floors for spin, for park with shmring's futex notifier (row
+  'shmring') and for park with its semaphore notifier (row 'shmring-sem').
+  shmring cannot beat them; the gap is the cost of the ring (records, checks,
+  waiting policy). 'semaphore' posts and waits on two process-shared POSIX
+  semaphores (sem_init with pshared 1, sem_post, sem_timedwait).
+  'shmring-sem' is the 'shmring' park row with rings created for the semaphore
+  notifier (SpscOptions::notifier(NotifierKind::Semaphore)): both processes
+  sleep on process-shared semaphores instead of futexes. Compare it with
+  'semaphore', as 'shmring' park with 'futex'.
+  'signal' queues a real-time signal (SIGRTMIN) with sigqueue, its value the
+  message's number; the 64 B message itself lies in a page both processes map,
+  one line each way. The signal is blocked in both processes and taken with
+  sigwaitinfo (no handler runs): a round trip is two sigqueue calls and two
+  waits, each waking a sleeping process.
   'shmring' is the single-producer single-consumer ring; 'shmring-mpmc' is the
   multi-producer multi-consumer ring (fixed-size slots) used by one producer and
   one consumer. The gap between the two rows is mostly the price of the MPMC
@@ -38,6 +51,11 @@ STREAM ROWS (mode stream)
   transport, reads every payload byte once (a checksum). The shmring 8 B row
   batches: runs of 512 records written in place per publish (grant_records), and
   everything available per receive.
+  'file' appends each 64 B message with one write (O_APPEND) to a regular file
+  in a private temporary directory; the reader polls, one read per message (a
+  read of 0 bytes means nothing new yet), so it needs two CPUs like the spin
+  rows. Every 4 MiB it punches what it has read out of the file, which keeps
+  the file small however long the run.
 
 RPC ROWS (transports rpc-shm, rpc-shm-async, rpc-unix, rpc-tcp)
   shmring-rpc calls on one connection: the second process runs a Server (a

@@ -7,11 +7,15 @@
 //! time in place with `grant_records` and publishes them with one store, the consumer takes
 //! everything available per `recv_batch` — since that is how small messages are meant to go
 //! through a ring. Every other row sends and receives one message per call.
+//!
+//! The `shmring-sem` row is the park row with rings created for the semaphore notifier
+//! ([`NotifierKind::Semaphore`]); every other row's rings use the default, the futex.
 
 use shmring::spsc::{Consumer, Producer};
+use shmring::wait::NotifierKind;
 use shmring::{Location, SpscOptions, WaitPolicy};
 
-use super::case::{Budget, Case, Mode};
+use super::case::{Budget, Case, Mode, Transport};
 use super::guard::{Cleanup, unique_name};
 use super::peer::{self, ChildSpec, Launcher, PeerWatch};
 use super::protocol::{self, Channel, END, FirstContact, MARK, Outcome, StreamCheck, read_seq};
@@ -108,7 +112,11 @@ fn first_message<T>(rx: &mut Consumer, peer: PeerWatch, f: impl FnOnce(&[u8]) ->
 /// Parent side: creates the ring(s), starts the child, measures.
 pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
     let base = unique_name();
-    let opts = SpscOptions::new().capacity(CAPACITY);
+    let mut opts = SpscOptions::new().capacity(CAPACITY);
+    if case.transport == Transport::ShmringSem {
+        // Recorded in the segment: the child's handles use it too.
+        opts = opts.notifier(NotifierKind::Semaphore);
+    }
     let policy = policy(case.mode);
     if case.is_stream() {
         let loc = location(&base, "data");

@@ -6,6 +6,7 @@
 //!   `FUTEX_WAKE`: the cost of two kernel wake-ups per round trip, the floor for "park".
 //!
 //! Both run over a memfd mapped `MAP_SHARED` in both processes; the child inherits the fd.
+//! The page is also what the `signal` and `semaphore` rows (in `classic`) share.
 
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,24 +25,24 @@ use super::protocol::{self, END, Outcome};
 const PAGE: usize = 4096;
 /// Distance between the two words: two 64-byte lines, so adjacent-line prefetching cannot
 /// make them share.
-const LINE: usize = 128;
+pub(crate) const LINE: usize = 128;
 
 /// One page of memory shared with the other process.
-struct SharedPage {
+pub(crate) struct SharedPage {
     ptr: NonNull<u8>,
     fd: OwnedFd,
 }
 
 impl SharedPage {
     /// Creates a zeroed page backed by a new memfd (close-on-exec until handed to a child).
-    fn create() -> Result<SharedPage, String> {
+    pub(crate) fn create() -> Result<SharedPage, String> {
         let fd = memfd_create("shmring-bench", MFdFlags::MFD_CLOEXEC).map_err(|e| format!("memfd_create: {e}"))?;
         nix::unistd::ftruncate(&fd, PAGE as i64).map_err(|e| format!("ftruncate: {e}"))?;
         SharedPage::map(fd)
     }
 
     /// Maps an existing memfd of at least one page.
-    fn map(fd: OwnedFd) -> Result<SharedPage, String> {
+    pub(crate) fn map(fd: OwnedFd) -> Result<SharedPage, String> {
         let size = nix::sys::stat::fstat(&fd).map_err(|e| format!("fstat: {e}"))?.st_size;
         if size < PAGE as i64 {
             return Err(format!("shared page is {size} bytes, expected {PAGE}"));
@@ -57,8 +58,22 @@ impl SharedPage {
         Ok(SharedPage { ptr: ptr.cast(), fd })
     }
 
+    /// A descriptor of the page's memfd, to hand to the child.
+    pub(crate) fn share(&self) -> Result<OwnedFd, String> {
+        self.fd.try_clone().map_err(|e| format!("dup: {e}"))
+    }
+
+    /// The start of line `i`: [`LINE`] bytes, aligned to [`LINE`], that the other process
+    /// sees too. Callers decide how the two processes take turns with them.
+    pub(crate) fn line(&self, i: usize) -> NonNull<u8> {
+        assert!((i + 1) * LINE <= PAGE);
+        // SAFETY: the offset is inside the PAGE-byte mapping (asserted), so the result is in bounds and,
+        // like `ptr`, not null.
+        unsafe { self.ptr.add(i * LINE) }
+    }
+
     /// The 64-bit word at the start of line `i`.
-    fn word64(&self, i: usize) -> &AtomicU64 {
+    pub(crate) fn word64(&self, i: usize) -> &AtomicU64 {
         assert!((i + 1) * LINE <= PAGE);
         // The other process only ever accesses this word atomically, and every bit pattern
         // is a valid u64, so treating it as an atomic is sound.
@@ -130,8 +145,7 @@ const SPINS_PER_CHECK: u32 = 1 << 20;
 /// Parent side: creates the page, starts the child, runs the timed client.
 pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
     let page = SharedPage::create()?;
-    let fd = page.fd.try_clone().map_err(|e| format!("dup: {e}"))?;
-    let child = launcher.spawn(case, budget, vec![], vec![fd])?;
+    let child = launcher.spawn(case, budget, vec![], vec![page.share()?])?;
     let result = match case.transport {
         Transport::Futex => futex_client(&page, budget, child.watch()),
         Transport::CacheLine => spin_client(&page, budget, child.watch()),
