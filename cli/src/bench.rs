@@ -24,6 +24,8 @@ mod shared;
 mod sysv;
 #[cfg(feature = "tarpc")]
 mod tarpc;
+#[cfg(feature = "http")]
+mod web;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -160,6 +162,9 @@ fn plan(only: &[Transport]) -> Vec<Case> {
         if case::TARPC_SIZES.contains(&payload) {
             cases.extend(case::TARPC.iter().map(|&t| case(t, Mode::Call, payload)));
         }
+        if payload == 64 {
+            cases.extend(case::WEB.iter().map(|&t| case(t, Mode::Call, payload)));
+        }
     }
     cases.push(case(Shmring, Mode::Stream, 8));
     cases.push(case(ShmringMpmc, Mode::Stream, 8));
@@ -177,6 +182,7 @@ fn plan(only: &[Transport]) -> Vec<Case> {
     }
     cases.extend(rpc.map(|t| case(t, Mode::InFlight, 64)));
     cases.extend(case::TARPC.iter().map(|&t| case(t, Mode::InFlight, 64)));
+    cases.extend(case::WEB.iter().map(|&t| case(t, Mode::InFlight, 64)));
     cases.retain(|c| only.is_empty() || only.contains(&c.transport));
     cases
 }
@@ -191,6 +197,8 @@ fn measure(case: &Case, budget: &Budget, launcher: &peer::Launcher) -> Result<Ou
         Transport::Futex | Transport::CacheLine => shared::parent(case, budget, launcher),
         #[cfg(feature = "tarpc")]
         t if t.is_tarpc() => tarpc::parent(case, budget, launcher),
+        #[cfg(feature = "http")]
+        t if t.is_web() => web::parent(case, budget, launcher),
         #[cfg(feature = "peers")]
         Transport::Iceoryx2 => peers::iceoryx2_parent(case, budget, launcher),
         #[cfg(feature = "peers")]
@@ -311,6 +319,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                         .to_owned(),
                 );
             }
+            #[cfg(feature = "http")]
+            if cases.iter().any(|c| c.transport.is_web()) {
+                notes.push(web::NOTE.to_owned());
+            }
             let floors = [Transport::CacheLine, Transport::Futex, Transport::Semaphore];
             if cases.iter().any(|c| floors.contains(&c.transport)) {
                 notes.push(
@@ -368,6 +380,8 @@ pub fn maybe_run_child() -> Option<i32> {
         Transport::Futex | Transport::CacheLine => shared::child(&spec),
         #[cfg(feature = "tarpc")]
         t if t.is_tarpc() => tarpc::child(&spec),
+        #[cfg(feature = "http")]
+        t if t.is_web() => web::child(&spec),
         #[cfg(feature = "peers")]
         Transport::Iceoryx2 => peers::iceoryx2_child(&spec),
         #[cfg(feature = "peers")]
@@ -406,7 +420,7 @@ mod tests {
         // Each peer: spin, 8 B and 64 B streams; iceoryx2 and ipc-channel also blocking;
         // request-response spin only.
         let peers = if case::PEERS.is_empty() { 0 } else { 9 };
-        assert_eq!(cases.len(), 48 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1) + peers);
+        assert_eq!(cases.len(), 48 + case::TARPC.len() * (case::TARPC_SIZES.len() + 1) + case::WEB.len() * 2 + peers);
         assert!(cases.iter().any(ring::batched));
         for t in
             [Transport::Futex, Transport::CacheLine, Transport::Semaphore, Transport::Signal, Transport::ShmringSem]

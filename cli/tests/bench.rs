@@ -157,3 +157,21 @@ fn bench_run(args: &[&str], env: Option<(&str, &str)>) -> (std::process::Output,
     let ours = format!("shmring-bench-{}-", child.id());
     (child.wait_with_output().expect("wait for shmring bench"), ours)
 }
+
+#[cfg(feature = "grpc")]
+#[test]
+fn http_and_grpc_rows_measure_calls_one_at_a_time_and_in_flight() {
+    let names = ["http-shm", "http-unix", "http-tcp", "grpc-shm", "grpc-tcp"];
+    let (out, ours) = bench_run(&["--quick", "--only", &names.join(","), "--format", "json"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = json_rows(&out.stdout, 10);
+    for t in names {
+        let r = find_row(&rows, t, "call", 64);
+        let (p50, p99) = (r["rtt_p50_ns"].as_f64().unwrap(), r["rtt_p99_ns"].as_f64().unwrap());
+        assert!((100.0..1e8).contains(&p50) && p99 >= p50, "{r}");
+        let r = find_row(&rows, t, "64-in-flight", 64);
+        assert!(r["msgs_per_s"].as_f64().unwrap() > 100.0, "{r}");
+    }
+    // The private directories of the UNIX-socket rows are gone.
+    assert_nothing_left(&ours);
+}

@@ -60,6 +60,21 @@ pub enum Transport {
     /// tarpc calls over tarpc's in-memory channel, client and server in one process.
     #[cfg(feature = "tarpc")]
     RpcTarpcInmemory,
+    /// hyper HTTP/1.1 over shmring-rpc's ShmStream (shared-memory rings): a POST echoed.
+    #[cfg(feature = "http")]
+    HttpShm,
+    /// hyper HTTP/1.1 over a plain UNIX socket: a POST echoed.
+    #[cfg(feature = "http")]
+    HttpUnix,
+    /// hyper HTTP/1.1 over TCP on 127.0.0.1: a POST echoed.
+    #[cfg(feature = "http")]
+    HttpTcp,
+    /// tonic gRPC unary calls over shmring-rpc's ShmStream (HTTP/2 on shared-memory rings).
+    #[cfg(feature = "grpc")]
+    GrpcShm,
+    /// tonic gRPC unary calls over TCP on 127.0.0.1.
+    #[cfg(feature = "grpc")]
+    GrpcTcp,
     /// iceoryx2 publish-subscribe, one service each way.
     #[cfg(feature = "peers")]
     Iceoryx2,
@@ -86,6 +101,20 @@ pub(crate) const TARPC: &[Transport] =
 /// The tarpc transports (none unless built with the `tarpc` feature).
 #[cfg(not(feature = "tarpc"))]
 pub(crate) const TARPC: &[Transport] = &[];
+
+/// The HTTP and gRPC transports (those of the `http` and `grpc` features that are on).
+pub(crate) const WEB: &[Transport] = &[
+    #[cfg(feature = "http")]
+    Transport::HttpShm,
+    #[cfg(feature = "http")]
+    Transport::HttpUnix,
+    #[cfg(feature = "http")]
+    Transport::HttpTcp,
+    #[cfg(feature = "grpc")]
+    Transport::GrpcShm,
+    #[cfg(feature = "grpc")]
+    Transport::GrpcTcp,
+];
 
 /// Payload sizes of the tarpc `call` rows (request and reply each).
 pub(crate) const TARPC_SIZES: [usize; 2] = [64, 1 << 20];
@@ -120,6 +149,16 @@ impl Transport {
             Transport::RpcTarpcTcp => "rpc-tarpc-tcp",
             #[cfg(feature = "tarpc")]
             Transport::RpcTarpcInmemory => "rpc-tarpc-inmemory",
+            #[cfg(feature = "http")]
+            Transport::HttpShm => "http-shm",
+            #[cfg(feature = "http")]
+            Transport::HttpUnix => "http-unix",
+            #[cfg(feature = "http")]
+            Transport::HttpTcp => "http-tcp",
+            #[cfg(feature = "grpc")]
+            Transport::GrpcShm => "grpc-shm",
+            #[cfg(feature = "grpc")]
+            Transport::GrpcTcp => "grpc-tcp",
             #[cfg(feature = "peers")]
             Transport::Iceoryx2 => "iceoryx2",
             #[cfg(feature = "peers")]
@@ -129,11 +168,17 @@ impl Transport {
         }
     }
 
-    /// Whether this row makes RPC calls, with shmring-rpc or tarpc: a client here, a server in
-    /// the peer (for rpc-tarpc-inmemory, on the client's own runtime).
+    /// Whether this row makes RPC calls, with shmring-rpc, tarpc, hyper or tonic: a client
+    /// here, a server in the peer (for rpc-tarpc-inmemory, on the client's own runtime).
     pub fn is_rpc(self) -> bool {
         matches!(self, Transport::RpcShm | Transport::RpcShmAsync | Transport::RpcUnix | Transport::RpcTcp)
             || self.is_tarpc()
+            || self.is_web()
+    }
+
+    /// Whether this is an HTTP or gRPC transport.
+    pub fn is_web(self) -> bool {
+        WEB.contains(&self)
     }
 
     /// Whether this is a tarpc transport.
