@@ -2,8 +2,8 @@
 //! current-thread tokio runtime; the peer serves an echo on a two-worker tokio runtime.
 //!
 //! * http-shm, http-unix, http-tcp: hyper HTTP/1.1, a `POST` whose 64-byte body comes back as
-//!   the response's body. The client is hyper-util's (its pool opens one connection per call in
-//!   flight: HTTP/1.1 has no multiplexing). http-shm connects with
+//!   the response's body. Each caller has an HTTP/1.1 connection of its own, opened once
+//!   (hyper's `client::conn::http1`: HTTP/1.1 has no multiplexing). http-shm connects with
 //!   [`shmring_rpc::http::Connector`] and the peer serves with [`shmring_rpc::http::serve`];
 //!   http-unix and http-tcp are plain hyper on a tokio UNIX or TCP (`TCP_NODELAY`) socket.
 //! * grpc-shm, grpc-tcp: tonic, a unary call whose 64-byte message comes back, all calls on one
@@ -29,8 +29,8 @@ use super::protocol::Outcome;
 use super::rpc;
 
 /// What the table says of these rows.
-pub(crate) const NOTE: &str = "http-*: hyper HTTP/1.1 POSTs of 64 B echoed, hyper-util's client (its pool \
-     opens one connection per call in flight: HTTP/1.1 does not multiplex); grpc-*: tonic unary echoes, \
+pub(crate) const NOTE: &str = "http-*: hyper HTTP/1.1 POSTs of 64 B echoed, each caller on a connection of \
+     its own (HTTP/1.1 does not multiplex: 64 connections for 64 in flight); grpc-*: tonic unary echoes, \
      every call on one HTTP/2 connection; clients on a current-thread tokio runtime, servers on two \
      tokio workers in the peer.";
 

@@ -1,18 +1,22 @@
-//! The http-* rows: hyper HTTP/1.1 over shmring's ShmStream, a UNIX socket or TCP.
+//! The http-* rows: hyper HTTP/1.1 over shmring's ShmStream, a UNIX socket or TCP. Each
+//! caller has a connection of its own (HTTP/1.1 does not multiplex): 64 in flight, 64
+//! connections, opened once.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body_util::{BodyExt, Full};
+use hyper::Uri;
 use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use shmring_rpc::Addr;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tower_service::Service as _;
 
 use super::shm::{Serving, always_ready, shm_listener, shm_options};
 use crate::bench::case::Transport;
@@ -93,87 +97,85 @@ pub(crate) async fn listen(transport: Transport, addr: &Addr) -> Result<(String,
     }
 }
 
-/// Connects hyper-util's client to a UNIX socket, whatever the URI says.
+/// Where the peer's server is, and how to reach it: each caller opens a connection of its own.
 #[derive(Clone)]
-struct UnixConnector(std::path::PathBuf);
-
-impl tower_service::Service<hyper::Uri> for UnixConnector {
-    type Response = TokioIo<tokio::net::UnixStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        always_ready(cx)
-    }
-
-    fn call(&mut self, _: hyper::Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) })
-    }
+pub(crate) enum EchoClient {
+    Shm(shmring_rpc::http::Connector),
+    Unix(std::path::PathBuf),
+    Tcp(String),
 }
 
-/// A client of one transport (the three connectors make three client types), and where
-/// it posts.
-#[derive(Clone)]
-pub(crate) struct EchoClient {
-    kind: Kind,
-    uri: hyper::Uri,
-}
-
-#[derive(Clone)]
-enum Kind {
-    Shm(Client<shmring_rpc::http::Connector, Full<Bytes>>),
-    Unix(Client<UnixConnector, Full<Bytes>>),
-    Tcp(Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>),
-}
-
-/// Parent side: a client of the peer's server at `addr`.
+/// Parent side: how to reach the peer's server at `addr`.
 pub(crate) async fn connect(transport: Transport, addr: &Addr) -> Result<EchoClient, String> {
-    let builder = Client::builder(TokioExecutor::new());
-    // The connectors of the shm and unix rows ignore the URI's authority; TCP dials it.
-    let local = hyper::Uri::from_static("http://localhost/echo");
     match (transport, addr) {
         (Transport::HttpShm, Addr::Unix(_)) => {
-            let connector = shmring_rpc::http::Connector::new(addr.clone(), shm_options(addr).await?);
-            Ok(EchoClient { kind: Kind::Shm(builder.build(connector)), uri: local })
+            Ok(EchoClient::Shm(shmring_rpc::http::Connector::new(addr.clone(), shm_options(addr).await?)))
         }
-        (Transport::HttpUnix, Addr::Unix(path)) => {
-            Ok(EchoClient { kind: Kind::Unix(builder.build(UnixConnector(path.clone()))), uri: local })
-        }
-        (Transport::HttpTcp, Addr::Tcp(host_port)) => {
-            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            connector.set_nodelay(true);
-            let uri = format!("http://{host_port}/echo").parse().map_err(|e| format!("http: {host_port}: {e}"))?;
-            Ok(EchoClient { kind: Kind::Tcp(builder.build(connector)), uri })
-        }
+        (Transport::HttpUnix, Addr::Unix(path)) => Ok(EchoClient::Unix(path.clone())),
+        (Transport::HttpTcp, Addr::Tcp(host_port)) => Ok(EchoClient::Tcp(host_port.clone())),
         (t, _) => Err(format!("http: {} has no server at {addr}", t.name())),
     }
 }
 
-/// One caller: the client and its request body.
+impl EchoClient {
+    /// A new HTTP/1.1 connection, its driving task spawned.
+    async fn open(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let failed = |e: &dyn std::fmt::Display| format!("http: connecting: {e}");
+        match self {
+            EchoClient::Shm(connector) => {
+                let io = connector.clone().call(Uri::from_static("http://localhost/")).await.map_err(|e| failed(&e))?;
+                handshake(io).await
+            }
+            EchoClient::Unix(path) => {
+                let s = tokio::net::UnixStream::connect(path).await.map_err(|e| failed(&e))?;
+                handshake(TokioIo::new(s)).await
+            }
+            EchoClient::Tcp(host_port) => {
+                let s = tokio::net::TcpStream::connect(host_port).await.map_err(|e| failed(&e))?;
+                s.set_nodelay(true).map_err(|e| failed(&e))?;
+                handshake(TokioIo::new(s)).await
+            }
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 handshake on `io`; the connection runs in a task of its own.
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await.map_err(|e| format!("http: handshake: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// One caller: its connection (opened at its first call, and again if it closes) and its
+/// request body.
 pub(crate) struct EchoCaller {
     client: EchoClient,
+    conn: Option<SendRequest<Full<Bytes>>>,
     msg: Vec<u8>,
 }
 
 impl EchoCaller {
     pub(crate) fn new(client: &EchoClient, payload: usize) -> EchoCaller {
-        EchoCaller { client: client.clone(), msg: vec![0u8; payload] }
+        EchoCaller { client: client.clone(), conn: None, msg: vec![0u8; payload] }
     }
 }
 
 impl Caller for EchoCaller {
     async fn call(&mut self, seq: u64) -> Result<(), String> {
         protocol::stamp(&mut self.msg, seq);
-        let req = Request::post(self.client.uri.clone())
+        let conn = match &mut self.conn {
+            Some(c) if !c.is_closed() => c,
+            _ => self.conn.insert(self.client.open().await?),
+        };
+        // The connectors of the shm and unix rows ignore the authority; the server, the URI.
+        let req = Request::post("http://localhost/echo")
             .body(Full::new(Bytes::copy_from_slice(&self.msg)))
             .map_err(|e| format!("http: request {seq}: {e}"))?;
-        let sent = match &self.client.kind {
-            Kind::Shm(c) => c.request(req).await,
-            Kind::Unix(c) => c.request(req).await,
-            Kind::Tcp(c) => c.request(req).await,
-        };
-        let reply = sent.map_err(|e| format!("http: call {seq}: {e}"))?;
+        conn.ready().await.map_err(|e| format!("http: call {seq}: {e}"))?;
+        let reply = conn.send_request(req).await.map_err(|e| format!("http: call {seq}: {e}"))?;
         if !reply.status().is_success() {
             return Err(format!("http: call {seq}: {}", reply.status()));
         }
