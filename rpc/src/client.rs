@@ -38,6 +38,16 @@ pub struct Client {
     abandoned: Abandoned,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer", &self.link.peer())
+            .field("transport", &self.link.kind())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Connect to a server and agree on a transport.
     ///

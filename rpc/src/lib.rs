@@ -51,6 +51,7 @@
 //! }
 //! ```
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod accept;

@@ -43,6 +43,12 @@ pub struct Reply<'a> {
     refused: Option<String>,
 }
 
+impl std::fmt::Debug for Reply<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").field("id", &self.id).field("sent", &self.sent).finish_non_exhaustive()
+    }
+}
+
 impl Reply<'_> {
     /// Reply with `len` bytes that `fill` writes. Over shared memory, when
     /// the reply fits in one ring record (the ring's capacity less a few
@@ -109,6 +115,12 @@ pub struct Server {
     pub(crate) listener: Listener,
     pub(crate) opts: ServerOptions,
     pub(crate) addr: Addr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.addr).field("options", &self.opts).finish_non_exhaustive()
+    }
 }
 
 pub(crate) enum Listener {

@@ -225,6 +225,12 @@ pub struct ShmListener {
     links: Acceptor,
 }
 
+impl std::fmt::Debug for ShmListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmListener").field("addr", self.local_addr()).finish_non_exhaustive()
+    }
+}
+
 impl ShmListener {
     /// Bind `addr` and start accepting, on the current tokio runtime.
     ///

@@ -72,6 +72,15 @@ pub struct IncomingOverStream<Item, SinkItem, Codec, CodecFn> {
     ghost: PhantomData<Carries<Item, SinkItem, Codec>>,
 }
 
+impl<Item, SinkItem, Codec, CodecFn> std::fmt::Debug for IncomingOverStream<Item, SinkItem, Codec, CodecFn> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingOverStream")
+            .field("listener", &self.listener)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What an [`IncomingOverStream`]'s transports read, write and encode with (it holds
 /// none of them).
 type Carries<Item, SinkItem, Codec> = (fn() -> Item, fn(SinkItem), fn() -> Codec);
