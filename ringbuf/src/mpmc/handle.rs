@@ -386,8 +386,9 @@ impl Core {
             // `CLASSIFY_EVERY`, and at every look that is not quick: each
             // liveness tick, the one before a sleep (so a close, a bit in that
             // counter, notified, is never slept through) and the one look of a
-            // call that does not wait (which must report the end). Skipping the read only makes an attempt come back
-            // sooner: nothing is claimed or changed.
+            // call that does not wait (which must report the end). Skipping
+            // the read only makes an attempt come back sooner: nothing is
+            // claimed or changed.
             if s == p && self.quick_look && !self.classify_due() {
                 return Ok(Claim::Unjudged);
             }
@@ -440,10 +441,7 @@ impl Core {
         mut step: impl FnMut(&mut Core) -> Result<Option<T>>,
     ) -> Result<T> {
         // The first attempt may look quickly if more attempts follow.
-        self.quick_look = deadline.waits();
-        let first = step(self);
-        self.quick_look = false;
-        if let Some(v) = first? {
+        if let Some(v) = self.look(deadline.waits(), &mut step)? {
             return Ok(v);
         }
         if !deadline.waits() {
@@ -473,10 +471,7 @@ impl Core {
                     if poll.check {
                         self.check_shared()?;
                     }
-                    self.quick_look = !poll.check && !poll.before_sleep;
-                    let r = step(self);
-                    self.quick_look = false;
-                    if let Some(v) = r? {
+                    if let Some(v) = self.look(!poll.check && !poll.before_sleep, &mut step)? {
                         return Ok(Attempt::Ready(Some(v)));
                     }
                     // Switch the wake-up cadence when a claimed slot shows up,
@@ -493,6 +488,14 @@ impl Core {
                 return Ok(v);
             }
         }
+    }
+
+    /// One attempt of a wait, allowed a quick look (see `quick_look`) or not.
+    fn look<T>(&mut self, quick: bool, step: &mut impl FnMut(&mut Core) -> Result<Option<T>>) -> Result<Option<T>> {
+        self.quick_look = quick;
+        let r = step(self);
+        self.quick_look = false;
+        r
     }
 
     /// How often the claimant of the slot we wait on is being checked, if

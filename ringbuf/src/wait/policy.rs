@@ -123,8 +123,9 @@ impl ParkMark<'_> {
 /// Run `attempt` until it is ready, following `policy`. Each attempt is
 /// told (see [`Poll`]) whether it is a liveness tick, asked every
 /// `policy.interval()` while waiting to also check that the peer is alive
-/// (its error ends the wait), and whether a sleep follows it. `deadline` bounds the whole wait, ending
-/// it with `timeout_err()`. While parked, `mark` (if any) says so.
+/// (its error ends the wait), and whether a sleep follows it. `deadline`
+/// bounds the whole wait, ending it with `timeout_err()`. While parked,
+/// `mark` (if any) says so.
 pub(crate) fn block_on<T, E>(
     policy: &WaitPolicy,
     ec: &EventCount,
