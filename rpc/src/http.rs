@@ -52,6 +52,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, Uri};
@@ -75,11 +76,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// puts it in every request's extensions (axum:
 /// `Extension(info): Extension<ConnectInfo>`), and tonic's server does the
 /// same for a [`ShmListener`]'s streams (`request.extensions()`).
+/// Cloning it (once for every request) copies no bytes: the peer's name is
+/// shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectInfo {
     /// The client, as error messages name it (a pid and user over a UNIX
     /// socket, an address over TCP).
-    pub peer: String,
+    pub peer: Arc<str>,
     /// Shared memory, or the socket the connection fell back to.
     pub transport: TransportKind,
 }
@@ -87,7 +90,7 @@ pub struct ConnectInfo {
 impl ConnectInfo {
     /// The connection `stream` is on.
     pub fn of(stream: &ShmStream) -> ConnectInfo {
-        ConnectInfo { peer: stream.peer().to_string(), transport: stream.transport() }
+        ConnectInfo { peer: stream.peer().into(), transport: stream.transport() }
     }
 }
 
@@ -119,7 +122,7 @@ where
 
 /// Connects every request's connection to one address (see the module
 /// docs): a tower `Service<Uri>` for hyper-util's legacy `Client` and for
-/// tonic's `Endpoint::connect_with_connector`. Cloning is cheap.
+/// tonic's `Endpoint::connect_with_connector`.
 #[derive(Debug, Clone)]
 pub struct Connector {
     addr: Addr,

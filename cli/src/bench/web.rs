@@ -44,7 +44,7 @@ pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Resul
             let client = rt.block_on(grpc::connect(case.transport, addr))?;
             return rpc::async_calls(&rt, case, budget, || grpc::EchoCaller::new(&client, case.payload));
         }
-        let client = rt.block_on(http::connect(case.transport, addr))?;
+        let client = http::connect(case.transport, addr)?;
         rpc::async_calls(&rt, case, budget, || http::EchoCaller::new(&client, case.payload))
     })
 }

@@ -58,7 +58,7 @@ pub(crate) async fn connect(transport: Transport, addr: &Addr) -> Result<EchoCli
     let failed = |e: &dyn std::fmt::Display| format!("grpc: connecting to {addr}: {e}");
     let channel = match (transport, addr) {
         (Transport::GrpcShm, Addr::Unix(_)) => {
-            let connector = shmring_rpc::http::Connector::new(addr.clone(), shm_options(addr).await?);
+            let connector = shmring_rpc::http::Connector::new(addr.clone(), shm_options());
             Endpoint::from_static("http://bench").connect_with_connector(connector).await.map_err(|e| failed(&e))?
         }
         (Transport::GrpcTcp, Addr::Tcp(host_port)) => Endpoint::from_shared(format!("http://{host_port}"))
@@ -72,23 +72,28 @@ pub(crate) async fn connect(transport: Transport, addr: &Addr) -> Result<EchoCli
     Ok(EchoClient::new(channel))
 }
 
-/// One caller: a handle on the channel and the message it stamps for each call.
+/// One caller: a handle on the channel, and the buffer its next request goes out in (the last
+/// reply's, once checked: no new buffer per call).
 pub(crate) struct EchoCaller {
     client: EchoClient<Channel>,
+    payload: usize,
     msg: Vec<u8>,
 }
 
 impl EchoCaller {
     pub(crate) fn new(client: &EchoClient<Channel>, payload: usize) -> EchoCaller {
-        EchoCaller { client: client.clone(), msg: vec![0u8; payload] }
+        EchoCaller { client: client.clone(), payload, msg: vec![0u8; payload] }
     }
 }
 
 impl Caller for EchoCaller {
     async fn call(&mut self, seq: u64) -> Result<(), String> {
         protocol::stamp(&mut self.msg, seq);
-        let reply =
-            self.client.echo(Payload { data: self.msg.clone() }).await.map_err(|e| format!("grpc: call {seq}: {e}"))?;
-        rpc::check_echo(&reply.into_inner().data, self.msg.len(), seq)
+        let request = Payload { data: std::mem::take(&mut self.msg) };
+        let reply = self.client.echo(request).await.map_err(|e| format!("grpc: call {seq}: {e}"))?;
+        let data = reply.into_inner().data;
+        rpc::check_echo(&data, self.payload, seq)?;
+        self.msg = data;
+        Ok(())
     }
 }

@@ -18,7 +18,7 @@ use shmring_rpc::Addr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_service::Service as _;
 
-use super::shm::{Serving, always_ready, shm_listener, shm_options};
+use super::shm::{Serving, shm_listener, shm_options};
 use crate::bench::case::Transport;
 use crate::bench::protocol;
 use crate::bench::rpc::{self, Caller};
@@ -32,8 +32,8 @@ impl tower_service::Service<Request<Incoming>> for Echo {
     type Error = hyper::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        always_ready(cx)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
@@ -47,6 +47,30 @@ fn spawn_connection<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: IO)
         let conn = auto::Builder::new(TokioExecutor::new());
         let _ = conn.serve_connection(TokioIo::new(io), TowerToHyperService::new(Echo)).await;
     });
+}
+
+/// The plain sockets' listeners (the shared-memory row serves with shmring-rpc's own loop).
+enum Plain {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Plain {
+    /// Accepts connections and serves each in a task of its own; returns why it stopped.
+    async fn serve(self) -> String {
+        loop {
+            let accepted = match &self {
+                Plain::Unix(l) => l.accept().await.map(|(s, _)| spawn_connection(s)),
+                Plain::Tcp(l) => l.accept().await.map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    spawn_connection(s)
+                }),
+            };
+            if let Err(e) = accepted {
+                return format!("accepting: {e}");
+            }
+        }
+    }
 }
 
 /// Child side: listens at `addr`; returns the address bound, as the parent can connect to
@@ -67,31 +91,12 @@ pub(crate) async fn listen(transport: Transport, addr: &Addr) -> Result<(String,
         }
         (Transport::HttpUnix, Addr::Unix(path)) => {
             let listener = tokio::net::UnixListener::bind(path).map_err(|e| failed(&e))?;
-            let serving = async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((s, _)) => spawn_connection(s),
-                        Err(e) => return format!("accepting: {e}"),
-                    }
-                }
-            };
-            Ok((addr.to_string(), Box::pin(serving)))
+            Ok((addr.to_string(), Box::pin(Plain::Unix(listener).serve())))
         }
         (Transport::HttpTcp, Addr::Tcp(host_port)) => {
             let listener = tokio::net::TcpListener::bind(host_port).await.map_err(|e| failed(&e))?;
             let bound = format!("tcp:{}", listener.local_addr().map_err(|e| failed(&e))?);
-            let serving = async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((s, _)) => {
-                            let _ = s.set_nodelay(true);
-                            spawn_connection(s)
-                        }
-                        Err(e) => return format!("accepting: {e}"),
-                    }
-                }
-            };
-            Ok((bound, Box::pin(serving)))
+            Ok((bound, Box::pin(Plain::Tcp(listener).serve())))
         }
         (t, _) => Err(format!("http: {} cannot listen at {addr}", t.name())),
     }
@@ -106,10 +111,10 @@ pub(crate) enum EchoClient {
 }
 
 /// Parent side: how to reach the peer's server at `addr`.
-pub(crate) async fn connect(transport: Transport, addr: &Addr) -> Result<EchoClient, String> {
+pub(crate) fn connect(transport: Transport, addr: &Addr) -> Result<EchoClient, String> {
     match (transport, addr) {
         (Transport::HttpShm, Addr::Unix(_)) => {
-            Ok(EchoClient::Shm(shmring_rpc::http::Connector::new(addr.clone(), shm_options(addr).await?)))
+            Ok(EchoClient::Shm(shmring_rpc::http::Connector::new(addr.clone(), shm_options())))
         }
         (Transport::HttpUnix, Addr::Unix(path)) => Ok(EchoClient::Unix(path.clone())),
         (Transport::HttpTcp, Addr::Tcp(host_port)) => Ok(EchoClient::Tcp(host_port.clone())),

@@ -3,11 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use shmring_rpc::{Addr, ClientOptions, ServerOptions, ShmListener, ShmStream, TransportKind};
-
-use crate::bench::rpc;
+use shmring_rpc::{Addr, ClientOptions, ServerOptions, ShmListener, TransportKind};
 
 /// The served future of a peer: ends only if serving fails, and says why.
 pub(crate) type Serving = Pin<Box<dyn Future<Output = String> + Send>>;
@@ -18,15 +15,8 @@ pub(crate) fn shm_listener(addr: &Addr) -> Result<ShmListener, String> {
     ShmListener::bind(addr, &opts).map_err(|e| format!("web: listening at {addr}: {e}"))
 }
 
-/// The shared-memory rows' client options; the first connection is checked to use the rings.
-pub(crate) async fn shm_options(addr: &Addr) -> Result<ClientOptions, String> {
-    let opts = ClientOptions::new().transport(TransportKind::Shm).wait_policy(shmring::WaitPolicy::busy_poll());
-    let probe = ShmStream::connect(addr, &opts).await.map_err(|e| format!("web: connecting to {addr}: {e}"))?;
-    rpc::check_transport(probe.transport(), TransportKind::Shm)?;
-    Ok(opts)
-}
-
-/// A future that is ready at once: what `poll_ready` of a service that is always ready says.
-pub(crate) fn always_ready<E>(_: &mut Context<'_>) -> Poll<Result<(), E>> {
-    Poll::Ready(Ok(()))
+/// The shared-memory rows' client options: shared memory only (a connection that cannot map
+/// the rings fails rather than fall back to the socket), busy-polling rings.
+pub(crate) fn shm_options() -> ClientOptions {
+    ClientOptions::new().transport(TransportKind::Shm).wait_policy(shmring::WaitPolicy::busy_poll())
 }
