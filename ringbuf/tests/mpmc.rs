@@ -263,6 +263,22 @@ for_each_notifier! {
 }
 
 for_each_notifier! {
+    fn a_wait_that_times_out_still_reports_the_end_of_a_closed_ring(kind) {
+        // A consumer polling an empty ring reads the producers' counter, where
+        // the closed bit is, only now and then; a wait whose deadline passes
+        // before it does must still look there once before it says "timeout".
+        for i in 0..20 {
+            let (_seg, tx, mut rx) = ring(&format!("close-timeout-{i}"), 8, 4, kind);
+            rx.set_wait_policy(WaitPolicy::park());
+            // Reads the counter, so the next quick look will not.
+            assert!(matches!(rx.recv_timeout(Duration::from_micros(1)), Err(Error::Timeout)));
+            tx.close_ring();
+            assert!(rx.recv_timeout(Duration::ZERO).unwrap().is_none(), "end of stream, not a timeout (round {i})");
+        }
+    }
+}
+
+for_each_notifier! {
     fn wrong_geometry_and_invalid_options_are_refused(kind) {
         let seg = TempSeg::new("geom");
         let _tx = Producer::create(&seg.0, &opts(32, 8, kind)).unwrap();

@@ -115,8 +115,8 @@ pub(super) struct Core {
     pub(super) next_classify: Instant,
     /// Set by `wait` for the attempts that may skip reading the other side's
     /// counter (consumers; see `claim_deq`): every attempt but a liveness
-    /// tick, the attempt before a sleep, and the one attempt of a call that
-    /// does not wait.
+    /// tick, a complete one (before a sleep, or the last at the deadline),
+    /// and the one attempt of a call that does not wait.
     pub(super) quick_look: bool,
     /// Under loom: this handle's "process" died; do nothing on drop.
     #[cfg(loom)]
@@ -385,8 +385,9 @@ impl Core {
             // sequence word; the counter is read at most every
             // `CLASSIFY_EVERY`, and at every look that is not quick: each
             // liveness tick, the one before a sleep (so a close, a bit in that
-            // counter, notified, is never slept through) and the one look of a
-            // call that does not wait (which must report the end). Skipping
+            // counter, notified, is never slept through), the last one at a
+            // deadline and the one look of a call that does not wait (which
+            // must report the end rather than a timeout). Skipping
             // the read only makes an attempt come back sooner: nothing is
             // claimed or changed.
             if s == p && self.quick_look && !self.classify_due() {
@@ -471,7 +472,7 @@ impl Core {
                     if poll.check {
                         self.check_shared()?;
                     }
-                    if let Some(v) = self.look(!poll.check && !poll.before_sleep, &mut step)? {
+                    if let Some(v) = self.look(!poll.check && !poll.complete, &mut step)? {
                         return Ok(Attempt::Ready(Some(v)));
                     }
                     // Switch the wake-up cadence when a claimed slot shows up,

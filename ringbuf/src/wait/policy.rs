@@ -94,11 +94,13 @@ pub(crate) struct Poll {
     /// A liveness tick: also check that the peer is alive and the shared
     /// words are sane (every `policy.interval()`; its error ends the wait).
     pub(crate) check: bool,
-    /// The waiter is registered on the eventcount and sleeps if this attempt
-    /// returns [`Attempt::NotYet`]: it must look at everything a wake-up
-    /// could be for. Attempts while spinning or yielding may look at less
-    /// and come back (an attempt that misses something there is only late).
-    pub(crate) before_sleep: bool,
+    /// This attempt must look at everything a wake-up could be for: the
+    /// waiter is registered on the eventcount and sleeps if it returns
+    /// [`Attempt::NotYet`], or the deadline has passed and the wait ends
+    /// with the timeout. Attempts while spinning or yielding may look at
+    /// less and come back (an attempt that misses something there is only
+    /// late).
+    pub(crate) complete: bool,
 }
 
 /// A word that says, while a waiter is registered on an eventcount, which
@@ -123,9 +125,10 @@ impl ParkMark<'_> {
 /// Run `attempt` until it is ready, following `policy`. Each attempt is
 /// told (see [`Poll`]) whether it is a liveness tick, asked every
 /// `policy.interval()` while waiting to also check that the peer is alive
-/// (its error ends the wait), and whether a sleep follows it. `deadline`
-/// bounds the whole wait, ending it with `timeout_err()`. While parked,
-/// `mark` (if any) says so.
+/// (its error ends the wait), and whether it must be complete (a sleep or
+/// the timeout follows it). `deadline` bounds the whole wait: once it has
+/// passed, one last complete attempt runs, and if it is not ready the wait
+/// ends with `timeout_err()`. While parked, `mark` (if any) says so.
 pub(crate) fn block_on<T, E>(
     policy: &WaitPolicy,
     ec: &EventCount,
@@ -135,45 +138,62 @@ pub(crate) fn block_on<T, E>(
     mut attempt: impl FnMut(Poll) -> Result<Attempt<T>, E>,
 ) -> Result<T, E> {
     let mut next_check = Instant::now() + policy.check_interval;
-    // Returns whether a liveness check is due; errors on the deadline. A
-    // check due at the deadline runs first (one more attempt), so a wait
+    // Whether a liveness check is due; `None` once the deadline has passed.
+    // A check due at the deadline runs first (one more attempt), so a wait
     // whose timeout is no longer than the check interval still checks.
-    let tick = |next_check: &mut Instant| -> Result<bool, E> {
+    let tick = |next_check: &mut Instant| -> Option<bool> {
         // Under loom, real time must not change what a model does.
         if cfg!(loom) {
-            return Ok(false);
+            return Some(false);
         }
         let now = Instant::now();
         if now >= *next_check {
             *next_check = now + policy.check_interval;
-            return Ok(true);
+            return Some(true);
         }
         if deadline.is_some_and(|d| now >= d) {
-            return Err(timeout_err());
+            return None;
         }
-        Ok(false)
+        Some(false)
+    };
+    // The deadline has passed: a last complete attempt, so that what became
+    // true meanwhile (an end of stream that a quick look would not see) is
+    // reported rather than the timeout.
+    let last = |attempt: &mut dyn FnMut(Poll) -> Result<Attempt<T>, E>| match attempt(Poll {
+        check: false,
+        complete: true,
+    })? {
+        Attempt::Ready(v) => Ok(v),
+        Attempt::NotYet => Err(timeout_err()),
     };
     let mut spun: u32 = 0;
     while spun < policy.spin || !policy.park {
-        let due = spun % 1024 == 1023 && tick(&mut next_check)?;
-        if let Attempt::Ready(v) = attempt(Poll { check: due, before_sleep: false })? {
+        let due = if spun % 1024 == 1023 {
+            match tick(&mut next_check) {
+                Some(due) => due,
+                None => return last(&mut attempt),
+            }
+        } else {
+            false
+        };
+        if let Attempt::Ready(v) = attempt(Poll { check: due, complete: false })? {
             return Ok(v);
         }
         crate::sync::spin_hint();
         spun = spun.wrapping_add(1);
     }
     for _ in 0..policy.yields {
-        let due = tick(&mut next_check)?;
-        if let Attempt::Ready(v) = attempt(Poll { check: due, before_sleep: false })? {
+        let Some(due) = tick(&mut next_check) else { return last(&mut attempt) };
+        if let Attempt::Ready(v) = attempt(Poll { check: due, complete: false })? {
             return Ok(v);
         }
         crate::sync::yield_now();
     }
     loop {
-        let due = tick(&mut next_check)?;
+        let Some(due) = tick(&mut next_check) else { return last(&mut attempt) };
         let key = ec.prepare_wait();
         ParkMark::set(&mark, true);
-        let outcome = match attempt(Poll { check: due, before_sleep: true }) {
+        let outcome = match attempt(Poll { check: due, complete: true }) {
             Ok(Attempt::Ready(v)) => Some(Ok(v)),
             Err(e) => Some(Err(e)),
             Ok(Attempt::NotYet) => None,
