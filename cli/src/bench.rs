@@ -314,8 +314,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             if cases.iter().any(|c| c.transport.is_tarpc()) {
                 notes.push(
                     "rpc-tarpc-*: tarpc echo calls (bytes::Bytes, bincode), client on a current-thread \
-                     tokio runtime, server on two tokio workers in the peer (rpc-tarpc-inmemory: on the \
-                     client's runtime)."
+                     tokio runtime, server on a tokio runtime in the peer with a worker per CPU it may \
+                     use (one when pinned; rpc-tarpc-inmemory: on the client's runtime)."
                         .to_owned(),
                 );
             }

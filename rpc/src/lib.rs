@@ -75,6 +75,7 @@ mod ring_frames;
 mod ring_io;
 mod server;
 mod socket;
+mod spin;
 mod stream;
 #[cfg(feature = "tarpc")]
 pub mod tarpc;

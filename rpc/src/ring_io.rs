@@ -1,8 +1,9 @@
 //! The rings of an async connection, in `poll_*` form: what
 //! [`crate::ShmStream`] and the tarpc transport share.
 //!
-//! A poll that finds the ring empty (or full) polls again for a while,
-//! yielding to the runtime between polls, then registers on the ring's
+//! A poll that finds the ring empty (or full) polls again for a while (a
+//! window that widens while the connection is busy: `spin.rs`), yielding
+//! to the runtime between polls, then registers on the ring's
 //! eventcount and parks on our doorbell, which the peer rings only when it
 //! finds us registered. The end of the handshake socket (the peer's death)
 //! wakes every parked poll at once, and a liveness check of the ring runs
@@ -25,6 +26,7 @@ use shmring::wait::Registration;
 
 use crate::doorbell::{AsyncBell, Direction, watch_socket};
 use crate::error::{Error, Result};
+use crate::spin::SpinWindow;
 use crate::transport::Rings;
 
 /// A ring error as an I/O error: a dead or aborting peer is never an end of
@@ -75,10 +77,9 @@ pub(crate) struct RingIo {
     /// Liveness checks while a direction waits.
     ticks: Ticks,
     check: Duration,
-    /// How long a direction polls before it parks.
-    spin: Duration,
-    /// When each direction's current run of empty polls ends.
-    spin_until: [Option<Instant>; 2],
+    /// How long each direction polls before it parks (index:
+    /// [`Direction`]).
+    spin: [SpinWindow; 2],
 }
 
 impl Drop for RingIo {
@@ -93,7 +94,8 @@ impl Drop for RingIo {
 
 impl RingIo {
     /// Take over the rings of a connection (on the current runtime): poll
-    /// for `spin` before parking, check the peer every `check` while
+    /// for `spin` before parking (more while the connection is busy: see
+    /// [`SpinWindow`]), check the peer every `check` while
     /// parked. On failure both rings are aborted, so that the peer sees an
     /// error rather than an empty stream.
     ///
@@ -136,8 +138,7 @@ impl RingIo {
             regs: [None, None],
             ticks,
             check,
-            spin,
-            spin_until: [None, None],
+            spin: [SpinWindow::new(spin), SpinWindow::new(spin)],
         })
     }
 
@@ -213,10 +214,14 @@ impl RingIo {
         }
     }
 
-    /// A direction got what it polled for: the next wait starts afresh.
+    /// A direction got what it polled for: the next wait starts afresh,
+    /// with a window adapted to how long this one took.
     fn done(&mut self, dir: Direction) {
-        self.regs[dir as usize] = None;
-        self.spin_until[dir as usize] = None;
+        let i = dir as usize;
+        self.regs[i] = None;
+        if self.spin[i].waiting() {
+            self.spin[i].finish(Instant::now());
+        }
     }
 
     /// A poll of `dir` found nothing: poll again after a yield while the
@@ -226,8 +231,7 @@ impl RingIo {
     fn idle(&mut self, cx: &mut Context<'_>, dir: Direction, looked_after_close: &mut bool) -> Poll<io::Result<()>> {
         let i = dir as usize;
         let Some((mark, _)) = &self.regs[i] else {
-            let now = Instant::now();
-            if now < *self.spin_until[i].get_or_insert_with(|| now.checked_add(self.spin).unwrap_or(now)) {
+            if self.spin[i].keep_polling(Instant::now()) {
                 return yield_to_runtime(cx);
             }
             // Register, then look again before sleeping.

@@ -36,7 +36,9 @@ use crate::socket::Stream;
 use crate::transport::{Path, TransportKind};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// How long a read polls an empty ring before it parks on the doorbell. The
+/// How long a read polls an empty ring before it parks on the doorbell, at
+/// least: the base of the polling window, which widens to 8× this while the
+/// connection is busy (`spin.rs`). The
 /// task yields to the runtime between polls (its worker runs other tasks
 /// meanwhile), so the window can be longer than the async client's
 /// blocking poll: a protocol on top (tarpc's dispatch, say) takes tens of

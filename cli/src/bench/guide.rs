@@ -86,7 +86,8 @@ TARPC ROWS (rpc-tarpc-shm, rpc-tarpc-unix, rpc-tarpc-tcp, rpc-tarpc-inmemory;
 only in builds with the cargo feature 'tarpc')
   tarpc calls of an echo service whose argument and result are bytes::Bytes
   (bincode), the client on a single-threaded tokio runtime, the server on a
-  two-worker tokio runtime in the second process.
+  multi-threaded tokio runtime in the second process, one worker per CPU it
+  may use (one when pinned: two workers on one CPU would take turns).
     rpc-tarpc-shm       shmring-rpc's tarpc transport: each message one frame
                         through shared-memory rings (both sides poll a short
                         while, then sleep until woken)

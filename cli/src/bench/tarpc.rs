@@ -1,5 +1,6 @@
 //! tarpc (feature `tarpc`): this process is the client, on a current-thread tokio runtime; the
-//! peer serves an echo service on a two-worker tokio runtime.
+//! peer serves an echo service on a multi-thread tokio runtime with tokio's default worker count,
+//! one per CPU the peer may use: one when pinned (two workers on one CPU only take turns).
 //!
 //! * rpc-tarpc-shm: shmring-rpc's tarpc transport (`shmring_rpc::tarpc::{listen, connect}`),
 //!   at a `unix:` address in a private temporary directory.
@@ -146,7 +147,6 @@ pub(crate) fn child(spec: &ChildSpec) -> Result<(), String> {
     let control = UnixStream::from(peer::adopt_fd(spec, 0)?);
     let addr = Addr::parse(peer::name(spec, 0)?).map_err(|e| format!("tarpc: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("tarpc: starting a tokio runtime: {e}"))?;

@@ -1,5 +1,6 @@
 //! HTTP and gRPC (features `http` and `grpc`): this process is the client, on a
-//! current-thread tokio runtime; the peer serves an echo on a two-worker tokio runtime.
+//! current-thread tokio runtime; the peer serves an echo on a multi-thread tokio runtime with
+//! tokio's default worker count, one per CPU the peer may use: one when pinned.
 //!
 //! * http-shm, http-unix, http-tcp: hyper HTTP/1.1, a `POST` whose 64-byte body comes back as
 //!   the response's body. Each caller has an HTTP/1.1 connection of its own, opened once
@@ -31,8 +32,8 @@ use super::rpc;
 /// What the table says of these rows.
 pub(crate) const NOTE: &str = "http-*: hyper HTTP/1.1 POSTs of 64 B echoed, each caller on a connection of \
      its own (HTTP/1.1 does not multiplex: 64 connections for 64 in flight); grpc-*: tonic unary echoes, \
-     every call on one HTTP/2 connection; clients on a current-thread tokio runtime, servers on two \
-     tokio workers in the peer.";
+     every call on one HTTP/2 connection; clients on a current-thread tokio runtime, servers on a tokio \
+     runtime in the peer with a worker per CPU it may use (one when pinned).";
 
 /// Parent side: measures `case` against a server in the peer.
 pub(crate) fn parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
@@ -55,7 +56,6 @@ pub(crate) fn child(spec: &ChildSpec) -> Result<(), String> {
     let control = UnixStream::from(peer::adopt_fd(spec, 0)?);
     let addr = Addr::parse(peer::name(spec, 0)?).map_err(|e| format!("{}: {e}", spec.case.transport.name()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("web: starting a tokio runtime: {e}"))?;
