@@ -141,3 +141,48 @@ fn a_reader_and_a_writer_in_two_tasks_share_one_stream() {
         tokio::time::timeout(Duration::from_secs(60), both).await.expect("neither side may hang");
     });
 }
+
+/// CPU time this thread has used (user and system), from
+/// `/proc/thread-self/stat`, in clock ticks of 10 ms.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the command's closing parenthesis: state is the first,
+    // utime the 12th and stime the 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest.split(' ').skip(11).take(2).map(|v| v.parse().unwrap()).collect();
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// A reader's polling window widens while frames keep coming, and an idle
+/// gap must still end the polling: a connection that went quiet after a
+/// busy spell parks within the widest window (400 µs), then costs nothing
+/// while nothing comes. On a current-thread runtime every poll is this
+/// thread's, so its CPU time over an idle half second tells: a reader that
+/// kept polling would use all of it.
+#[test]
+fn a_stream_that_goes_idle_after_a_busy_spell_stops_polling() {
+    let dir = TempDir::new("stream-idle");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let srv = server("bytes", &dir.addr());
+    rt.block_on(async {
+        let s = ShmStream::connect(&srv.addr, &ClientOptions::new()).await.unwrap();
+        assert_eq!(s.transport(), TransportKind::Shm);
+        let mut framed = Framed::new(s, LengthDelimitedCodec::new());
+        // A busy spell: rounds of frames in flight, with gaps between the
+        // rounds shorter than the widest window.
+        for round in 0..50 {
+            for i in 0..32 {
+                framed.send(Bytes::from(request(i, 64))).await.unwrap();
+            }
+            for i in 0..32 {
+                let back = framed.next().await.expect("a reply").unwrap();
+                assert_eq!(&back[..], &reversed(&request(i, 64))[..], "round {round}, frame {i}");
+            }
+        }
+        let (before, idle) = (thread_cpu(), Duration::from_millis(500));
+        let nothing = tokio::time::timeout(idle, framed.next()).await;
+        assert!(nothing.is_err(), "the server sent something unasked: {nothing:?}");
+        let used = thread_cpu().saturating_sub(before);
+        assert!(used < Duration::from_millis(150), "{used:?} of CPU over {idle:?} of an idle connection");
+    });
+}
