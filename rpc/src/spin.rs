@@ -13,11 +13,20 @@
 //! to twice that wait (up to the cap), so that the next gap of the same
 //! kind is polled through rather than slept through; a wait longer than the
 //! cap means the connection went idle, and the window falls back to the
-//! base. An idle connection so costs at most one capped window of polling
-//! after its last message, and the base after each message that follows an
-//! idle gap. This is the rule of adaptive spinning locks (spin about as
-//! long as recent waits took), with the wait measured to its true end
-//! whether it was spent polling or parked.
+//! base. The rule is that of adaptive locks (glibc's
+//! `PTHREAD_MUTEX_ADAPTIVE_NP` spins up to about twice its running average
+//! of recent spins), with two differences: the wait is measured to its true
+//! end, whether it was spent polling or parked, and the spell's longest
+//! wait counts rather than an average (the short waits between the records
+//! of a batch would otherwise pull the window under the gaps between
+//! batches).
+//!
+//! An idle connection so costs at most one capped window of polling after
+//! its last message, and the base after each message that follows an idle
+//! gap. The price: a connection whose messages come closer together than
+//! the cap (400 µs for a stream) keeps its reader polling all the time. The
+//! polls yield to the runtime, so the worker's other tasks still run; what
+//! it costs is the CPU time the worker would otherwise have slept through.
 
 use std::time::{Duration, Instant};
 
