@@ -88,7 +88,7 @@ pub use client::Client;
 pub use error::{Error, Result};
 pub use options::{
     ClientOptions, DEFAULT_ASYNC_SPIN, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_RING_CAPACITY, ServerOptions, TRANSPORT_ENV,
+    DEFAULT_RING_CAPACITY, DEFAULT_STREAM_SPIN, ServerOptions, TRANSPORT_ENV,
 };
 pub use server::{Reply, Server};
 pub use stream::{ShmListener, ShmStream};

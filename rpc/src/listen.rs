@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::accept::accept;
 use crate::addr::Addr;
+use crate::async_link::AsyncWait;
 use crate::error::{Error, Result};
 use crate::handshake::Mode;
 use crate::options::ServerOptions;
@@ -93,8 +94,9 @@ pub(crate) struct Acceptor {
     /// for good.
     links: mpsc::Receiver<Result<Link>>,
     addr: Addr,
-    /// The liveness check interval of the server's wait policy.
-    check: Duration,
+    /// How the streams accepted wait: the liveness check interval of the
+    /// server's wait policy, and its `stream_spin`.
+    wait: AsyncWait,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -118,9 +120,9 @@ impl Acceptor {
         let addr = server.local_addr().clone();
         let listener = AsyncListener::new(server.listener, addr.clone())?;
         let (send, links) = mpsc::channel(PENDING_MAX);
-        let check = server.opts.policy.interval();
+        let wait = AsyncWait { spin: server.opts.stream_spin, check: server.opts.policy.interval() };
         let task = tokio::spawn(accept_loop(listener, server.opts, mode, send));
-        Ok(Acceptor { links, addr, check, task })
+        Ok(Acceptor { links, addr, wait, task })
     }
 
     /// The next client's connection, once its handshake is done.
@@ -138,9 +140,9 @@ impl Acceptor {
         }
     }
 
-    /// The liveness check interval of the server's wait policy.
-    pub(crate) fn check(&self) -> Duration {
-        self.check
+    /// How the streams accepted wait (from the server's options).
+    pub(crate) fn wait(&self) -> AsyncWait {
+        self.wait
     }
 
     /// The address bound (with the real port for `tcp:HOST:0`).

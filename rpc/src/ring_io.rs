@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use shmring::spsc::{Consumer, Producer};
 use shmring::wait::Registration;
 
+use crate::async_link::AsyncWait;
 use crate::doorbell::{AsyncBell, Direction, watch_socket};
 use crate::error::{Error, Result};
 use crate::spin::SpinWindow;
@@ -76,6 +77,7 @@ pub(crate) struct RingIo {
     regs: [Option<(u64, Registration)>; 2],
     /// Liveness checks while a direction waits.
     ticks: Ticks,
+    /// Longest park between liveness checks.
     check: Duration,
     /// How long each direction polls before it parks (index:
     /// [`Direction`]).
@@ -94,15 +96,16 @@ impl Drop for RingIo {
 
 impl RingIo {
     /// Take over the rings of a connection (on the current runtime): poll
-    /// for `spin` before parking (more while the connection is busy: see
-    /// [`SpinWindow`]), check the peer every `check` while
+    /// for `wait.spin` before parking (more while the connection is busy:
+    /// see [`SpinWindow`]), check the peer every `wait.check` while
     /// parked. On failure both rings are aborted, so that the peer sees an
     /// error rather than an empty stream.
     ///
     /// # Errors
     /// [`Error::Protocol`] for rings without our doorbell; [`Error::Io`] if
     /// the runtime lacks I/O or a timer.
-    pub(crate) fn new(rings: Rings, peer: &str, check: Duration, spin: Duration) -> Result<RingIo> {
+    pub(crate) fn new(rings: Rings, peer: &str, wait: AsyncWait) -> Result<RingIo> {
+        let AsyncWait { spin, check } = wait;
         let reactor = |e| Error::io(format!("registering {peer} with the tokio reactor"), e);
         let set_up = |bell: Option<shmring::wait::Doorbell>| -> Result<(Arc<AsyncBell>, Ticks)> {
             let bell = bell.ok_or_else(|| Error::protocol(peer, "shared memory without our doorbell"))?;

@@ -23,10 +23,10 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use crate::addr::Addr;
 use crate::async_client::blocking;
+use crate::async_link::AsyncWait;
 use crate::error::{Error, Result};
 use crate::handshake::Mode;
 use crate::listen::Acceptor;
@@ -35,18 +35,6 @@ use crate::ring_io::RingIo;
 use crate::socket::Stream;
 use crate::transport::{Path, TransportKind};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// How long a read polls an empty ring before it parks on the doorbell, at
-/// least: the base of the polling window, which widens to 8× this while the
-/// connection is busy (`spin.rs`). The
-/// task yields to the runtime between polls (its worker runs other tasks
-/// meanwhile), so the window can be longer than the async client's
-/// blocking poll: a protocol on top (tarpc's dispatch, say) takes tens of
-/// microseconds to answer, and a reply within the window costs no wake-up.
-/// Measured with tarpc over a stream, 64 B round trip: 57 µs with a 5 µs
-/// window, 12.8 µs with 50 µs; 4.5 µs once each poll yielded as tokio's
-/// `yield_now` does rather than waking itself at once.
-pub(crate) const READ_SPIN: Duration = Duration::from_micros(50);
 
 /// A byte stream to a peer: over two shared-memory rings when both sides
 /// can (a `unix:` address), else over the UNIX socket or TCP. Implements
@@ -93,15 +81,15 @@ impl ShmStream {
     pub async fn connect(addr: &Addr, opts: &ClientOptions) -> Result<ShmStream> {
         let (addr, o) = (addr.clone(), opts.clone());
         let link = blocking(move || crate::client::open_link(&addr, &o, Mode::BYTES)).await?;
-        ShmStream::from_link(link, opts.policy.interval(), READ_SPIN)
+        ShmStream::from_link(link, AsyncWait { spin: opts.stream_spin, check: opts.policy.interval() })
     }
 
-    pub(crate) fn from_link(link: crate::transport::Link, check: Duration, spin: Duration) -> Result<ShmStream> {
+    pub(crate) fn from_link(link: crate::transport::Link, wait: AsyncWait) -> Result<ShmStream> {
         let (path, kind, peer, _) = link.into_parts();
         let reactor = |e| Error::io(format!("registering {peer} with the tokio reactor"), e);
         let inner = match path {
             Path::Shm(rings) => {
-                let io = RingIo::new(*rings, &peer, check, spin)?;
+                let io = RingIo::new(*rings, &peer, wait)?;
                 Inner::Shm(Box::new(Rings { io, leftover: Vec::new(), at: 0 }))
             }
             Path::Stream(Stream::Unix(s)) => {
@@ -258,7 +246,7 @@ impl ShmListener {
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<ShmStream>> {
         loop {
             let link = ready!(self.links.poll_link(cx))?;
-            match ShmStream::from_link(link, self.links.check(), READ_SPIN) {
+            match ShmStream::from_link(link, self.links.wait()) {
                 Ok(s) => return Poll::Ready(Ok(s)),
                 Err(e) => tracing::warn!("{e}"),
             }

@@ -61,6 +61,21 @@ fn a_length_delimited_codec_runs_over_every_transport() {
     });
 }
 
+/// With no polling window at all every wait parks on the doorbell, the
+/// reader's for records and the writer's for room (frames larger than the
+/// rings): the same frames must come back, and the same clean close.
+#[test]
+fn a_stream_that_never_polls_parks_for_every_record_and_loses_nothing() {
+    let dir = TempDir::new("stream-nospin");
+    let rt = runtime();
+    let srv = server("bytes", &dir.addr());
+    rt.block_on(async {
+        let opts = ClientOptions::new().transport(TransportKind::Shm).stream_spin(Duration::ZERO);
+        let s = ShmStream::connect(&srv.addr, &opts).await.unwrap();
+        frames(s).await;
+    });
+}
+
 #[test]
 fn a_stream_listener_and_an_rpc_server_refuse_each_other_clearly() {
     let dir = TempDir::new("stream-mix");

@@ -5,7 +5,6 @@ use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bincode::Options;
 use futures_util::{Sink, Stream};
@@ -14,13 +13,14 @@ use serde::de::DeserializeOwned;
 use tokio_util::codec::Framed;
 
 use crate::addr::Addr;
+use crate::async_link::AsyncWait;
 use crate::error::Result;
 use crate::frame::{FLAG_MORE, FrameError, HEADER_LEN, Header, Kind};
 use crate::handshake::Mode;
 use crate::listen::Acceptor;
 use crate::options::{ClientOptions, ServerOptions};
 use crate::ring_io::{RingIo, ring_io};
-use crate::stream::{READ_SPIN, ShmStream};
+use crate::stream::ShmStream;
 use crate::transport::{Link, Path, TransportKind};
 
 use super::codec::{CLIENT, Carries, FrameCodec, Kinds, SERVER, bincode, changed_size, codec_error, too_large};
@@ -76,11 +76,11 @@ impl<Item, SinkItem> std::fmt::Debug for ShmTransport<Item, SinkItem> {
 
 impl<Item, SinkItem> ShmTransport<Item, SinkItem> {
     /// Take a connected link over (on the current runtime).
-    pub(crate) fn from_link(link: Link, check: Duration, kinds: Kinds) -> Result<Self> {
+    pub(crate) fn from_link(link: Link, wait: AsyncWait, kinds: Kinds) -> Result<Self> {
         let (path, kind, peer, max_frame) = link.into_parts();
         let inner = match path {
             Path::Shm(rings) => {
-                let io = RingIo::new(*rings, &peer, check, READ_SPIN)?;
+                let io = RingIo::new(*rings, &peer, wait)?;
                 Inner::Rings(Box::new(Rings {
                     io,
                     max_frame,
@@ -96,7 +96,7 @@ impl<Item, SinkItem> ShmTransport<Item, SinkItem> {
                 }))
             }
             path => {
-                let stream = ShmStream::from_link(Link::new(path, kind, peer.clone(), max_frame), check, READ_SPIN)?;
+                let stream = ShmStream::from_link(Link::new(path, kind, peer.clone(), max_frame), wait)?;
                 let codec = FrameCodec { max_frame, kinds, next_id: 0, peer: peer.clone(), ghost: PhantomData };
                 Inner::Socket(Framed::new(stream, codec))
             }
@@ -410,7 +410,7 @@ impl<Item, SinkItem> Stream for Incoming<Item, SinkItem> {
         let this = Pin::into_inner(self);
         while !this.done {
             match ready!(this.links.poll_link(cx)) {
-                Ok(link) => match ShmTransport::from_link(link, this.links.check(), SERVER) {
+                Ok(link) => match ShmTransport::from_link(link, this.links.wait(), SERVER) {
                     Ok(t) => return Poll::Ready(Some(Ok(t))),
                     Err(e) => tracing::warn!("{e}"),
                 },
@@ -428,7 +428,7 @@ impl<Item, SinkItem> Stream for Incoming<Item, SinkItem> {
 pub(crate) async fn connect<Item, SinkItem>(addr: &Addr, opts: &ClientOptions) -> Result<ShmTransport<Item, SinkItem>> {
     let (a, o) = (addr.clone(), opts.clone());
     let link = crate::async_client::blocking(move || crate::client::open_link(&a, &o, Mode::TARPC)).await?;
-    ShmTransport::from_link(link, opts.policy.interval(), CLIENT)
+    ShmTransport::from_link(link, AsyncWait { spin: opts.stream_spin, check: opts.policy.interval() }, CLIENT)
 }
 
 #[cfg(test)]
