@@ -18,19 +18,19 @@
 //! The parent's waits check on the child every [`peer::PEER_CHECK`] or so; the child's need
 //! not, as the child dies with its parent.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, fallocate};
 
 use super::case::{Budget, Case, Transport};
-use super::guard::{Cleanup, unique_name};
+use super::guard::private_dir;
 use super::peer::{self, ChildSpec, Launcher, PeerWatch};
 use super::protocol::{self, Channel, END, FirstContact, Outcome};
 use super::shared::{LINE, SharedPage};
@@ -403,11 +403,10 @@ impl FileChannel {
     fn free(&mut self) {
         let upto = self.read - self.read % 4096;
         let (from, len) = (self.freed as libc::off_t, (upto - self.freed) as libc::off_t);
-        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: fallocate takes no pointers; the descriptor is open (owned by `self.file`).
-        match unsafe { libc::fallocate(self.file.as_raw_fd(), mode, from, len) } {
-            0 => self.freed = upto,
-            _ => self.punch = false,
+        let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        match fallocate(&self.file, mode, from, len) {
+            Ok(()) => self.freed = upto,
+            Err(_) => self.punch = false,
         }
     }
 }
@@ -450,12 +449,7 @@ fn file_parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outc
     if !case.is_stream() {
         return Err(format!("file: no {} row", case.label()));
     }
-    let dir = std::env::temp_dir().join(unique_name());
-    DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("file: creating {}: {e}", dir.display()))?;
-    let removed = dir.clone();
-    let cleanup = Cleanup::new(move || {
-        let _ = std::fs::remove_dir_all(&removed);
-    });
+    let (dir, cleanup) = private_dir("file")?;
     let path = dir.join("data");
     // Read and write: punching holes needs a descriptor open for writing.
     let file = OpenOptions::new()
@@ -483,6 +477,7 @@ fn file_child(spec: &ChildSpec) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::bench::case::Mode;
+    use crate::bench::guard::Cleanup;
     use crate::bench::guide::READING_GUIDE;
     use crate::bench::plan;
 
@@ -519,24 +514,20 @@ mod tests {
     }
 
     /// A private directory with one empty file in it, removed when dropped.
-    struct TempFile(std::path::PathBuf);
+    struct TempFile {
+        dir: std::path::PathBuf,
+        _removed: Cleanup,
+    }
 
     impl TempFile {
         fn new() -> TempFile {
-            let dir = std::env::temp_dir().join(format!("{}-classic-test", unique_name()));
-            std::fs::create_dir(&dir).unwrap();
+            let (dir, _removed) = private_dir("test").unwrap();
             File::create(dir.join("data")).unwrap();
-            TempFile(dir)
+            TempFile { dir, _removed }
         }
 
         fn open(&self, options: &mut OpenOptions) -> File {
-            options.open(self.0.join("data")).unwrap()
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            options.open(self.dir.join("data")).unwrap()
         }
     }
 

@@ -7,6 +7,9 @@
 //! case that overruns its deadline, which then fails like one whose peer died; a case that
 //! does not end even then is ended the same way as on a signal.
 
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -219,6 +222,18 @@ impl Drop for Deadline {
         *watched() = None;
         WATCH_CHANGED.notify_all();
     }
+}
+
+/// A new directory of ours alone (mode 0700) under the system's temporary directory, with
+/// the clean-up that removes it and everything in it; `what` names the row in the error.
+pub(crate) fn private_dir(what: &str) -> Result<(PathBuf, Cleanup), String> {
+    let dir = std::env::temp_dir().join(unique_name());
+    DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("{what}: creating {}: {e}", dir.display()))?;
+    let removed = dir.clone();
+    let cleanup = Cleanup::new(move || {
+        let _ = std::fs::remove_dir_all(&removed);
+    });
+    Ok((dir, cleanup))
 }
 
 /// A name no other run or case uses: `shmring-bench-<pid>-<counter>`.

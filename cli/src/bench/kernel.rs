@@ -1,13 +1,13 @@
 //! Kernel transports, each used the plain way: one `write` and one `read` (or `mq_send` and
 //! `mq_receive`) per message, no user-space buffering.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -16,7 +16,7 @@ use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_attr_member_t, mq_open};
 use nix::sys::stat::Mode;
 
 use super::case::{Budget, Case, Transport};
-use super::guard::{Cleanup, unique_name};
+use super::guard::{Cleanup, private_dir, unique_name};
 use super::peer::{self, ChildSpec, Launcher, PeerWatch};
 use super::protocol::{self, Channel, FirstContact, Outcome};
 
@@ -236,12 +236,7 @@ impl Read for FifoReader {
 }
 
 fn fifo_parent(case: &Case, budget: &Budget, launcher: &Launcher) -> Result<Outcome, String> {
-    let dir: PathBuf = std::env::temp_dir().join(unique_name());
-    DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("fifo: creating {}: {e}", dir.display()))?;
-    let removed = dir.clone();
-    let cleanup = Cleanup::new(move || {
-        let _ = std::fs::remove_dir_all(&removed);
-    });
+    let (dir, cleanup) = private_dir("fifo")?;
     let names: &[&str] = if case.is_stream() { &["data"] } else { &["ping", "pong"] };
     for name in names {
         let path = dir.join(name);
