@@ -462,6 +462,19 @@ mod tests {
         assert_eq!(cases.last().unwrap().label(), "rpc-tcp 64 B calls, 64 in flight");
     }
 
+    #[cfg(feature = "http")]
+    #[test]
+    fn web_rows_are_planned_named_and_documented() {
+        assert!(!case::WEB.is_empty());
+        for &t in case::WEB {
+            assert!(t.is_web() && t.is_rpc());
+            assert!(READING_GUIDE.contains(t.name()), "the reading guide does not explain {}", t.name());
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+            let modes: Vec<(Mode, usize)> = plan(&[t]).iter().map(|c| (c.mode, c.payload)).collect();
+            assert_eq!(modes, [(Mode::Call, 64), (Mode::InFlight, 64)]);
+        }
+    }
+
     #[cfg(feature = "tarpc")]
     #[test]
     fn tarpc_rows_are_planned_named_and_documented() {

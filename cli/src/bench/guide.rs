@@ -98,6 +98,23 @@ only in builds with the cargo feature 'tarpc')
   Modes as for the RPC rows: 'call' at 64 B and 1 MiB, '64-in-flight' with 64
   tasks calling at once. Every reply is checked against its request.
 
+HTTP AND GRPC ROWS (http-shm, http-unix, http-tcp with the cargo feature
+'http'; grpc-shm, grpc-tcp with 'grpc')
+  An echo service in the second process, on a multi-threaded tokio runtime
+  with one worker per CPU it may use; the client on a single-threaded one.
+    http-shm   hyper HTTP/1.1 over shmring-rpc's ShmStream: two shared-memory
+               rings; each side polls them a while (longer while the
+               connection is busy), then sleeps until woken
+    http-unix  the same hyper client and server over a plain UNIX socket
+    http-tcp   the same over TCP on 127.0.0.1 (TCP_NODELAY)
+    grpc-shm   tonic unary calls over ShmStream (HTTP/2)
+    grpc-tcp   tonic unary calls over tonic's own TCP
+  Each HTTP request is a POST whose 64 B body comes back as the response's
+  body; each caller has an HTTP/1.1 connection of its own (HTTP/1.1 does not
+  multiplex), so 64 in flight is 64 connections. All gRPC calls share one
+  HTTP/2 connection. Modes as for the RPC rows: 'call' at 64 B, and
+  '64-in-flight'. Every reply is checked against its request.
+
 PEER ROWS (iceoryx2, iceoryx2-request-response, ipc-channel; only in builds
 with the cargo feature 'peers')
   The libraries one would pick instead of shmring, between the same two
