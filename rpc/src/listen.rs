@@ -120,7 +120,7 @@ impl Acceptor {
         let addr = server.local_addr().clone();
         let listener = AsyncListener::new(server.listener, addr.clone())?;
         let (send, links) = mpsc::channel(PENDING_MAX);
-        let wait = AsyncWait { spin: server.opts.stream_spin, check: server.opts.policy.interval() };
+        let wait = server.opts.stream_wait();
         let task = tokio::spawn(accept_loop(listener, server.opts, mode, send));
         Ok(Acceptor { links, addr, wait, task })
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use shmring::WaitPolicy;
 
 use crate::access::AccessPolicy;
+use crate::async_link::AsyncWait;
 use crate::transport::TransportKind;
 
 /// Default largest frame payload: 64 MiB.
@@ -129,6 +130,10 @@ impl ClientOptions {
         self.stream_spin = t.min(MAX_ASYNC_SPIN);
         self
     }
+    /// How a stream or a tarpc transport connected with these options waits.
+    pub(crate) fn stream_wait(&self) -> AsyncWait {
+        AsyncWait { spin: self.stream_spin, check: self.policy.interval() }
+    }
 }
 
 /// How a server serves.
@@ -227,5 +232,9 @@ impl ServerOptions {
     pub fn stream_spin(mut self, t: Duration) -> Self {
         self.stream_spin = t.min(MAX_ASYNC_SPIN);
         self
+    }
+    /// How the streams and tarpc transports accepted with these options wait.
+    pub(crate) fn stream_wait(&self) -> AsyncWait {
+        AsyncWait { spin: self.stream_spin, check: self.policy.interval() }
     }
 }

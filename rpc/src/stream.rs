@@ -81,7 +81,7 @@ impl ShmStream {
     pub async fn connect(addr: &Addr, opts: &ClientOptions) -> Result<ShmStream> {
         let (addr, o) = (addr.clone(), opts.clone());
         let link = blocking(move || crate::client::open_link(&addr, &o, Mode::BYTES)).await?;
-        ShmStream::from_link(link, AsyncWait { spin: opts.stream_spin, check: opts.policy.interval() })
+        ShmStream::from_link(link, opts.stream_wait())
     }
 
     pub(crate) fn from_link(link: crate::transport::Link, wait: AsyncWait) -> Result<ShmStream> {

@@ -428,7 +428,7 @@ impl<Item, SinkItem> Stream for Incoming<Item, SinkItem> {
 pub(crate) async fn connect<Item, SinkItem>(addr: &Addr, opts: &ClientOptions) -> Result<ShmTransport<Item, SinkItem>> {
     let (a, o) = (addr.clone(), opts.clone());
     let link = crate::async_client::blocking(move || crate::client::open_link(&a, &o, Mode::TARPC)).await?;
-    ShmTransport::from_link(link, AsyncWait { spin: opts.stream_spin, check: opts.policy.interval() }, CLIENT)
+    ShmTransport::from_link(link, opts.stream_wait(), CLIENT)
 }
 
 #[cfg(test)]
