@@ -74,19 +74,17 @@ impl SharedPage {
 
     /// The 64-bit word at the start of line `i`.
     pub(crate) fn word64(&self, i: usize) -> &AtomicU64 {
-        assert!((i + 1) * LINE <= PAGE);
         // The other process only ever accesses this word atomically, and every bit pattern
         // is a valid u64, so treating it as an atomic is sound.
-        // SAFETY: offset inside the page (asserted), 8-aligned (page-aligned map, LINE % 8 == 0), mapping
-        // outlives `self`.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(i * LINE).cast()) }
+        // SAFETY: the line is inside the page (`line` asserts it), 8-aligned (page-aligned map,
+        // LINE % 8 == 0), and the mapping outlives `self`.
+        unsafe { AtomicU64::from_ptr(self.line(i).as_ptr().cast()) }
     }
 
     /// The 32-bit word at the start of line `i` (futexes are 32 bits).
     fn word32(&self, i: usize) -> &AtomicU32 {
-        assert!((i + 1) * LINE <= PAGE);
         // SAFETY: as for `word64`; 4-byte alignment follows from 8-byte alignment.
-        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(i * LINE).cast()) }
+        unsafe { AtomicU32::from_ptr(self.line(i).as_ptr().cast()) }
     }
 }
 
